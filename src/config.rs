@@ -1,0 +1,557 @@
+//! Configuration: `config/default.toml`, overlaid by `config/<TALLY_ENV>.toml`, overlaid by
+//! `TALLY__SECTION__KEY` environment variables (the `config` crate); `--config FILE` names
+//! another file instead of the two in `config/`.
+//!
+//! Secrets (tokens, client secrets, passwords) are read from the environment only: a secret in
+//! a file is a configuration error. Every section is `deny_unknown_fields`, and
+//! [`Settings::validate`] reports every problem at once with the key's full path, so that bad
+//! configuration fails at start-up and never halfway through a run. Every key is documented in
+//! `docs/CONFIG.md`.
+
+use crate::domain::{BillingAccount, Currency, RoundingMode};
+use crate::sinks::file::FileSinkSettings;
+use crate::sinks::rambase::RamBaseSettings;
+use crate::sources::billable_users::BillableUsersSettings;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// One problem found while validating configuration, with the key's full path (or
+/// `file:row:column`) so that the operator knows where to look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `sources.billable_users.base_url`, or `config/pricing.csv:4:unit_price`.
+    pub at: String,
+    /// What is wrong and, where it helps, what to do.
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// Configuration that could not be loaded or is not valid: every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render(.0))]
+pub struct ConfigError(pub Vec<Problem>);
+
+fn render(problems: &[Problem]) -> String {
+    let mut text = format!(
+        "the configuration has {} problem{}:",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        text.push_str("\n  - ");
+        text.push_str(&p.to_string());
+    }
+    text
+}
+
+/// Keys whose values are secrets: accepted from the environment only.
+const SECRET_KEYS: &[&str] = &["token", "client_secret", "password", "api_token"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub general: GeneralSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub billing: BillingSettings,
+    #[serde(default)]
+    pub schedule: ScheduleSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub sources: SourcesSettings,
+    #[serde(default)]
+    pub sinks: SinksSettings,
+    /// The files the settings were read from, for messages (not a key).
+    #[serde(skip)]
+    pub loaded_from: Vec<PathBuf>,
+}
+
+/// `[general]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneralSettings {
+    /// Folder for the SQLite state file and other local files (default `./data`).
+    pub data_dir: PathBuf,
+    /// The job's time zone (IANA name): billing periods are calendar months in this zone.
+    pub timezone: String,
+}
+
+impl Default for GeneralSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            timezone: "UTC".into(),
+        }
+    }
+}
+
+impl GeneralSettings {
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+}
+
+/// `[database]`
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `postgres://user@host:5432/db`; `DATABASE_URL` in the environment wins. Empty: an
+    /// SQLite file `tally.db` in `general.data_dir`.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_deref().map(crate::http::redact_url))
+            .finish()
+    }
+}
+
+/// `[billing]`: what is billed, how it is priced, and where it goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSettings {
+    /// The pricing table (PRICING.md).
+    pub pricing_file: PathBuf,
+    /// The customer map: `source,source_customer,billing_account`.
+    pub customers_file: PathBuf,
+    /// `half_up` (default) or `half_even`: how each line's amount is rounded, once.
+    pub rounding: RoundingMode,
+    /// The currency of every billing account not listed in `accounts`.
+    pub default_currency: String,
+    /// The billing system of every account not listed in `accounts` (`rambase` or `file`).
+    pub default_sink: String,
+    /// When true, lines wait as drafts until `tally approve` before they are pushed.
+    pub require_approval: bool,
+    /// Accounts whose currency or billing system differs from the defaults.
+    pub accounts: Vec<AccountSettings>,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        Self {
+            pricing_file: PathBuf::from("config/pricing.csv"),
+            customers_file: PathBuf::from("config/customers.csv"),
+            rounding: RoundingMode::HalfUp,
+            default_currency: "EUR".into(),
+            default_sink: "rambase".into(),
+            require_approval: false,
+            accounts: Vec::new(),
+        }
+    }
+}
+
+/// `[[billing.accounts]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// The billing account id, as in the customer map.
+    pub id: String,
+    /// Its currency (ISO 4217); default `billing.default_currency`.
+    pub currency: Option<String>,
+    /// Its billing system; default `billing.default_sink`.
+    pub sink: Option<String>,
+}
+
+impl BillingSettings {
+    /// The currency an account is billed in.
+    pub fn currency_of(&self, account: &BillingAccount) -> Option<Currency> {
+        let code = self
+            .accounts
+            .iter()
+            .find(|a| a.id == account.as_str())
+            .and_then(|a| a.currency.as_deref())
+            .unwrap_or(&self.default_currency);
+        code.parse().ok()
+    }
+
+    /// The billing system an account is billed in.
+    pub fn sink_of(&self, account: &BillingAccount) -> &str {
+        self.accounts
+            .iter()
+            .find(|a| a.id == account.as_str())
+            .and_then(|a| a.sink.as_deref())
+            .unwrap_or(&self.default_sink)
+    }
+}
+
+/// `[schedule]`: the nightly run of `tally daemon`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSettings {
+    /// Cron expression with seconds: `sec min hour day-of-month month day-of-week`.
+    pub cron: String,
+    /// Time zone the cron expression is read in (IANA name).
+    pub timezone: String,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            cron: "0 30 2 * * *".into(),
+            timezone: "UTC".into(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` for people, `json` for log collectors (production).
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is not set, e.g. `info` or `tally=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[sources.*]`: one table per source; a missing table means the source is not used.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSettings {
+    pub billable_users: Option<BillableUsersSettings>,
+}
+
+/// `[sinks.*]`: one table per billing system; a missing table means it is not used.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksSettings {
+    pub rambase: Option<RamBaseSettings>,
+    pub file: Option<FileSinkSettings>,
+}
+
+impl SinksSettings {
+    /// Names of the configured billing systems.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.rambase.is_some() {
+            names.push("rambase");
+        }
+        if self.file.is_some() {
+            names.push("file");
+        }
+        names
+    }
+}
+
+impl Settings {
+    /// Loads the layers: `file` alone if given, else `config/default.toml` then
+    /// `config/$TALLY_ENV.toml` (if it exists); then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut files = Vec::new();
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError(vec![Problem::new(
+                        path.display().to_string(),
+                        "no such configuration file (check --config)",
+                    )]));
+                }
+                files.push(path.to_path_buf());
+            }
+            None => {
+                let default = PathBuf::from("config/default.toml");
+                if default.is_file() {
+                    files.push(default);
+                }
+                if let Ok(env) = std::env::var("TALLY_ENV") {
+                    let path = PathBuf::from(format!("config/{env}.toml"));
+                    if !path.is_file() {
+                        return Err(ConfigError(vec![Problem::new(
+                            path.display().to_string(),
+                            format!("TALLY_ENV={env} names a file that does not exist"),
+                        )]));
+                    }
+                    files.push(path);
+                }
+            }
+        }
+        Self::load_files(&files, true)
+    }
+
+    /// Loads the given files in order, then (if `with_env`) the `TALLY__...` variables and
+    /// `DATABASE_URL`.
+    pub fn load_files(files: &[PathBuf], with_env: bool) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let mut builder = config::Config::builder();
+        for path in files {
+            // Secrets are refused per file, so that the message names the file to edit.
+            match config::Config::builder()
+                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+                .build()
+                .and_then(|c| c.try_deserialize::<serde_json::Value>())
+            {
+                Ok(value) => find_secrets(&value, "", path, &mut problems),
+                Err(e) => problems.push(Problem::new(path.display().to_string(), e.to_string())),
+            }
+            builder = builder
+                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        if with_env {
+            builder = builder.add_source(
+                config::Environment::with_prefix("TALLY")
+                    .prefix_separator("__")
+                    .separator("__"),
+            );
+            if let Ok(url) = std::env::var("DATABASE_URL")
+                && !url.trim().is_empty()
+            {
+                builder = builder
+                    .set_override("database.url", url)
+                    .map_err(|e| ConfigError(vec![Problem::new("DATABASE_URL", e.to_string())]))?;
+            }
+        }
+        let mut settings: Settings =
+            builder
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .map_err(|e| {
+                    let at = files
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" + ");
+                    ConfigError(vec![Problem::new(
+                        if at.is_empty() {
+                            "configuration".into()
+                        } else {
+                            at
+                        },
+                        format!("{e} (see docs/CONFIG.md for every key)"),
+                    )])
+                })?;
+        settings.loaded_from = files.to_vec();
+        Ok(settings)
+    }
+
+    /// Where the state lives: `database.url`, else the SQLite file in `general.data_dir`.
+    pub fn database_target(&self) -> crate::store::DatabaseTarget {
+        match self.database.url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => {
+                if let Some(path) = url.strip_prefix("sqlite://") {
+                    crate::store::DatabaseTarget::Sqlite(PathBuf::from(path))
+                } else {
+                    crate::store::DatabaseTarget::Postgres(url.to_owned())
+                }
+            }
+            _ => crate::store::DatabaseTarget::Sqlite(self.general.data_dir.join("tally.db")),
+        }
+    }
+
+    /// Checks everything that can be checked without reading other files or the network;
+    /// every problem at once, each with its key's full path.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.general.timezone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(Problem::new(
+                "general.timezone",
+                format!(
+                    "unknown time zone {:?} (use an IANA name such as UTC or Europe/Oslo)",
+                    self.general.timezone
+                ),
+            ));
+        }
+        if self.schedule.timezone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(Problem::new(
+                "schedule.timezone",
+                format!(
+                    "unknown time zone {:?} (use an IANA name such as UTC or Europe/Oslo)",
+                    self.schedule.timezone
+                ),
+            ));
+        }
+        if let Err(message) = crate::schedule::check_cron(&self.schedule.cron) {
+            problems.push(Problem::new("schedule.cron", message));
+        }
+        if let Some(url) = self.database.url.as_deref() {
+            let url = url.trim();
+            if !(url.is_empty()
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite://"))
+            {
+                problems.push(Problem::new(
+                    "database.url",
+                    "expected postgres://... or sqlite://PATH (or leave it empty for the SQLite file in general.data_dir)",
+                ));
+            }
+        }
+        let billing = &self.billing;
+        if billing.default_currency.parse::<Currency>().is_err() {
+            problems.push(Problem::new(
+                "billing.default_currency",
+                format!(
+                    "unknown currency {:?} (expected an ISO 4217 code such as EUR)",
+                    billing.default_currency
+                ),
+            ));
+        }
+        let sinks = self.sinks.names();
+        let check_sink = |at: String, name: &str, problems: &mut Vec<Problem>| {
+            if !sinks.contains(&name) {
+                problems.push(Problem::new(
+                    at,
+                    format!(
+                        "billing system {name:?} is not configured (configured: {}); add a [sinks.{name}] table or pick another",
+                        if sinks.is_empty() { "none".to_owned() } else { sinks.join(", ") }
+                    ),
+                ));
+            }
+        };
+        check_sink(
+            "billing.default_sink".into(),
+            &billing.default_sink,
+            &mut problems,
+        );
+        let mut seen = BTreeSet::new();
+        for (i, account) in billing.accounts.iter().enumerate() {
+            let at = format!("billing.accounts[{i}]");
+            if account.id.trim().is_empty() {
+                problems.push(Problem::new(format!("{at}.id"), "must not be empty"));
+            }
+            if !seen.insert(account.id.as_str()) {
+                problems.push(Problem::new(
+                    format!("{at}.id"),
+                    format!("account {:?} is listed twice", account.id),
+                ));
+            }
+            if let Some(code) = &account.currency
+                && code.parse::<Currency>().is_err()
+            {
+                problems.push(Problem::new(
+                    format!("{at}.currency"),
+                    format!("unknown currency {code:?}"),
+                ));
+            }
+            if let Some(sink) = &account.sink {
+                check_sink(format!("{at}.sink"), sink, &mut problems);
+            }
+        }
+        if let Some(s) = &self.sources.billable_users {
+            problems.extend(s.validate("sources.billable_users"));
+        } else {
+            problems.push(Problem::new(
+                "sources",
+                "no source is configured; add a [sources.billable_users] table",
+            ));
+        }
+        if let Some(s) = &self.sinks.rambase {
+            problems.extend(s.validate("sinks.rambase"));
+        }
+        if let Some(s) = &self.sinks.file {
+            problems.extend(s.validate("sinks.file"));
+        }
+        problems
+    }
+}
+
+/// Reports every secret-named key found in a configuration file.
+fn find_secrets(value: &serde_json::Value, prefix: &str, file: &Path, problems: &mut Vec<Problem>) {
+    if let serde_json::Value::Object(map) = value {
+        for (key, inner) in map {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if SECRET_KEYS.contains(&key.as_str()) {
+                problems.push(Problem::new(
+                    format!("{}: {path}", file.display()),
+                    format!(
+                        "secrets are read from the environment only: remove it from the file and set {}",
+                        env_var_for(&path)
+                    ),
+                ));
+            } else {
+                find_secrets(inner, &path, file, problems);
+            }
+        }
+    }
+}
+
+/// The environment variable that sets a key: `sources.billable_users.token` →
+/// `TALLY__SOURCES__BILLABLE_USERS__TOKEN`.
+pub fn env_var_for(key_path: &str) -> String {
+    format!(
+        "TALLY__{}",
+        key_path.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_var_names_follow_the_key_path() {
+        assert_eq!(
+            env_var_for("sources.billable_users.token"),
+            "TALLY__SOURCES__BILLABLE_USERS__TOKEN"
+        );
+    }
+
+    #[test]
+    fn a_secret_in_a_file_is_refused_with_the_variable_to_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[sources.billable_users]\ntoken = \"abc\"\n").unwrap();
+        let err = Settings::load_files(&[path], false).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("sources.billable_users.token"), "{text}");
+        assert!(
+            text.contains("TALLY__SOURCES__BILLABLE_USERS__TOKEN"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("abc"),
+            "the secret itself must not be echoed: {text}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[billing]\nrequire_aproval = true\n").unwrap();
+        let err = Settings::load_files(&[path], false).unwrap_err();
+        assert!(err.to_string().contains("require_aproval"), "{err}");
+    }
+}

@@ -1,0 +1,19 @@
+//! Plain types that flow between the stages: periods, ids, money, records, lines and runs.
+//!
+//! Nothing here does I/O. Every stage (extract, map, price, reconcile, push) speaks these types.
+
+mod exception;
+mod ids;
+mod line;
+mod money;
+mod period;
+mod record;
+mod run;
+
+pub use exception::{ExceptionKind, RunException};
+pub use ids::{BillingAccount, LicenseType, SourceName};
+pub use line::{Evidence, InvoiceLine, LedgerChange, LedgerLine, LineKey, LineStatus, NewRevision};
+pub use money::{Currency, RoundingMode, UnknownCurrency};
+pub use period::{Period, PeriodError};
+pub use record::{StagedRecord, UsageQuantity};
+pub use run::{RunStatus, RunSummary, SourceFailure, Trigger};

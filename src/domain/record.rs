@@ -1,0 +1,35 @@
+//! What extraction stages, and what mapping reads back.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// One record of a source, as staged with its page's checkpoint.
+///
+/// The connector decides the keys: `record_key` is unique within (source, scope, period), so a
+/// record listed twice (even on two pages) is staged, and counted, once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagedRecord {
+    /// Unique within (source, scope, period), e.g. `"552@Microsoft Corporation"`.
+    pub record_key: String,
+    /// The source's key for the customer: an organization name, a service GUID, an org id.
+    pub customer_key: String,
+    /// The source's name for what was used: `billable_user`, `Professional`, a Genesys usage
+    /// name. Mapping rules turn it into a license type.
+    pub item: String,
+    /// How much of `item` this record stands for (1 for a billable person).
+    pub quantity: Decimal,
+    /// The record as the source sent it, kept as evidence for the accountant.
+    pub payload: serde_json::Value,
+}
+
+/// The staged records of one source and period summed per (customer key, item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageQuantity {
+    pub customer_key: String,
+    pub item: String,
+    pub quantity: Decimal,
+    /// How many staged records were summed.
+    pub record_count: u64,
+    /// Order-independent fingerprint of those records (hex), see [`super::Evidence`].
+    pub hash: String,
+}

@@ -1,0 +1,101 @@
+//! Runs: one execution of the pipeline, and the summary it ends with.
+
+use super::Period;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    CompletedWithExceptions,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::CompletedWithExceptions => "completed_with_exceptions",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "completed_with_exceptions" => RunStatus::CompletedWithExceptions,
+            "failed" => RunStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The process exit code for a run that ended so (README: 0, 3, 1).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunStatus::Completed => 0,
+            RunStatus::CompletedWithExceptions => 3,
+            RunStatus::Running | RunStatus::Failed => 1,
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Manual,
+    Schedule,
+    Demo,
+}
+
+impl Trigger {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+            Trigger::Demo => "demo",
+        }
+    }
+}
+
+/// A source whose part of the run failed after its retries; the others went on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFailure {
+    pub source: String,
+    pub error: String,
+}
+
+/// The end of a run, as printed (text or JSON) and stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// None for a dry run, which writes nothing.
+    pub run_id: Option<i64>,
+    pub status: RunStatus,
+    pub period: Period,
+    pub dry_run: bool,
+    pub records_read: u64,
+    pub lines_created: u64,
+    pub lines_adjusted: u64,
+    pub lines_unchanged: u64,
+    pub lines_pushed: u64,
+    pub exceptions: u64,
+    /// Sum of the period's line amounts per currency code, as strings in JSON.
+    pub totals: BTreeMap<String, Decimal>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_sources: Vec<SourceFailure>,
+    /// Push errors and other problems an operator must look at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}

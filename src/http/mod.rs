@@ -1,0 +1,430 @@
+//! One HTTP client for every connector: timeouts, bounded retries with backoff and jitter,
+//! `Retry-After`, and pacing by the `X-RateLimit-*` headers a peer announces.
+//!
+//! What is retried (STYLE.md §6): timeouts, connection failures, 5xx and 429 — never other
+//! 4xx. A request that is not idempotent (a POST that creates something in a billing system with
+//! no idempotency key) is retried only when the peer surely did not process it (429, or the
+//! connection could not be made): anything else is returned as [`HttpError`] so that the caller
+//! can check the billing system before sending again.
+
+mod token;
+
+pub use token::{FetchedToken, TokenCache};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Retry and timeout settings of one connector (`[sources.X.http]` / `[sinks.X.http]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Seconds before one request is abandoned (and retried, if it may be).
+    pub timeout_secs: u64,
+    /// Retries after the first attempt, for retriable failures.
+    pub max_retries: u32,
+    /// First backoff in milliseconds; doubled on every retry, with jitter.
+    pub backoff_ms: u64,
+    /// Longest backoff between two attempts, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Longest `Retry-After` (seconds) tally waits for; a peer asking for more fails the call.
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 30,
+            max_retries: 5,
+            backoff_ms: 500,
+            max_backoff_ms: 30_000,
+            max_retry_after_secs: 900,
+        }
+    }
+}
+
+/// Whether a request may be sent again after a failure whose outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Reads, and writes the peer deduplicates: retry on any retriable failure.
+    Idempotent,
+    /// Creates something with no idempotency key: retry only when the peer surely did not
+    /// process the request (429, connection refused).
+    NotIdempotent,
+}
+
+/// A failed HTTP call, with the method, the URL (no secrets in it) and what the peer said.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The peer answered with a non-success status (after retries, where retriable).
+    #[error("{method} {url} answered {status}: {body}")]
+    Status {
+        method: Method,
+        url: String,
+        status: StatusCode,
+        /// The response body, cut to 2,000 characters.
+        body: String,
+    },
+    /// 429 with a `Retry-After` longer than tally is configured to wait.
+    #[error(
+        "{method} {url} is rate limited for {retry_after_secs} s, longer than max_retry_after_secs"
+    )]
+    RateLimited {
+        method: Method,
+        url: String,
+        retry_after_secs: u64,
+    },
+    /// No answer within the timeout.
+    #[error("{method} {url} timed out after {timeout_secs} s")]
+    Timeout {
+        method: Method,
+        url: String,
+        timeout_secs: u64,
+    },
+    /// The connection could not be made or broke.
+    #[error("{method} {url} failed: {message}")]
+    Transport {
+        method: Method,
+        url: String,
+        message: String,
+        /// True when the request surely never reached the peer (connection refused).
+        not_sent: bool,
+    },
+    /// The peer answered 2xx but the body was not what its API documents.
+    #[error("{method} {url} answered with a body tally cannot read: {message}")]
+    Decode {
+        method: Method,
+        url: String,
+        message: String,
+    },
+}
+
+impl HttpError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            HttpError::RateLimited { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
+            _ => None,
+        }
+    }
+
+    /// The response body, when the peer answered.
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            HttpError::Status { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            HttpError::Status { url, .. }
+            | HttpError::RateLimited { url, .. }
+            | HttpError::Timeout { url, .. }
+            | HttpError::Transport { url, .. }
+            | HttpError::Decode { url, .. } => url,
+        }
+    }
+
+    /// True when the peer surely did not act on the request: a 4xx answer, a 429, or a
+    /// connection that was never made. False for timeouts, broken connections and 5xx, after
+    /// which a billing system may hold what was sent.
+    pub fn surely_not_processed(&self) -> bool {
+        match self {
+            HttpError::Status { status, .. } => status.is_client_error(),
+            HttpError::RateLimited { .. } => true,
+            HttpError::Transport { not_sent, .. } => *not_sent,
+            HttpError::Timeout { .. } | HttpError::Decode { .. } => false,
+        }
+    }
+}
+
+/// A `reqwest::Client` with a retry policy and a rate-limit pacer. Cheap to clone? No: share
+/// it by reference; one per connector instance so that pacing is per peer.
+#[derive(Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    settings: HttpSettings,
+    /// When the peer said its rate-limit window resets after it reported 0 requests remaining.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl HttpClient {
+    pub fn new(settings: &HttpSettings) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(settings.timeout_secs))
+            .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
+            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            settings: settings.clone(),
+            paused_until: Mutex::new(None),
+        })
+    }
+
+    /// The underlying client, to build requests with.
+    pub fn inner(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends the request `build` makes, retrying per the policy, and returns a 2xx response.
+    ///
+    /// `build` is called once per attempt, so that a retry sends a fresh request (and picks up,
+    /// say, a refreshed token).
+    pub async fn send<F>(&self, idempotency: Idempotency, build: F) -> Result<Response, HttpError>
+    where
+        F: Fn(&reqwest::Client) -> RequestBuilder,
+    {
+        let mut attempt: u32 = 0;
+        loop {
+            self.wait_for_rate_limit().await;
+            let request = build(&self.client)
+                .build()
+                .map_err(|e| HttpError::Transport {
+                    method: Method::GET,
+                    url: redact_url(e.url().map(|u| u.as_str()).unwrap_or("?")),
+                    message: format!("request could not be built: {e}"),
+                    not_sent: true,
+                })?;
+            let method = request.method().clone();
+            let url = redact_url(request.url().as_str());
+            let result = self.client.execute(request).await;
+            let error = match result {
+                Ok(response) => {
+                    self.note_rate_limit(&response);
+                    let status = response.status();
+                    if status.is_success() {
+                        return Ok(response);
+                    }
+                    let retry_after = retry_after(&response);
+                    let body = body_text(response).await;
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                        if wait.as_secs() > self.settings.max_retry_after_secs {
+                            return Err(HttpError::RateLimited {
+                                method,
+                                url,
+                                retry_after_secs: wait.as_secs(),
+                            });
+                        }
+                        if attempt < self.settings.max_retries {
+                            tracing::warn!(%url, wait_secs = wait.as_secs_f64(), attempt, "rate limited; waiting as the peer asked");
+                            tokio::time::sleep(wait).await;
+                            attempt += 1;
+                            continue;
+                        }
+                    }
+                    HttpError::Status {
+                        method,
+                        url,
+                        status,
+                        body,
+                    }
+                }
+                Err(e) if e.is_timeout() => HttpError::Timeout {
+                    method,
+                    url,
+                    timeout_secs: self.settings.timeout_secs,
+                },
+                Err(e) => HttpError::Transport {
+                    method,
+                    url,
+                    not_sent: e.is_connect(),
+                    message: error_chain(&e),
+                },
+            };
+            let retriable = match &error {
+                HttpError::Status { status, .. } => status.is_server_error(),
+                HttpError::Timeout { .. } | HttpError::Transport { .. } => true,
+                HttpError::RateLimited { .. } | HttpError::Decode { .. } => false,
+            };
+            let may_resend = idempotency == Idempotency::Idempotent || error.surely_not_processed();
+            if !retriable || !may_resend || attempt >= self.settings.max_retries {
+                return Err(error);
+            }
+            let wait = self.backoff(attempt);
+            tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, attempt, "request failed; retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Sends like [`send`](Self::send) and decodes a JSON body.
+    pub async fn send_json<T, F>(&self, idempotency: Idempotency, build: F) -> Result<T, HttpError>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(&reqwest::Client) -> RequestBuilder,
+    {
+        let response = self.send(idempotency, build).await?;
+        decode_json(response).await
+    }
+
+    /// Exponential backoff with full jitter between half and all of the step.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self
+            .settings
+            .backoff_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.settings.max_backoff_ms);
+        let jittered = step / 2 + fastrand::u64(0..=step / 2);
+        Duration::from_millis(jittered)
+    }
+
+    /// Remembers a rate-limit window that is used up, so the next request waits for its reset
+    /// instead of provoking a 429.
+    fn note_rate_limit(&self, response: &Response) {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        if let (Some(0), Some(reset)) =
+            (header("x-ratelimit-remaining"), header("x-ratelimit-reset"))
+        {
+            let now = chrono::Utc::now().timestamp();
+            let wait = Duration::from_secs(
+                (reset - now).clamp(0, self.settings.max_retry_after_secs as i64) as u64,
+            );
+            tracing::info!(
+                wait_secs = wait.as_secs(),
+                "rate-limit window used up; pausing until it resets"
+            );
+            if let Ok(mut paused) = self.paused_until.lock() {
+                *paused = Some(Instant::now() + wait);
+            }
+        }
+    }
+
+    async fn wait_for_rate_limit(&self) {
+        let until = self.paused_until.lock().ok().and_then(|mut p| p.take());
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}
+
+/// Decodes a 2xx response's JSON body, naming the URL on failure.
+pub async fn decode_json<T: serde::de::DeserializeOwned>(
+    response: Response,
+) -> Result<T, HttpError> {
+    let url = redact_url(response.url().as_str());
+    let bytes = response.bytes().await.map_err(|e| HttpError::Transport {
+        method: Method::GET,
+        url: url.clone(),
+        message: format!("reading the body: {}", error_chain(&e)),
+        not_sent: false,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode {
+        method: Method::GET,
+        url,
+        message: format!(
+            "{e} (body starts: {})",
+            preview(&String::from_utf8_lossy(&bytes))
+        ),
+    })
+}
+
+/// `Retry-After` in seconds (the only form the peers tally talks to use).
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+async fn body_text(response: Response) -> String {
+    match response.text().await {
+        Ok(text) => preview(&text),
+        Err(e) => format!("(body unreadable: {e})"),
+    }
+}
+
+fn preview(text: &str) -> String {
+    const MAX: usize = 2_000;
+    if text.len() <= MAX {
+        text.to_owned()
+    } else {
+        let mut end = MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    }
+}
+
+/// The URL without credentials or token-like query parameters, safe for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    if lower.contains("token")
+                        || lower.contains("secret")
+                        || lower.contains("password")
+                    {
+                        (k.into_owned(), "REDACTED".to_owned())
+                    } else {
+                        (k.into_owned(), v.into_owned())
+                    }
+                })
+                .collect();
+            if pairs.is_empty() {
+                parsed.set_query(None);
+            } else {
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_reach_a_message() {
+        assert_eq!(
+            redact_url("https://x.example/api/accounts.json?api_token=abc&page=2"),
+            "https://x.example/api/accounts.json?api_token=REDACTED&page=2"
+        );
+        assert_eq!(
+            redact_url("https://u:pw@x.example/a"),
+            "https://u@x.example/a"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let client = HttpClient::new(&HttpSettings::default()).unwrap();
+        for attempt in 0..30 {
+            let wait = client.backoff(attempt);
+            assert!(wait <= Duration::from_millis(30_000), "{attempt}: {wait:?}");
+        }
+        assert!(client.backoff(0) <= Duration::from_millis(500));
+        assert!(client.backoff(3) >= Duration::from_millis(2_000));
+    }
+}

@@ -1,0 +1,256 @@
+//! Map and price: turns the summed usage of one source into priced invoice lines and
+//! exceptions. Pure: everything it needs is passed in.
+
+use crate::config::BillingSettings;
+use crate::domain::{
+    BillingAccount, Evidence, ExceptionKind, InvoiceLine, LicenseType, LineKey, Period,
+    RunException, SourceName, UsageQuantity,
+};
+use crate::mapping::{CustomerMap, KeyMatch};
+use crate::pricing::PricingTable;
+use crate::sinks::Sink;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+/// What one source's usage became.
+#[derive(Debug, Default)]
+pub struct Computed {
+    pub lines: Vec<InvoiceLine>,
+    pub exceptions: Vec<RunException>,
+}
+
+/// Everything pricing and mapping depend on, borrowed from the application.
+pub struct Rules<'a> {
+    pub customers: &'a CustomerMap,
+    pub pricing: &'a PricingTable,
+    pub billing: &'a BillingSettings,
+    pub sinks: &'a [Sink],
+}
+
+/// Maps each (customer key, item) to (billing account, license type), sums what lands on the
+/// same line, prices each line, and checks it can go to its billing system. Whatever fails a
+/// step becomes an exception carrying its quantity and record count.
+pub fn compute(
+    source: &SourceName,
+    key_match: KeyMatch,
+    license_of: &dyn Fn(&str) -> Option<LicenseType>,
+    period: Period,
+    usage: &[UsageQuantity],
+    rules: &Rules<'_>,
+) -> Computed {
+    let mut out = Computed::default();
+    let exception = |kind,
+                     u: &UsageQuantity,
+                     account: Option<&BillingAccount>,
+                     license: Option<&LicenseType>,
+                     message: String| RunException {
+        period,
+        source: source.clone(),
+        kind,
+        customer_key: u.customer_key.clone(),
+        item: u.item.clone(),
+        billing_account: account.cloned(),
+        license_type: license.cloned(),
+        quantity: u.quantity,
+        record_count: u.record_count,
+        message,
+    };
+
+    // Several source customers (or items) may land on one line: sum before pricing, so that
+    // tiers apply to the line's whole quantity.
+    let mut grouped: BTreeMap<(BillingAccount, LicenseType), LineParts<'_>> = BTreeMap::new();
+    for u in usage {
+        let Some(account) = rules
+            .customers
+            .lookup(source.as_str(), &u.customer_key, key_match)
+        else {
+            out.exceptions.push(exception(
+                ExceptionKind::UnmappedCustomer,
+                u,
+                None,
+                None,
+                format!(
+                    "{source} customer {:?} is not in the customer map; add a row `{source},{},<billing account>` to {}",
+                    u.customer_key,
+                    csv_cell(&u.customer_key),
+                    rules.billing.customers_file.display()
+                ),
+            ));
+            continue;
+        };
+        let Some(license) = license_of(&u.item) else {
+            out.exceptions.push(exception(
+                ExceptionKind::UnmappedLicense,
+                u,
+                Some(account),
+                None,
+                format!("{source} item {:?} maps to no license type; add it to the mapping rules of sources.{source}", u.item),
+            ));
+            continue;
+        };
+        let entry = grouped.entry((account.clone(), license)).or_default();
+        entry.0 += u.quantity;
+        entry.1 += u.record_count;
+        entry.2.push(&u.hash);
+        entry.3.push(u);
+    }
+
+    for ((account, license), (quantity, record_count, hashes, parts)) in grouped {
+        let Some(currency) = rules.billing.currency_of(&account) else {
+            // Unreachable after validation; kept as an exception rather than a panic.
+            for u in parts {
+                out.exceptions.push(exception(
+                    ExceptionKind::NoPrice,
+                    u,
+                    Some(&account),
+                    Some(&license),
+                    format!("billing account {account} has no valid currency"),
+                ));
+            }
+            continue;
+        };
+        let priced = match rules.pricing.price(
+            &license,
+            &account,
+            currency,
+            period,
+            quantity,
+            rules.billing.rounding,
+        ) {
+            Ok(priced) => priced,
+            Err(no_price) => {
+                for u in parts {
+                    out.exceptions.push(exception(
+                        ExceptionKind::NoPrice,
+                        u,
+                        Some(&account),
+                        Some(&license),
+                        no_price.to_string(),
+                    ));
+                }
+                continue;
+            }
+        };
+        if !priced.billable {
+            continue;
+        }
+        let sink_name = rules.billing.sink_of(&account).to_owned();
+        let line = InvoiceLine {
+            key: LineKey {
+                period,
+                billing_account: account.clone(),
+                license_type: license.clone(),
+                source: source.clone(),
+            },
+            quantity,
+            rate: priced.rate,
+            amount: priced.amount,
+            currency,
+            price_ref: priced.price_ref.clone(),
+            trace: serde_json::to_value(&priced.trace).unwrap_or(serde_json::Value::Null),
+            evidence: Evidence {
+                record_count,
+                hash: combine_hashes(&hashes),
+            },
+            sink: sink_name.clone(),
+        };
+        let check = match rules.sinks.iter().find(|s| s.name() == sink_name) {
+            Some(sink) => sink.check(&line),
+            None => Err(format!("billing system {sink_name:?} is not configured")),
+        };
+        match check {
+            Ok(()) => out.lines.push(line),
+            Err(reason) => {
+                for u in parts {
+                    out.exceptions.push(exception(
+                        ExceptionKind::NotBillable,
+                        u,
+                        Some(&account),
+                        Some(&license),
+                        reason.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What is summed into one line: quantity, record count, the groups' fingerprints, the groups.
+type LineParts<'a> = (Decimal, u64, Vec<&'a str>, Vec<&'a UsageQuantity>);
+
+/// The fingerprint of several groups' records: XOR of their fingerprints, so that the order
+/// records were read in does not matter.
+pub fn combine_hashes(hashes: &[&str]) -> String {
+    let mut acc = [0u8; 32];
+    for h in hashes {
+        if let Ok(bytes) = hex::decode(h) {
+            for (a, b) in acc.iter_mut().zip(bytes) {
+                *a ^= b;
+            }
+        }
+    }
+    hex::encode(acc)
+}
+
+/// The fingerprint of one record: SHA-256 of its key and quantity.
+pub fn record_hash(record_key: &str, quantity: Decimal) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(record_key.as_bytes());
+    hasher.update([0x1f]);
+    hasher.update(quantity.normalize().to_string().as_bytes());
+    hasher.finalize().into()
+}
+
+fn csv_cell(value: &str) -> String {
+    if value.contains([',', '"', '\n']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Sums staged records per (customer key, item), keeping their count and fingerprint. Memory
+/// grows with the number of groups, not of records.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    groups: BTreeMap<(String, String), (Decimal, u64, [u8; 32])>,
+}
+
+impl Aggregator {
+    pub fn add(&mut self, record: &crate::domain::StagedRecord) {
+        let entry = self
+            .groups
+            .entry((record.customer_key.clone(), record.item.clone()))
+            .or_insert((Decimal::ZERO, 0, [0u8; 32]));
+        entry.0 += record.quantity;
+        entry.1 += 1;
+        for (a, b) in entry
+            .2
+            .iter_mut()
+            .zip(record_hash(&record.record_key, record.quantity))
+        {
+            *a ^= b;
+        }
+    }
+
+    pub fn records(&self) -> u64 {
+        self.groups.values().map(|g| g.1).sum()
+    }
+
+    pub fn finish(self) -> Vec<UsageQuantity> {
+        self.groups
+            .into_iter()
+            .map(
+                |((customer_key, item), (quantity, record_count, hash))| UsageQuantity {
+                    customer_key,
+                    item,
+                    quantity,
+                    record_count,
+                    hash: hex::encode(hash),
+                },
+            )
+            .collect()
+    }
+}

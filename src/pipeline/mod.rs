@@ -1,0 +1,436 @@
+//! Orchestration of a run: extract → map → price → reconcile → push, with the run recorded.
+//!
+//! The daemon, `tally run`, `tally demo` and the tests all call [`run`]. Extraction and pushing
+//! do I/O; the stages between them are the pure functions of [`compute`] and
+//! [`crate::reconcile`].
+
+pub mod compute;
+mod push;
+
+pub use push::{PushOutcome, push_period};
+
+use crate::config::{ConfigError, Problem, Settings};
+use crate::domain::{
+    ExceptionKind, InvoiceLine, LedgerLine, Period, RunException, RunStatus, RunSummary,
+    SourceFailure, SourceName, Trigger, UsageQuantity,
+};
+use crate::mapping::{CustomerMap, KeyMatch};
+use crate::pricing::PricingTable;
+use crate::reconcile::{self, Action, Plan};
+use crate::sinks::Sink;
+use crate::sources::Source;
+use crate::store::Store;
+use anyhow::Context as _;
+use compute::{Aggregator, Rules};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+use tracing::{info, instrument, warn};
+
+/// Everything a run needs, built and checked once at start-up.
+#[derive(Debug)]
+pub struct App {
+    pub settings: Settings,
+    pub store: Store,
+    pub pricing: PricingTable,
+    pub customers: CustomerMap,
+    pub sources: Vec<Source>,
+    pub sinks: Vec<Sink>,
+    /// Crash simulation for the tests; never set in production.
+    pub faults: Faults,
+}
+
+/// Points where a test can make a run stop as a crash would, to prove that the next run
+/// resumes to the same result.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Stop after staging this many pages (in total) of a run.
+    pub crash_after_pages: Option<u64>,
+    /// Stop after the billing system accepted this many revisions, before the ledger records
+    /// them as pushed.
+    pub crash_after_accepted_pushes: Option<u64>,
+}
+
+/// The files a configuration names, loaded and checked.
+pub fn load_tables(settings: &Settings) -> Result<(PricingTable, CustomerMap), Vec<Problem>> {
+    let pricing = PricingTable::load(&settings.billing.pricing_file);
+    let customers = CustomerMap::load(&settings.billing.customers_file);
+    match (pricing, customers) {
+        (Ok(p), Ok(c)) => Ok((p, c)),
+        (p, c) => Err(p.err().into_iter().chain(c.err()).flatten().collect()),
+    }
+}
+
+/// Builds the sources and billing systems a configuration names.
+pub fn build_connectors(settings: &Settings) -> Result<(Vec<Source>, Vec<Sink>), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut sources = Vec::new();
+    let mut sinks = Vec::new();
+    if let Some(s) = &settings.sources.billable_users
+        && s.enabled
+    {
+        match crate::sources::billable_users::BillableUsers::new(s) {
+            Ok(source) => sources.push(Source::BillableUsers(source)),
+            Err(e) => problems.push(Problem::new("sources.billable_users", format!("{e:#}"))),
+        }
+    }
+    if let Some(s) = &settings.sinks.rambase {
+        match crate::sinks::rambase::RamBase::new(s) {
+            Ok(sink) => sinks.push(Sink::RamBase(sink)),
+            Err(e) => problems.push(Problem::new("sinks.rambase", format!("{e:#}"))),
+        }
+    }
+    if let Some(s) = &settings.sinks.file {
+        match crate::sinks::file::FileSink::new(s) {
+            Ok(sink) => sinks.push(Sink::File(sink)),
+            Err(e) => problems.push(Problem::new("sinks.file", format!("{e:#}"))),
+        }
+    }
+    if problems.is_empty() {
+        Ok((sources, sinks))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Every problem of a configuration: its keys, its files and its connectors. Empty when it
+/// is good to run.
+pub fn check(settings: &Settings) -> Vec<Problem> {
+    let mut problems = settings.validate();
+    if let Err(more) = load_tables(settings) {
+        problems.extend(more);
+    }
+    if problems.is_empty()
+        && let Err(more) = build_connectors(settings)
+    {
+        problems.extend(more);
+    }
+    problems
+}
+
+impl App {
+    /// Checks the configuration, loads its files, builds its connectors and opens the store
+    /// (running migrations). Any configuration problem fails here, before any work.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        let problems = check(&settings);
+        if !problems.is_empty() {
+            return Err(ConfigError(problems).into());
+        }
+        let (pricing, customers) = load_tables(&settings).map_err(ConfigError)?;
+        let (sources, sinks) = build_connectors(&settings).map_err(ConfigError)?;
+        let store = Store::connect(&settings.database_target())
+            .await
+            .context("opening the state database")?;
+        Ok(App {
+            settings,
+            store,
+            pricing,
+            customers,
+            sources,
+            sinks,
+            faults: Faults::default(),
+        })
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&Sink> {
+        self.sinks.iter().find(|s| s.name() == name)
+    }
+
+    /// The configured source names.
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name().to_string()).collect()
+    }
+}
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub period: Period,
+    /// Only this source (its configured name); all sources when `None`.
+    pub source: Option<String>,
+    /// Compute and show the plan; write nothing anywhere.
+    pub dry_run: bool,
+    pub trigger: Trigger,
+}
+
+/// What a run did, for the summary and the printed plan.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub summary: RunSummary,
+    pub plan: Plan,
+    /// The lines this run computed (after mapping and pricing).
+    pub lines: Vec<InvoiceLine>,
+    pub exceptions: Vec<RunException>,
+}
+
+/// A run could not be started because of how it was asked (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// One run of the pipeline. Source failures do not abort the run: the other sources go on and
+/// the run ends `failed`. An `Err` means the run itself could not go on (database down, a
+/// simulated crash) — whatever was committed stays, and the next run resumes from it.
+#[instrument(skip_all, fields(period = %options.period, dry_run = options.dry_run))]
+pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
+    let selected: Vec<&Source> = match &options.source {
+        Some(name) => {
+            let found: Vec<&Source> = app
+                .sources
+                .iter()
+                .filter(|s| s.name().as_str() == name)
+                .collect();
+            if found.is_empty() {
+                return Err(UsageError(format!(
+                    "unknown source {name:?}; configured sources: {}",
+                    app.source_names().join(", ")
+                ))
+                .into());
+            }
+            found
+        }
+        None => app.sources.iter().collect(),
+    };
+    let period = options.period;
+    let run_id = if options.dry_run {
+        None
+    } else {
+        Some(
+            app.store
+                .start_run(options.trigger, period, options.source.as_deref())
+                .await?,
+        )
+    };
+    info!(run_id, sources = selected.len(), "run started");
+
+    let mut failed_sources = Vec::new();
+    let mut records_read = 0;
+    let mut lines = Vec::new();
+    let mut exceptions = Vec::new();
+    let mut completed_sources: Vec<SourceName> = Vec::new();
+    let mut pages_staged = 0u64;
+    for source in &selected {
+        let usage = match run_id {
+            Some(run_id) => extract(app, source, period, run_id, &mut pages_staged).await,
+            None => extract_in_memory(source, period).await,
+        };
+        let usage = match usage {
+            Ok(usage) => usage,
+            Err(e) => {
+                if e.downcast_ref::<SimulatedCrash>().is_some() {
+                    return Err(e);
+                }
+                warn!(source = %source.name(), error = %format!("{e:#}"), "source failed; its checkpoint is kept and the other sources go on");
+                failed_sources.push(SourceFailure {
+                    source: source.name().to_string(),
+                    error: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
+        records_read += usage.iter().map(|u| u.record_count).sum::<u64>();
+        let rules = Rules {
+            customers: &app.customers,
+            pricing: &app.pricing,
+            billing: &app.settings.billing,
+            sinks: &app.sinks,
+        };
+        let computed = compute::compute(
+            source.name(),
+            KeyMatch::Exact,
+            &|item| source.license_type(item),
+            period,
+            &usage,
+            &rules,
+        );
+        lines.extend(computed.lines);
+        exceptions.extend(computed.exceptions);
+        completed_sources.push(source.name().clone());
+    }
+
+    let ledger: Vec<LedgerLine> = app.store.ledger_lines(period, None).await?;
+    let plan = reconcile::plan(
+        &lines,
+        &ledger,
+        &completed_sources,
+        app.settings.billing.require_approval,
+    );
+    for conflict in &plan.conflicts {
+        exceptions.push(RunException {
+            period,
+            source: conflict.key.source.clone(),
+            kind: ExceptionKind::NotBillable,
+            customer_key: String::new(),
+            item: String::new(),
+            billing_account: Some(conflict.key.billing_account.clone()),
+            license_type: Some(conflict.key.license_type.clone()),
+            quantity: Decimal::ZERO,
+            record_count: 0,
+            message: conflict.message.clone(),
+        });
+    }
+    lines.retain(|l| !plan.conflicts.iter().any(|c| c.key == l.key));
+
+    let mut errors = Vec::new();
+    let mut lines_pushed = 0;
+    if let Some(run_id) = run_id {
+        app.store
+            .apply_plan(
+                run_id,
+                period,
+                &completed_sources,
+                &plan.changes,
+                &exceptions,
+            )
+            .await?;
+        if !completed_sources.is_empty() {
+            let outcome = push_period(app, period, Some(&completed_sources)).await?;
+            lines_pushed = outcome.pushed;
+            errors = outcome.errors;
+        }
+    }
+
+    let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
+    for line in &lines {
+        *totals.entry(line.currency.code().to_owned()).or_default() += line.amount;
+    }
+    let status = if !failed_sources.is_empty() || !errors.is_empty() {
+        RunStatus::Failed
+    } else if !exceptions.is_empty() {
+        RunStatus::CompletedWithExceptions
+    } else {
+        RunStatus::Completed
+    };
+    let summary = RunSummary {
+        run_id,
+        status,
+        period,
+        dry_run: options.dry_run,
+        records_read,
+        lines_created: plan.count(Action::Create),
+        lines_adjusted: plan.count(Action::Adjust) + plan.count(Action::Update),
+        lines_unchanged: plan.count(Action::Unchanged),
+        lines_pushed,
+        exceptions: exceptions.len() as u64,
+        totals,
+        failed_sources,
+        errors,
+    };
+    if let Some(run_id) = run_id {
+        app.store.finish_run(run_id, &summary).await?;
+    }
+    info!(run_id, status = %summary.status, records = summary.records_read, created = summary.lines_created,
+        adjusted = summary.lines_adjusted, unchanged = summary.lines_unchanged, pushed = summary.lines_pushed,
+        exceptions = summary.exceptions, "run finished");
+    Ok(RunReport {
+        summary,
+        plan,
+        lines,
+        exceptions,
+    })
+}
+
+/// A crash simulated by [`Faults`].
+#[derive(Debug, thiserror::Error)]
+#[error("simulated crash: {0}")]
+pub struct SimulatedCrash(pub String);
+
+/// Extracts every scope of a source into the staging tables, resuming an unfinished
+/// extraction at its checkpoint, then sums what is staged.
+#[instrument(skip_all, fields(source = %source.name(), run_id))]
+async fn extract(
+    app: &App,
+    source: &Source,
+    period: Period,
+    run_id: i64,
+    pages_staged: &mut u64,
+) -> anyhow::Result<Vec<UsageQuantity>> {
+    let name = source.name();
+    for scope in source.scopes() {
+        let checkpoint = app.store.checkpoint(name, &scope, period).await?;
+        let mut cursor = match checkpoint {
+            Some(cp) if !cp.complete => {
+                info!(%scope, pages = cp.pages, records = cp.records, "resuming an unfinished extraction at its checkpoint");
+                cp.cursor
+            }
+            _ => {
+                app.store
+                    .restart_extraction(name, &scope, period, run_id)
+                    .await?;
+                None
+            }
+        };
+        let mut pages = 0u64;
+        let mut records = 0u64;
+        loop {
+            let page = source
+                .fetch_page(&scope, period, cursor.as_deref())
+                .await
+                .with_context(|| format!("extracting {name} ({scope}) for {period}"))?;
+            app.store
+                .stage_page(
+                    name,
+                    &scope,
+                    period,
+                    run_id,
+                    &page.records,
+                    page.next_cursor.as_deref(),
+                )
+                .await?;
+            pages += 1;
+            records += page.records.len() as u64;
+            *pages_staged += 1;
+            if pages.is_multiple_of(10) {
+                info!(%scope, pages, records, "extracting");
+            }
+            if let Some(limit) = app.faults.crash_after_pages
+                && *pages_staged >= limit
+            {
+                return Err(SimulatedCrash(format!("after {limit} staged pages")).into());
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        info!(%scope, pages, records, "extraction complete");
+    }
+    let mut aggregator = Aggregator::default();
+    let mut after = 0;
+    loop {
+        let batch = app.store.staged_page(name, period, after, 5_000).await?;
+        let Some((last, _)) = batch.last() else { break };
+        after = *last;
+        for (_, record) in &batch {
+            aggregator.add(record);
+        }
+    }
+    Ok(aggregator.finish())
+}
+
+/// A dry run's extraction: the same pages, kept in memory, nothing written. Records are
+/// de-duplicated by (scope, record key) as the staging table does.
+async fn extract_in_memory(source: &Source, period: Period) -> anyhow::Result<Vec<UsageQuantity>> {
+    let name = source.name();
+    let mut seen: HashMap<(String, String), crate::domain::StagedRecord> = HashMap::new();
+    for scope in source.scopes() {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = source
+                .fetch_page(&scope, period, cursor.as_deref())
+                .await
+                .with_context(|| format!("extracting {name} ({scope}) for {period}"))?;
+            for record in page.records {
+                seen.insert((scope.clone(), record.record_key.clone()), record);
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    let mut aggregator = Aggregator::default();
+    for record in seen.values() {
+        aggregator.add(record);
+    }
+    Ok(aggregator.finish())
+}

@@ -1,0 +1,874 @@
+//! Reading and validating the pricing CSV (PRICING.md "Columns" and "Validation").
+//!
+//! Three passes, each reporting every problem it finds: cells of each row, then the rows of
+//! each price (agreement, tiers), then the prices against each other (overlaps in force). A
+//! price whose rows have a bad cell is left out of the later passes, so that one typo gives one
+//! problem and not a cascade.
+
+use super::{Model, Price, Tier};
+use crate::config::Problem;
+use crate::domain::{BillingAccount, Currency, LicenseType};
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+/// The exact header, in order.
+pub(super) const COLUMNS: [&str; 14] = [
+    "price_id",
+    "license_type",
+    "customer",
+    "currency",
+    "model",
+    "tier_from",
+    "tier_to",
+    "unit_price",
+    "flat_fee",
+    "package_size",
+    "included_quantity",
+    "min_charge",
+    "effective_from",
+    "effective_to",
+];
+
+// Column indexes, named so that the code reads like the spreadsheet.
+const PRICE_ID: usize = 0;
+const LICENSE_TYPE: usize = 1;
+const CUSTOMER: usize = 2;
+const CURRENCY: usize = 3;
+const MODEL: usize = 4;
+const TIER_FROM: usize = 5;
+const TIER_TO: usize = 6;
+const UNIT_PRICE: usize = 7;
+const FLAT_FEE: usize = 8;
+const PACKAGE_SIZE: usize = 9;
+const INCLUDED_QUANTITY: usize = 10;
+const MIN_CHARGE: usize = 11;
+const EFFECTIVE_FROM: usize = 12;
+const EFFECTIVE_TO: usize = 13;
+
+/// Columns that must agree across the rows of one price version (all but the tier columns).
+const VERSION_COLUMNS: [usize; 7] = [
+    LICENSE_TYPE,
+    CUSTOMER,
+    CURRENCY,
+    MODEL,
+    PACKAGE_SIZE,
+    INCLUDED_QUANTITY,
+    MIN_CHARGE,
+];
+
+/// Columns that must agree across all versions of one `price_id`.
+const IDENTITY_COLUMNS: [usize; 3] = [LICENSE_TYPE, CUSTOMER, CURRENCY];
+
+/// Collects problems with the file name and spreadsheet row filled in.
+struct Problems<'a> {
+    name: &'a str,
+    /// With their row, to hand them over in file order whichever pass found them.
+    list: Vec<(usize, Problem)>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, row: usize, column: usize, message: impl Into<String>) {
+        self.list.push((
+            row,
+            Problem::new(
+                format!("{}:{}:{}", self.name, row, COLUMNS[column]),
+                message,
+            ),
+        ));
+    }
+
+    /// A problem of a whole row, when no column can be named.
+    fn row(&mut self, row: usize, message: impl Into<String>) {
+        self.list
+            .push((row, Problem::new(format!("{}:{}", self.name, row), message)));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn count(&self) -> usize {
+        self.list.len()
+    }
+
+    /// In file order; the problems of one row keep the order they were found in.
+    fn into_sorted(mut self) -> Vec<Problem> {
+        self.list.sort_by_key(|(row, _)| *row);
+        self.list.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+/// One data row with every cell parsed. Only rows without a bad cell become a `Row`.
+#[derive(Debug, Clone)]
+struct Row {
+    /// Spreadsheet row number (header = 1).
+    row: usize,
+    /// The trimmed cells as written, to compare rows and quote them in messages.
+    cells: Vec<String>,
+    price_id: String,
+    license_type: LicenseType,
+    customer: Option<BillingAccount>,
+    currency: Currency,
+    model: Model,
+    tier_from: Option<Decimal>,
+    tier_to: Option<Decimal>,
+    unit_price: Option<Decimal>,
+    flat_fee: Option<Decimal>,
+    package_size: Option<Decimal>,
+    included_quantity: Option<Decimal>,
+    min_charge: Option<Decimal>,
+    effective_from: Option<NaiveDate>,
+    effective_to: Option<NaiveDate>,
+}
+
+/// A version is identified by its price id and its effective range as written.
+type VersionKey = (String, String, String);
+
+/// Reads, validates and builds the prices; `name` is used in problems.
+pub(super) fn parse<R: std::io::Read>(name: &str, reader: R) -> Result<Vec<Price>, Vec<Problem>> {
+    let mut problems = Problems {
+        name,
+        list: Vec::new(),
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+
+    let mut records = csv.records();
+    match records.next() {
+        None => {
+            problems.at(
+                1,
+                PRICE_ID,
+                format!(
+                    "the pricing table is empty: expected the header {}",
+                    COLUMNS.join(",")
+                ),
+            );
+            return Err(problems.into_sorted());
+        }
+        Some(Err(e)) => {
+            report_unreadable(1, &e, &mut problems);
+            return Err(problems.into_sorted());
+        }
+        Some(Ok(header)) => {
+            if !check_header(&header, &mut problems) {
+                return Err(problems.into_sorted());
+            }
+        }
+    }
+
+    // Pass 1: cells.
+    let mut rows = Vec::new();
+    // Versions with a bad row: left out of the later passes.
+    let mut broken: BTreeSet<VersionKey> = BTreeSet::new();
+    let mut broken_ids: BTreeSet<String> = BTreeSet::new();
+    for (index, record) in records.enumerate() {
+        let row = index + 2;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                report_unreadable(row, &e, &mut problems);
+                continue;
+            }
+        };
+        let cells: Vec<String> = record.iter().map(str::to_owned).collect();
+        if cells.iter().all(String::is_empty) {
+            // Spreadsheets save blank rows as a line of commas; they mean nothing.
+            continue;
+        }
+        if cells.len() != COLUMNS.len() {
+            // Name the first column that is missing, or the last one when there are too many.
+            let column = cells.len().min(COLUMNS.len() - 1);
+            problems.at(
+                row,
+                column,
+                format!(
+                    "this row has {} cells, the header has {}: check for a stray or missing comma \
+                     (a decimal comma such as 12,50 must be written 12.50, or quoted)",
+                    cells.len(),
+                    COLUMNS.len()
+                ),
+            );
+            // Its price cannot be checked without this row.
+            broken_ids.insert(cells[0].clone());
+            continue;
+        }
+        match parse_row(row, cells, &mut problems) {
+            Ok(r) => rows.push(r),
+            Err(key) => {
+                broken.insert(key);
+            }
+        }
+    }
+
+    // Pass 2: the rows of each version.
+    let mut versions: BTreeMap<VersionKey, Vec<Row>> = BTreeMap::new();
+    for r in rows {
+        versions.entry(version_key(&r.cells)).or_default().push(r);
+    }
+    versions.retain(|key, _| !broken.contains(key) && !broken_ids.contains(&key.0));
+    check_identity_across_versions(&versions, &mut problems);
+    let mut prices = Vec::new();
+    for rows in versions.values_mut() {
+        rows.sort_by_key(|r| r.row);
+        if let Some(price) = build_version(rows, &mut problems) {
+            prices.push((rows[0].row, price));
+        }
+    }
+
+    // Pass 3: prices against each other.
+    check_overlaps(&prices, &mut problems);
+
+    if problems.is_empty() {
+        // Keep the file's order: it is what the accountant sees.
+        prices.sort_by_key(|(row, _)| *row);
+        Ok(prices.into_iter().map(|(_, p)| p).collect())
+    } else {
+        Err(problems.into_sorted())
+    }
+}
+
+/// A row the CSV reader could not read: most often a file saved in a Windows code page.
+fn report_unreadable(row: usize, e: &csv::Error, problems: &mut Problems<'_>) {
+    if let csv::ErrorKind::Utf8 { err, .. } = e.kind() {
+        problems.at(
+            row,
+            err.field().min(COLUMNS.len() - 1),
+            "this cell is not UTF-8 text: save the file as \"CSV UTF-8\"",
+        );
+    } else {
+        problems.row(row, format!("cannot read this row: {e}"));
+    }
+}
+
+fn check_header(header: &csv::StringRecord, problems: &mut Problems<'_>) -> bool {
+    let found: Vec<&str> = header
+        .iter()
+        .enumerate()
+        // Excel writes a byte-order mark before the first cell of a UTF-8 CSV.
+        .map(|(i, c)| {
+            if i == 0 {
+                c.trim_start_matches('\u{feff}')
+            } else {
+                c
+            }
+        })
+        .collect();
+    if found == COLUMNS {
+        return true;
+    }
+    let expected = COLUMNS.join(",");
+    let mut reported = false;
+    for (i, column) in COLUMNS.iter().enumerate() {
+        match found.get(i) {
+            Some(f) if f == column => {}
+            Some(f) => {
+                problems.at(
+                    1,
+                    i,
+                    format!("header: expected column {column:?} here, found {f:?} (the header must be exactly {expected})"),
+                );
+                reported = true;
+            }
+            None => {
+                problems.at(
+                    1,
+                    i,
+                    format!("header: column {column:?} is missing (the header must be exactly {expected})"),
+                );
+                reported = true;
+            }
+        }
+    }
+    if !reported {
+        // Only extra columns at the end.
+        problems.at(
+            1,
+            COLUMNS.len() - 1,
+            format!(
+                "header: unexpected columns after effective_to: {:?} (the header must be exactly \
+                 {expected})",
+                &found[COLUMNS.len()..]
+            ),
+        );
+    }
+    false
+}
+
+fn version_key(cells: &[String]) -> VersionKey {
+    (
+        cells[PRICE_ID].clone(),
+        cells[EFFECTIVE_FROM].clone(),
+        cells[EFFECTIVE_TO].clone(),
+    )
+}
+
+/// Parses the cells of one row; on any bad cell, reports it and returns the row's version key.
+fn parse_row(
+    row: usize,
+    cells: Vec<String>,
+    problems: &mut Problems<'_>,
+) -> Result<Row, VersionKey> {
+    let before = problems.count();
+    let cell = |c: usize| cells[c].as_str();
+
+    if cell(PRICE_ID).is_empty() {
+        problems.at(
+            row,
+            PRICE_ID,
+            "price_id is empty: every row names its price",
+        );
+    }
+    if cell(LICENSE_TYPE).is_empty() {
+        problems.at(
+            row,
+            LICENSE_TYPE,
+            "license_type is empty: say what is sold, as the mapping rules name it",
+        );
+    }
+    let currency = match Currency::from_str(cell(CURRENCY)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.at(row, CURRENCY, e.to_string());
+            None
+        }
+    };
+    let model = match cell(MODEL).to_ascii_lowercase().as_str() {
+        "per_unit" => Some(Model::PerUnit),
+        "graduated" => Some(Model::Graduated),
+        "volume" => Some(Model::Volume),
+        "package" => Some(Model::Package),
+        "flat" => Some(Model::Flat),
+        _ => {
+            problems.at(
+                row,
+                MODEL,
+                format!(
+                    "unknown model {:?}: expected per_unit, graduated, volume, package or flat",
+                    cell(MODEL)
+                ),
+            );
+            None
+        }
+    };
+    let mut number = |c: usize| parse_number(row, c, cell(c), problems);
+    let tier_from = number(TIER_FROM);
+    let tier_to = number(TIER_TO);
+    let unit_price = number(UNIT_PRICE);
+    let flat_fee = number(FLAT_FEE);
+    let package_size = number(PACKAGE_SIZE);
+    let included_quantity = number(INCLUDED_QUANTITY);
+    let min_charge = number(MIN_CHARGE);
+    let effective_from = parse_date(row, EFFECTIVE_FROM, cell(EFFECTIVE_FROM), problems);
+    let effective_to = parse_date(row, EFFECTIVE_TO, cell(EFFECTIVE_TO), problems);
+
+    if let (Ok(Some(from)), Ok(Some(to))) = (effective_from, effective_to)
+        && to < from
+    {
+        problems.at(
+            row,
+            EFFECTIVE_TO,
+            format!("effective_to {to} is before effective_from {from}: the dates run backwards"),
+        );
+    }
+    if let (Ok(Some(from)), Ok(Some(to))) = (tier_from, tier_to)
+        && to < from
+    {
+        problems.at(
+            row,
+            TIER_TO,
+            format!("tier_to {to} is below tier_from {from}: the tier runs backwards"),
+        );
+    }
+
+    if let Some(model) = model {
+        let present = |c: usize| !cells[c].is_empty();
+        let mut need = |c: usize, why: &str| {
+            if !present(c) {
+                problems.at(row, c, format!("{} is empty: {why}", COLUMNS[c]));
+            }
+        };
+        match model {
+            Model::PerUnit => need(UNIT_PRICE, "a per_unit price needs the price of one unit"),
+            Model::Package => {
+                need(UNIT_PRICE, "a package price needs the price of one package");
+                need(
+                    PACKAGE_SIZE,
+                    "a package price needs the number of units per package",
+                );
+            }
+            Model::Flat => need(FLAT_FEE, "a flat price charges its flat_fee"),
+            Model::Graduated | Model::Volume => {
+                need(
+                    UNIT_PRICE,
+                    "every tier needs a unit_price (0 for a free tier)",
+                );
+                need(
+                    TIER_FROM,
+                    "every tier needs its first unit (0 or 1 for the first tier)",
+                );
+            }
+        }
+        let mut refuse = |c: usize, why: &str| {
+            if present(c) {
+                problems.at(
+                    row,
+                    c,
+                    format!("{} is {:?} but {why}: leave it empty", COLUMNS[c], cells[c]),
+                );
+            }
+        };
+        if !model.is_tiered() {
+            let why = format!("model {model} has no tiers (use graduated or volume for tiers)");
+            refuse(TIER_FROM, &why);
+            refuse(TIER_TO, &why);
+        }
+        if model != Model::Package {
+            refuse(
+                PACKAGE_SIZE,
+                &format!("package_size means nothing for model {model}"),
+            );
+        }
+        match model {
+            Model::PerUnit | Model::Package => refuse(
+                FLAT_FEE,
+                &format!("model {model} does not charge a flat fee (it would be ignored)"),
+            ),
+            Model::Flat => refuse(
+                UNIT_PRICE,
+                "model flat charges its flat_fee only (it would be ignored)",
+            ),
+            Model::Graduated | Model::Volume => {}
+        }
+        if let Ok(Some(size)) = package_size
+            && size.is_zero()
+        {
+            problems.at(
+                row,
+                PACKAGE_SIZE,
+                "package_size is 0: a package holds at least one unit",
+            );
+        }
+    }
+
+    if problems.count() > before {
+        return Err(version_key(&cells));
+    }
+    let (
+        Some(currency),
+        Some(model),
+        Ok(tier_from),
+        Ok(tier_to),
+        Ok(unit_price),
+        Ok(flat_fee),
+        Ok(package_size),
+        Ok(included_quantity),
+        Ok(min_charge),
+        Ok(effective_from),
+        Ok(effective_to),
+    ) = (
+        currency,
+        model,
+        tier_from,
+        tier_to,
+        unit_price,
+        flat_fee,
+        package_size,
+        included_quantity,
+        min_charge,
+        effective_from,
+        effective_to,
+    )
+    else {
+        // Every failure above pushed a problem, so this is not reached; stay safe anyway.
+        return Err(version_key(&cells));
+    };
+    Ok(Row {
+        row,
+        price_id: cells[PRICE_ID].clone(),
+        license_type: LicenseType::new(cells[LICENSE_TYPE].clone()),
+        customer: (!cells[CUSTOMER].is_empty())
+            .then(|| BillingAccount::new(cells[CUSTOMER].clone())),
+        currency,
+        model,
+        tier_from,
+        tier_to,
+        unit_price,
+        flat_fee,
+        package_size,
+        included_quantity,
+        min_charge,
+        effective_from,
+        effective_to,
+        cells,
+    })
+}
+
+/// An optional, non-negative decimal. `Err(())` means a problem was reported.
+fn parse_number(
+    row: usize,
+    column: usize,
+    text: &str,
+    problems: &mut Problems<'_>,
+) -> Result<Option<Decimal>, ()> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let name = COLUMNS[column];
+    // `Decimal::from_str` alone accepts a few spellings a spreadsheet never means (such as
+    // `1_000`); only digits, one point and a sign are a number here.
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+');
+    let hint = if text.contains(',') {
+        " (write decimals with a point and no thousands separator, e.g. 12.50)"
+    } else if text.contains(['e', 'E']) && text.chars().any(|c| c.is_ascii_digit()) {
+        " (exponent notation is not accepted: write the number out, e.g. 1000)"
+    } else {
+        " (expected a decimal number such as 12.50)"
+    };
+    let value = if plain {
+        Decimal::from_str(text).ok()
+    } else {
+        None
+    };
+    match value {
+        None => {
+            problems.at(
+                row,
+                column,
+                format!("{name} {text:?} is not a decimal number{hint}"),
+            );
+            Err(())
+        }
+        Some(v) if v.is_sign_negative() && !v.is_zero() => {
+            problems.at(
+                row,
+                column,
+                format!("{name} {text:?} is negative: prices and quantities are 0 or more"),
+            );
+            Err(())
+        }
+        Some(v) if v.abs() > max_number() => {
+            problems.at(
+                row,
+                column,
+                format!(
+                    "{name} {text:?} is too large: the table accepts numbers up to {}",
+                    max_number()
+                ),
+            );
+            Err(())
+        }
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+/// The largest number a cell may hold. Far above any real price or tier, and small enough that
+/// a quantity up to 10^16 times it cannot overflow a `Decimal` (about 7.9 × 10^28): pricing must
+/// never panic halfway through a run.
+fn max_number() -> Decimal {
+    Decimal::from(1_000_000_000_000i64)
+}
+
+/// An optional `YYYY-MM-DD` date. `Err(())` means a problem was reported.
+fn parse_date(
+    row: usize,
+    column: usize,
+    text: &str,
+    problems: &mut Problems<'_>,
+) -> Result<Option<NaiveDate>, ()> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // chrono accepts `2026-1-5`; the table wants the one spelling that sorts as text.
+    let shaped = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        Ok(d) if shaped => Ok(Some(d)),
+        _ => {
+            problems.at(
+                row,
+                column,
+                format!(
+                    "{} {text:?} is not a date: expected YYYY-MM-DD, e.g. 2026-10-01 (empty = open)",
+                    COLUMNS[column]
+                ),
+            );
+            Err(())
+        }
+    }
+}
+
+/// Comparable form of a cell: numbers by value (`12.5` = `12.50`), codes without case.
+fn comparable(column: usize, text: &str) -> String {
+    match column {
+        CURRENCY | MODEL => text.to_ascii_uppercase(),
+        PACKAGE_SIZE | INCLUDED_QUANTITY | MIN_CHARGE => Decimal::from_str(text)
+            .map(|d| d.normalize().to_string())
+            .unwrap_or_else(|_| text.to_owned()),
+        _ => text.to_owned(),
+    }
+}
+
+fn check_identity_across_versions(
+    versions: &BTreeMap<VersionKey, Vec<Row>>,
+    problems: &mut Problems<'_>,
+) {
+    let mut first_of_id: BTreeMap<&str, &Row> = BTreeMap::new();
+    let mut all: Vec<&Row> = versions.values().flatten().collect();
+    all.sort_by_key(|r| r.row);
+    for r in all {
+        let Some(first) = first_of_id.get(r.price_id.as_str()).copied() else {
+            first_of_id.insert(&r.price_id, r);
+            continue;
+        };
+        if version_key(&first.cells) == version_key(&r.cells) {
+            continue; // Same version: checked with the other version columns.
+        }
+        for &c in &IDENTITY_COLUMNS {
+            if comparable(c, &first.cells[c]) != comparable(c, &r.cells[c]) {
+                problems.at(
+                    r.row,
+                    c,
+                    format!(
+                        "{} is {:?} but row {} of price {:?} has {:?}: a price_id names one price; \
+                         its versions (effective dates) may change amounts, not {}",
+                        COLUMNS[c], r.cells[c], first.row, r.price_id, first.cells[c], COLUMNS[c]
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Checks the rows of one version (sorted by row) and builds the price.
+fn build_version(rows: &[Row], problems: &mut Problems<'_>) -> Option<Price> {
+    let first = rows.first()?;
+    let before = problems.count();
+    for r in &rows[1..] {
+        for &c in &VERSION_COLUMNS {
+            if comparable(c, &first.cells[c]) != comparable(c, &r.cells[c]) {
+                problems.at(
+                    r.row,
+                    c,
+                    format!(
+                        "{} is {:?} but row {} of the same price {:?} has {:?}: only the tier \
+                         columns may differ between the rows of one price",
+                        COLUMNS[c], r.cells[c], first.row, r.price_id, first.cells[c]
+                    ),
+                );
+            }
+        }
+    }
+    if problems.count() > before {
+        return None;
+    }
+
+    let model = first.model;
+    let tiers = if model.is_tiered() {
+        check_tiers(rows, problems)?
+    } else {
+        for r in &rows[1..] {
+            problems.at(
+                r.row,
+                PRICE_ID,
+                format!(
+                    "price {:?} (model {model}) already has row {} for the same effective dates: \
+                     only graduated and volume prices have several rows (tiers); give this row \
+                     another price_id or other effective dates",
+                    r.price_id, first.row
+                ),
+            );
+        }
+        if rows.len() > 1 {
+            return None;
+        }
+        vec![Tier {
+            from: Decimal::ZERO,
+            to: None,
+            unit_price: first.unit_price.unwrap_or(Decimal::ZERO),
+            flat_fee: first.flat_fee,
+        }]
+    };
+
+    Some(Price {
+        price_id: first.price_id.clone(),
+        license_type: first.license_type.clone(),
+        customer: first.customer.clone(),
+        currency: first.currency,
+        model,
+        tiers,
+        package_size: first.package_size,
+        included_quantity: first.included_quantity.unwrap_or(Decimal::ZERO),
+        min_charge: first.min_charge,
+        effective_from: first.effective_from,
+        effective_to: first.effective_to,
+    })
+}
+
+/// Tiers sorted by `tier_from`: the first from 0 or 1, each next one starting right after the
+/// previous `tier_to`, the last one (and only it) unbounded.
+fn check_tiers(rows: &[Row], problems: &mut Problems<'_>) -> Option<Vec<Tier>> {
+    let before = problems.count();
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    sorted.sort_by_key(|r| (r.tier_from, r.row));
+    let describe = |r: &Row| {
+        format!(
+            "row {} ({}..{})",
+            r.row,
+            r.cells[TIER_FROM],
+            if r.cells[TIER_TO].is_empty() {
+                "unbounded"
+            } else {
+                &r.cells[TIER_TO]
+            }
+        )
+    };
+    let id = &rows[0].price_id;
+    let mut previous: Option<&Row> = None;
+    for r in &sorted {
+        // Checked in parse_row: tiered rows have a tier_from.
+        let from = r.tier_from.unwrap_or(Decimal::ZERO);
+        match previous {
+            None => {
+                if from != Decimal::ZERO && from != Decimal::ONE {
+                    problems.at(
+                        r.row,
+                        TIER_FROM,
+                        format!("the first tier of price {id:?} starts at {from}: it must start at 0 or 1"),
+                    );
+                }
+            }
+            Some(p) => match p.tier_to {
+                None => problems.at(
+                    r.row,
+                    TIER_FROM,
+                    format!(
+                        "tiers of price {id:?} overlap: this tier starts at {from} but the tier on {} \
+                         is unbounded; only the last tier has an empty tier_to",
+                        describe(p)
+                    ),
+                ),
+                Some(prev_to) => {
+                    let expected = prev_to + Decimal::ONE;
+                    if from < expected {
+                        problems.at(
+                            r.row,
+                            TIER_FROM,
+                            format!(
+                                "tiers of price {id:?} overlap: this tier starts at {from} but the tier \
+                                 on {} ends at {prev_to}; it should start at {expected}",
+                                describe(p)
+                            ),
+                        );
+                    } else if from > expected {
+                        problems.at(
+                            r.row,
+                            TIER_FROM,
+                            format!(
+                                "tiers of price {id:?} leave a gap: this tier starts at {from} but the \
+                                 tier on {} ends at {prev_to}; it should start at {expected}",
+                                describe(p)
+                            ),
+                        );
+                    }
+                }
+            },
+        }
+        previous = Some(r);
+    }
+    if let Some(last) = previous
+        && let Some(to) = last.tier_to
+    {
+        problems.at(
+            last.row,
+            TIER_TO,
+            format!(
+                "the last tier of price {id:?} ends at {to}: the last tier must be unbounded \
+                 (empty tier_to), or quantities above {to} have no price"
+            ),
+        );
+    }
+    if problems.count() > before {
+        return None;
+    }
+    Some(
+        sorted
+            .into_iter()
+            .map(|r| Tier {
+                from: r.tier_from.unwrap_or(Decimal::ZERO),
+                to: r.tier_to,
+                unit_price: r.unit_price.unwrap_or(Decimal::ZERO),
+                flat_fee: r.flat_fee,
+            })
+            .collect(),
+    )
+}
+
+/// Two prices in force for the same (license type, customer, currency) on one day.
+fn check_overlaps(prices: &[(usize, Price)], problems: &mut Problems<'_>) {
+    // (license type, customer, currency): the prices that must not be in force on one day.
+    type Key<'a> = (&'a str, Option<&'a str>, Currency);
+    let mut by_key: BTreeMap<Key<'_>, Vec<&(usize, Price)>> = BTreeMap::new();
+    for entry in prices {
+        let p = &entry.1;
+        by_key
+            .entry((
+                p.license_type.as_str(),
+                p.customer.as_ref().map(BillingAccount::as_str),
+                p.currency,
+            ))
+            .or_default()
+            .push(entry);
+    }
+    for ((license_type, customer, currency), mut list) in by_key {
+        list.sort_by_key(|(row, _)| *row);
+        for (i, (row_a, a)) in list.iter().map(|e| (e.0, &e.1)).enumerate() {
+            for (row_b, b) in list[i + 1..].iter().map(|e| (e.0, &e.1)) {
+                let starts_before_a_ends = match (b.effective_from, a.effective_to) {
+                    (Some(bf), Some(at)) => bf <= at,
+                    _ => true,
+                };
+                let a_starts_before_b_ends = match (a.effective_from, b.effective_to) {
+                    (Some(af), Some(bt)) => af <= bt,
+                    _ => true,
+                };
+                if !(starts_before_a_ends && a_starts_before_b_ends) {
+                    continue;
+                }
+                // The first day both are in force.
+                let day = match (a.effective_from, b.effective_from) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                };
+                let day = day.map_or("every day".to_owned(), |d| {
+                    format!("on {}", d.format("%Y-%m-%d"))
+                });
+                problems.at(
+                    row_b,
+                    EFFECTIVE_FROM,
+                    format!(
+                        "prices {:?} (row {row_b}) and {:?} (row {row_a}) are both in force {day} \
+                         for license type {license_type:?}, {}, {currency}: set effective_to of one \
+                         before effective_from of the other",
+                        b.price_ref(),
+                        a.price_ref(),
+                        customer.map_or("list price".to_owned(), |c| format!("customer {c:?}")),
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! Reconcile: compares the lines a run computed with the ledger and plans the changes
+//! (create / update a draft / adjust a pushed line / unchanged). Pure: no I/O.
+//!
+//! The rules (DESIGN.md, "The ledger and exactly-once"):
+//! - a line never seen before is created as revision 1;
+//! - a line with nothing sent yet is updated in place (a draft may change freely);
+//! - a line the billing system already holds is never edited: the difference between what it
+//!   should be now and what was sent becomes one adjustment revision (the delta);
+//! - a line that has disappeared (no records any more) is brought to zero the same way;
+//! - a line that is the same as before plans nothing, so a re-run pushes nothing.
+
+use crate::domain::{
+    Currency, InvoiceLine, LedgerChange, LedgerLine, LineKey, LineStatus, NewRevision, SourceName,
+};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What the plan does to one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new line, revision 1.
+    Create,
+    /// A line not yet sent gets new values in place.
+    Update,
+    /// A pushed line changed: one adjustment revision with the delta.
+    Adjust,
+    /// Nothing to do.
+    Unchanged,
+}
+
+/// One line of the plan, as `--dry-run` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanEntry {
+    pub action: Action,
+    pub key: LineKey,
+    /// The line's quantity and amount after the plan.
+    pub quantity: Decimal,
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// What changes in the billing system: the revision to send (delta for an adjustment).
+    pub delta_quantity: Decimal,
+    pub delta_amount: Decimal,
+}
+
+/// A line that cannot be reconciled automatically; reported, never pushed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conflict {
+    pub key: LineKey,
+    pub message: String,
+}
+
+/// The changes to write, and what they mean for the people reading the plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub changes: Vec<LedgerChange>,
+    pub entries: Vec<PlanEntry>,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Plan {
+    pub fn count(&self, action: Action) -> u64 {
+        self.entries.iter().filter(|e| e.action == action).count() as u64
+    }
+}
+
+/// Plans the ledger changes for `computed` lines.
+///
+/// `ledger` holds every revision of the period for (at least) the sources in `sources`; a
+/// ledger line of those sources with no computed line is taken to be zero now. Lines of other
+/// sources are left alone, so that a run limited to one source touches only that source.
+pub fn plan(
+    computed: &[InvoiceLine],
+    ledger: &[LedgerLine],
+    sources: &[SourceName],
+    require_approval: bool,
+) -> Plan {
+    let new_status = if require_approval {
+        LineStatus::Draft
+    } else {
+        LineStatus::Approved
+    };
+    let mut history: BTreeMap<&LineKey, Vec<&LedgerLine>> = BTreeMap::new();
+    for revision in ledger.iter().filter(|l| sources.contains(&l.key.source)) {
+        history.entry(&revision.key).or_default().push(revision);
+    }
+    let mut wanted: BTreeMap<&LineKey, &InvoiceLine> = BTreeMap::new();
+    for line in computed {
+        wanted.insert(&line.key, line);
+    }
+    let mut keys: Vec<&LineKey> = history
+        .keys()
+        .copied()
+        .chain(wanted.keys().copied())
+        .collect();
+    keys.sort();
+    keys.dedup();
+
+    let mut plan = Plan::default();
+    for key in keys {
+        let mut revisions = history.remove(key).unwrap_or_default();
+        revisions.sort_by_key(|r| r.revision);
+        plan_line(
+            key,
+            wanted.get(key).copied(),
+            &revisions,
+            new_status,
+            &mut plan,
+        );
+    }
+    plan
+}
+
+fn plan_line(
+    key: &LineKey,
+    wanted: Option<&InvoiceLine>,
+    revisions: &[&LedgerLine],
+    new_status: LineStatus,
+    plan: &mut Plan,
+) {
+    let sent: Vec<&LedgerLine> = revisions
+        .iter()
+        .copied()
+        .filter(|r| r.status.is_sent())
+        .collect();
+    let pending: Vec<&LedgerLine> = revisions
+        .iter()
+        .copied()
+        .filter(|r| !r.status.is_sent())
+        .collect();
+    let sent_quantity: Decimal = sent.iter().map(|r| r.quantity).sum();
+    let sent_amount: Decimal = sent.iter().map(|r| r.amount).sum();
+    let next_revision = revisions.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
+
+    // A line with nothing computed any more is zero now, in the currency it was billed in.
+    let Some(currency) = wanted
+        .map(|w| w.currency)
+        .or_else(|| revisions.last().map(|r| r.currency))
+    else {
+        return;
+    };
+    if let Some(first) = sent.first()
+        && first.currency != currency
+    {
+        plan.conflicts.push(Conflict {
+                key: key.clone(),
+                message: format!(
+                    "the line was pushed in {} and is now priced in {}; an adjustment cannot change currency — credit it by hand or restore the account's currency",
+                    first.currency, currency
+                ),
+            });
+        return;
+    }
+    let (quantity, amount) = wanted.map(|w| (w.quantity, w.amount)).unwrap_or_default();
+    let delta_quantity = quantity - sent_quantity;
+    let delta_amount = amount - sent_amount;
+
+    let entry = |action: Action| PlanEntry {
+        action,
+        key: key.clone(),
+        quantity,
+        amount,
+        currency,
+        delta_quantity,
+        delta_amount,
+    };
+
+    // Several unsent revisions cannot arise from this planner; if they do, keep the newest and
+    // delete the rest so that only one unsent revision carries the difference.
+    let (keep, extra) = match pending.split_last() {
+        Some((last, rest)) => (Some(*last), rest),
+        None => (None, &[][..]),
+    };
+    for stale in extra {
+        plan.changes.push(LedgerChange::Delete { id: stale.id });
+    }
+
+    if delta_quantity.is_zero() && delta_amount.is_zero() {
+        // Already billed exactly as computed (or nothing to bill and nothing billed).
+        if let Some(draft) = keep {
+            plan.changes.push(LedgerChange::Delete { id: draft.id });
+        }
+        if wanted.is_some() || !sent.is_empty() {
+            plan.entries.push(entry(Action::Unchanged));
+        }
+        return;
+    }
+
+    let values = revision_values(
+        key,
+        wanted,
+        currency,
+        delta_quantity,
+        delta_amount,
+        quantity,
+        amount,
+        new_status,
+    );
+    match keep {
+        Some(draft) => {
+            let values = NewRevision {
+                revision: draft.revision,
+                ..values
+            };
+            if same_values(draft, &values) {
+                plan.entries.push(entry(Action::Unchanged));
+            } else {
+                // New evidence or trace with the same money keeps the draft's approval.
+                let money_changed =
+                    draft.quantity != values.quantity || draft.amount != values.amount;
+                let status = if money_changed {
+                    new_status
+                } else {
+                    draft.status
+                };
+                plan.changes.push(LedgerChange::Update {
+                    id: draft.id,
+                    values: NewRevision { status, ..values },
+                });
+                plan.entries
+                    .push(entry(match (money_changed, sent.is_empty()) {
+                        (false, _) => Action::Unchanged,
+                        (true, true) => Action::Update,
+                        (true, false) => Action::Adjust,
+                    }));
+            }
+        }
+        None => {
+            plan.changes.push(LedgerChange::Insert(NewRevision {
+                revision: next_revision,
+                ..values
+            }));
+            plan.entries.push(entry(if sent.is_empty() {
+                Action::Create
+            } else {
+                Action::Adjust
+            }));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn revision_values(
+    key: &LineKey,
+    wanted: Option<&InvoiceLine>,
+    currency: Currency,
+    delta_quantity: Decimal,
+    delta_amount: Decimal,
+    total_quantity: Decimal,
+    total_amount: Decimal,
+    status: LineStatus,
+) -> NewRevision {
+    NewRevision {
+        key: key.clone(),
+        revision: 0,
+        quantity: delta_quantity,
+        amount: delta_amount,
+        rate: wanted.map(|w| w.rate).unwrap_or_default(),
+        currency,
+        total_quantity,
+        total_amount,
+        price_ref: wanted.map(|w| w.price_ref.clone()).unwrap_or_default(),
+        trace: wanted.map(|w| w.trace.clone()).unwrap_or_else(
+            || serde_json::json!({"reason": "no billable records in this period any more"}),
+        ),
+        evidence: wanted.map(|w| w.evidence.clone()).unwrap_or_default(),
+        sink: wanted.map(|w| w.sink.clone()).unwrap_or_default(),
+        status,
+    }
+}
+
+fn same_values(current: &LedgerLine, values: &NewRevision) -> bool {
+    current.quantity == values.quantity
+        && current.amount == values.amount
+        && current.rate == values.rate
+        && current.currency == values.currency
+        && current.total_quantity == values.total_quantity
+        && current.total_amount == values.total_amount
+        && current.price_ref == values.price_ref
+        && current.evidence == values.evidence
+        && current.sink == values.sink
+        && current.trace == values.trace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{BillingAccount, Evidence, LicenseType};
+    use chrono::Utc;
+    use rust_decimal_macros::dec;
+
+    fn key(account: &str) -> LineKey {
+        LineKey {
+            period: "2026-10".parse().unwrap(),
+            billing_account: BillingAccount::new(account),
+            license_type: LicenseType::new("Agent"),
+            source: SourceName::new("billable_users"),
+        }
+    }
+
+    fn eur() -> Currency {
+        "EUR".parse().unwrap()
+    }
+
+    fn computed(account: &str, quantity: Decimal, amount: Decimal) -> InvoiceLine {
+        InvoiceLine {
+            key: key(account),
+            quantity,
+            rate: dec!(10.00),
+            amount,
+            currency: eur(),
+            price_ref: "p1@open".into(),
+            trace: serde_json::json!({}),
+            evidence: Evidence {
+                record_count: 1,
+                hash: "h".into(),
+            },
+            sink: "rambase".into(),
+        }
+    }
+
+    /// The ledger row that applying `values` (as revision `id`) with `status` would leave.
+    fn stored(id: i64, values: &NewRevision, status: LineStatus) -> LedgerLine {
+        LedgerLine {
+            id,
+            key: values.key.clone(),
+            revision: values.revision,
+            idempotency_key: values.key.idempotency_key(values.revision),
+            quantity: values.quantity,
+            amount: values.amount,
+            rate: values.rate,
+            currency: values.currency,
+            total_quantity: values.total_quantity,
+            total_amount: values.total_amount,
+            price_ref: values.price_ref.clone(),
+            trace: values.trace.clone(),
+            evidence: values.evidence.clone(),
+            sink: values.sink.clone(),
+            status,
+            external_id: None,
+            push_marker: None,
+            last_error: None,
+            run_id: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            pushed_at: None,
+        }
+    }
+
+    fn sources() -> Vec<SourceName> {
+        vec![SourceName::new("billable_users")]
+    }
+
+    fn inserted(plan: &Plan) -> Vec<&NewRevision> {
+        plan.changes
+            .iter()
+            .filter_map(|c| match c {
+                LedgerChange::Insert(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_line_is_created_as_revision_one() {
+        let plan = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let new = inserted(&plan);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].revision, 1);
+        assert_eq!(new[0].quantity, dec!(3));
+        assert_eq!(new[0].amount, dec!(30.00));
+        assert_eq!(new[0].status, LineStatus::Approved);
+        assert_eq!(plan.count(Action::Create), 1);
+    }
+
+    #[test]
+    fn under_approval_new_lines_wait_as_drafts() {
+        let plan = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            true,
+        );
+        assert_eq!(inserted(&plan)[0].status, LineStatus::Draft);
+    }
+
+    #[test]
+    fn rerun_of_an_unchanged_pushed_line_plans_nothing() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let again = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        assert!(again.changes.is_empty());
+        assert_eq!(again.count(Action::Unchanged), 1);
+    }
+
+    #[test]
+    fn rerun_of_an_unchanged_draft_plans_nothing() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            true,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Draft)];
+        let again = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &ledger,
+            &sources(),
+            true,
+        );
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
+    }
+
+    #[test]
+    fn a_changed_draft_is_updated_in_place() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let ledger = vec![stored(7, inserted(&first)[0], LineStatus::Approved)];
+        let again = plan(
+            &[computed("A", dec!(5), dec!(50.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        match again.changes.as_slice() {
+            [LedgerChange::Update { id: 7, values }] => {
+                assert_eq!(values.revision, 1);
+                assert_eq!(values.quantity, dec!(5));
+                assert_eq!(values.amount, dec!(50.00));
+            }
+            other => panic!("expected one update, got {other:?}"),
+        }
+        assert_eq!(again.count(Action::Update), 1);
+    }
+
+    #[test]
+    fn a_changed_pushed_line_gets_one_adjustment_with_the_delta() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let again = plan(
+            &[computed("A", dec!(5), dec!(50.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        let new = inserted(&again);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].revision, 2);
+        assert_eq!(new[0].quantity, dec!(2));
+        assert_eq!(new[0].amount, dec!(20.00));
+        assert_eq!(new[0].total_quantity, dec!(5));
+        assert_eq!(new[0].total_amount, dec!(50.00));
+        assert_eq!(again.count(Action::Adjust), 1);
+
+        // Once the adjustment is pushed, the same figures plan nothing more.
+        let mut ledger = ledger;
+        ledger.push(stored(2, new[0], LineStatus::Pushed));
+        let third = plan(
+            &[computed("A", dec!(5), dec!(50.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        assert!(third.changes.is_empty());
+    }
+
+    #[test]
+    fn an_unsent_adjustment_is_updated_not_duplicated() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let mut ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let second = plan(
+            &[computed("A", dec!(5), dec!(50.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        ledger.push(stored(2, inserted(&second)[0], LineStatus::Approved));
+        let third = plan(
+            &[computed("A", dec!(4), dec!(40.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        match third.changes.as_slice() {
+            [LedgerChange::Update { id: 2, values }] => {
+                assert_eq!(values.revision, 2);
+                assert_eq!(values.quantity, dec!(1));
+                assert_eq!(values.amount, dec!(10.00));
+            }
+            other => panic!("expected the adjustment updated, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unsent_adjustment_back_to_the_pushed_figures_is_deleted() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let mut ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let second = plan(
+            &[computed("A", dec!(5), dec!(50.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        ledger.push(stored(2, inserted(&second)[0], LineStatus::Approved));
+        let third = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        assert_eq!(third.changes, vec![LedgerChange::Delete { id: 2 }]);
+        assert_eq!(third.count(Action::Unchanged), 1);
+    }
+
+    #[test]
+    fn a_pushed_line_with_no_records_any_more_is_credited_in_full() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let again = plan(&[], &ledger, &sources(), false);
+        let new = inserted(&again);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].quantity, dec!(-3));
+        assert_eq!(new[0].amount, dec!(-30.00));
+        assert_eq!(new[0].total_amount, dec!(0));
+    }
+
+    #[test]
+    fn a_draft_with_no_records_any_more_is_removed() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            true,
+        );
+        let ledger = vec![stored(4, inserted(&first)[0], LineStatus::Draft)];
+        let again = plan(&[], &ledger, &sources(), true);
+        assert_eq!(again.changes, vec![LedgerChange::Delete { id: 4 }]);
+    }
+
+    #[test]
+    fn lines_of_other_sources_are_left_alone() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let again = plan(&[], &ledger, &[SourceName::new("ccc")], false);
+        assert!(again.changes.is_empty());
+        assert!(again.entries.is_empty());
+    }
+
+    #[test]
+    fn a_line_being_pushed_is_not_edited() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushing)];
+        let again = plan(
+            &[computed("A", dec!(4), dec!(40.00))],
+            &ledger,
+            &sources(),
+            false,
+        );
+        // The revision in flight counts as sent: the change becomes an adjustment.
+        let new = inserted(&again);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].revision, 2);
+        assert_eq!(new[0].quantity, dec!(1));
+    }
+
+    #[test]
+    fn a_changed_approved_draft_needs_approval_again() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            true,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Approved)];
+        let again = plan(
+            &[computed("A", dec!(4), dec!(40.00))],
+            &ledger,
+            &sources(),
+            true,
+        );
+        match again.changes.as_slice() {
+            [LedgerChange::Update { values, .. }] => assert_eq!(values.status, LineStatus::Draft),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_currency_change_on_a_pushed_line_is_a_conflict_not_an_adjustment() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            false,
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let mut usd = computed("A", dec!(3), dec!(33.00));
+        usd.currency = "USD".parse().unwrap();
+        let again = plan(&[usd], &ledger, &sources(), false);
+        assert!(again.changes.is_empty());
+        assert_eq!(again.conflicts.len(), 1);
+    }
+}

@@ -1,0 +1,779 @@
+//! A simulator of the "Billable Users" API (APIS.md §1), served in-process on a loopback port
+//! for tests and the benchmark.
+//!
+//! Faithful to the contract: bearer token and `X-4me-Account` enforced, `page`/`per_page`
+//! paging (default 20, larger than 100 silently capped) with `X-Pagination-*` and `Link`
+//! headers, an hourly `X-RateLimit-*` window that answers a real 429 when used up, and error
+//! bodies `{"message": ...}` (422 adds `errors: [[field, message]]`). It offers nothing the
+//! real API lacks.
+//!
+//! Choices where APIS.md is open:
+//! - The token is checked before the account (401), then the account: a missing or unknown
+//!   `X-4me-Account` answers **404** `{"message":"Account ... not found"}`, because the
+//!   account scopes the data like a path would, and 404 does not tell a caller which accounts
+//!   exist.
+//! - Requests refused for the token or the account do not count against the rate limit (there
+//!   is no known token to count them for); injected faults neither.
+//! - Without `year` and `month` the current month (UTC) is listed, as "all current billable
+//!   users"; one without the other, or a value that is not a month, is a 422.
+//! - A page past the last answers `[]` with the same headers (Rails-style); an empty month
+//!   has 0 total pages and `first`/`last` links to page 1.
+//! - The "20 requests in 2 seconds" burst limit of DESIGN.md is not simulated: APIS.md §1 only
+//!   publishes the hourly window.
+
+use crate::domain::Period;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{Datelike, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The documented hourly allowance.
+const HOURLY_LIMIT: u32 = 3_600;
+const DEFAULT_PER_PAGE: usize = 20;
+const MAX_PER_PAGE: usize = 100;
+
+/// One billable person, with the API's field names and order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub id: u64,
+    pub primary_email: String,
+    pub name: String,
+    pub organization: String,
+    pub business_unit: Option<String>,
+    pub region: String,
+    pub sign_ins: u64,
+    /// RFC 3339 with offset, e.g. `2015-10-30T15:22:25-05:00`.
+    pub last_visit: Option<String>,
+    pub updates: u64,
+}
+
+/// The simulated API: its data and the faults to inject. Clones share one state.
+#[derive(Debug, Clone)]
+pub struct BillableUsersSim {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    token: String,
+    account: String,
+    requests: AtomicU64,
+    state: Mutex<SimState>,
+}
+
+#[derive(Debug)]
+struct SimState {
+    people: HashMap<Period, Arc<Vec<Person>>>,
+    /// Requests still to refuse with 429, and the `Retry-After` they carry.
+    rate_limit_next: u32,
+    retry_after_secs: u64,
+    /// Requests still to refuse with `fail_status`.
+    fail_next: u32,
+    fail_status: u16,
+    limit: u32,
+    window: Duration,
+    window_end: SystemTime,
+    used: u32,
+}
+
+impl BillableUsersSim {
+    /// A simulator that accepts `Authorization: Bearer {token}` and `X-4me-Account: {account}`.
+    pub fn new(token: &str, account: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                token: token.to_owned(),
+                account: account.to_owned(),
+                requests: AtomicU64::new(0),
+                state: Mutex::new(SimState {
+                    people: HashMap::new(),
+                    rate_limit_next: 0,
+                    retry_after_secs: 0,
+                    fail_next: 0,
+                    fail_status: 500,
+                    limit: HOURLY_LIMIT,
+                    window: Duration::from_secs(3_600),
+                    window_end: UNIX_EPOCH,
+                    used: 0,
+                }),
+            }),
+        }
+    }
+
+    /// Replaces the billable people listed for `period`, in the order they are served.
+    pub fn set_people(&self, period: Period, people: Vec<Person>) {
+        self.state().people.insert(period, Arc::new(people));
+    }
+
+    /// The people listed for `period` (empty when none were set).
+    pub fn people(&self, period: Period) -> Vec<Person> {
+        self.state()
+            .people
+            .get(&period)
+            .map(|p| p.as_ref().clone())
+            .unwrap_or_default()
+    }
+
+    /// Deterministic data: `orgs` organizations named `Org 0001`.., `people_per_org` each, ids
+    /// unique (1..), the same people every month with usage that varies by month.
+    pub fn generate(period: Period, orgs: usize, people_per_org: usize) -> Vec<Person> {
+        let mut people = Vec::with_capacity(orgs * people_per_org);
+        let month_seed = period.year() as u64 * 12 + u64::from(period.month());
+        for org in 0..orgs {
+            let organization = format!("Org {:04}", org + 1);
+            for n in 0..people_per_org {
+                let id = (org * people_per_org + n + 1) as u64;
+                // A cheap, stable scramble so that numbers look varied but never change.
+                let mix = id
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(month_seed.wrapping_mul(1_442_695_040_888_963_407))
+                    >> 33;
+                let sign_ins = mix % 50;
+                people.push(Person {
+                    id,
+                    primary_email: format!("person{id}@org{:04}.example.com", org + 1),
+                    name: format!("Person {id}"),
+                    organization: organization.clone(),
+                    business_unit: (n % 3 == 0).then(|| format!("Unit {}", org % 7 + 1)),
+                    region: format!("Region {}", org % 5 + 1),
+                    sign_ins,
+                    last_visit: (sign_ins > 0).then(|| {
+                        format!(
+                            "{}T{:02}:{:02}:00+01:00",
+                            period
+                                .first_day()
+                                .with_day(((mix % 28) + 1) as u32)
+                                .unwrap_or(period.first_day()),
+                            mix % 24,
+                            mix % 60
+                        )
+                    }),
+                    updates: (mix >> 8) % 200,
+                });
+            }
+        }
+        people
+    }
+
+    /// The next `n` requests are refused with 429 and `Retry-After: retry_after_secs`.
+    pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
+        let mut state = self.state();
+        state.rate_limit_next = n;
+        state.retry_after_secs = retry_after_secs;
+    }
+
+    /// The next `n` requests are refused with `status` and `{"message": ...}` (a 422 also
+    /// carries `errors: [["month", "is invalid"]]`, the shape of the API's own 422).
+    pub fn fail_next(&self, n: u32, status: u16) {
+        let mut state = self.state();
+        state.fail_next = n;
+        state.fail_status = status;
+    }
+
+    /// Changes the rate-limit window (documented: 3,600 requests an hour) so that a test can
+    /// use one up; the current window starts over.
+    pub fn set_rate_limit(&self, limit: u32, window: Duration) {
+        let mut state = self.state();
+        state.limit = limit;
+        state.window = window;
+        state.window_end = UNIX_EPOCH;
+        state.used = 0;
+    }
+
+    /// Requests served so far, refused ones included.
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::SeqCst)
+    }
+
+    /// Binds `addr` (port 0 picks a free one) and serves until the handle is shut down or
+    /// dropped.
+    pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let router = Router::new()
+            .route("/v1/account/billable_users", get(list_json))
+            .route("/v1/account/billable_users.csv", get(list_csv))
+            .with_state(self.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "billable users simulator stopped");
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        // A test that panicked while holding the lock must not hide its own failure behind a
+        // poisoned mutex in every later request.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// The API root the connector's `base_url` takes: `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections and lets requests in flight finish.
+    pub fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        // Dropped without `shutdown`: stop at once. After `shutdown` the task is left to finish
+        // its graceful stop.
+        if self.stop.take().is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    Csv,
+}
+
+async fn list_json(
+    State(sim): State<BillableUsersSim>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    list(&sim, &headers, &query, Format::Json)
+}
+
+async fn list_csv(
+    State(sim): State<BillableUsersSim>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    list(&sim, &headers, &query, Format::Csv)
+}
+
+fn list(
+    sim: &BillableUsersSim,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    format: Format,
+) -> Response {
+    sim.inner.requests.fetch_add(1, Ordering::SeqCst);
+
+    if let Some(refusal) = injected_fault(sim) {
+        return refusal;
+    }
+
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(sim.inner.token.as_str()) {
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "The access token is missing, invalid or expired",
+        );
+    }
+    match headers.get("x-4me-account").and_then(|v| v.to_str().ok()) {
+        Some(account) if account == sim.inner.account => {}
+        Some(account) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                &format!("Account '{account}' not found"),
+            );
+        }
+        None => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "Account not found: the X-4me-Account header is missing",
+            );
+        }
+    }
+
+    let limits = match take_rate_limit(sim) {
+        Ok(limits) => limits,
+        Err(UsedUp {
+            limits,
+            retry_after_secs,
+        }) => {
+            let mut response = message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+            let headers = response.headers_mut();
+            set(headers, "retry-after", retry_after_secs);
+            limits.apply(headers);
+            return response;
+        }
+    };
+
+    let params = match Params::parse(query) {
+        Ok(params) => params,
+        Err(errors) => {
+            let mut response = validation_failed(&errors);
+            limits.apply(response.headers_mut());
+            return response;
+        }
+    };
+
+    let all = sim
+        .state()
+        .people
+        .get(&params.period)
+        .cloned()
+        .unwrap_or_default();
+    let bounds = |total: usize| {
+        let start = (params.page - 1).saturating_mul(params.per_page).min(total);
+        (start, start.saturating_add(params.per_page).min(total))
+    };
+    // Without an `id` filter the page is a slice of the month: the benchmark's 100,000 people
+    // are not walked for every request.
+    let (total, page): (usize, Vec<&Person>) = match &params.ids {
+        None => {
+            let (start, end) = bounds(all.len());
+            (all.len(), all[start..end].iter().collect())
+        }
+        Some(ids) => {
+            let selected: Vec<&Person> = all.iter().filter(|p| ids.contains(&p.id)).collect();
+            let (start, end) = bounds(selected.len());
+            (selected.len(), selected[start..end].to_vec())
+        }
+    };
+    let total_pages = total.div_ceil(params.per_page);
+
+    let mut response = match format {
+        Format::Json => axum::Json(page).into_response(),
+        Format::Csv => match to_csv(&page) {
+            Ok(body) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
+            Err(e) => {
+                return message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("CSV could not be written: {e}"),
+                );
+            }
+        },
+    };
+    let out = response.headers_mut();
+    limits.apply(out);
+    set(out, "x-pagination-per-page", params.per_page);
+    set(out, "x-pagination-current-page", params.page);
+    set(out, "x-pagination-total-pages", total_pages);
+    set(out, "x-pagination-total-entries", total);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let path = match format {
+        Format::Json => "/v1/account/billable_users",
+        Format::Csv => "/v1/account/billable_users.csv",
+    };
+    let link = links(host, path, query, params.page, params.per_page, total_pages);
+    if let Ok(value) = HeaderValue::from_str(&link) {
+        out.insert(header::LINK, value);
+    }
+    response
+}
+
+/// A fault a test asked for, consumed one request at a time.
+fn injected_fault(sim: &BillableUsersSim) -> Option<Response> {
+    let mut state = sim.state();
+    if state.rate_limit_next > 0 {
+        state.rate_limit_next -= 1;
+        let mut response = message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+        set(
+            response.headers_mut(),
+            "retry-after",
+            state.retry_after_secs,
+        );
+        return Some(response);
+    }
+    if state.fail_next > 0 {
+        state.fail_next -= 1;
+        let status =
+            StatusCode::from_u16(state.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            return Some(validation_failed(&[("month", "is invalid")]));
+        }
+        let reason = status.canonical_reason().unwrap_or("Error");
+        return Some(message(status, &format!("{reason} (simulated)")));
+    }
+    None
+}
+
+/// The rate-limit headers of an admitted request.
+struct Limits {
+    limit: u32,
+    remaining: u32,
+    reset: u64,
+}
+
+impl Limits {
+    fn apply(&self, headers: &mut HeaderMap) {
+        set(headers, "x-ratelimit-limit", self.limit);
+        set(headers, "x-ratelimit-remaining", self.remaining);
+        set(headers, "x-ratelimit-reset", self.reset);
+    }
+}
+
+/// A request over the limit: the headers of its 429, and when to come back.
+struct UsedUp {
+    limits: Limits,
+    retry_after_secs: u64,
+}
+
+/// Counts the request in the current window, or refuses it when the window is used up.
+fn take_rate_limit(sim: &BillableUsersSim) -> Result<Limits, UsedUp> {
+    let mut state = sim.state();
+    let now = SystemTime::now();
+    if now >= state.window_end {
+        state.window_end = now + state.window;
+        state.used = 0;
+    }
+    let until_reset = state
+        .window_end
+        .duration_since(now)
+        .unwrap_or(Duration::ZERO);
+    // Rounded up: a client that waits until `reset` must find the new window open.
+    let reset = epoch_secs_ceil(state.window_end);
+    if state.used >= state.limit {
+        return Err(UsedUp {
+            limits: Limits {
+                limit: state.limit,
+                remaining: 0,
+                reset,
+            },
+            retry_after_secs: until_reset.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+    state.used += 1;
+    Ok(Limits {
+        limit: state.limit,
+        remaining: state.limit - state.used,
+        reset,
+    })
+}
+
+fn epoch_secs_ceil(at: SystemTime) -> u64 {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    since.as_secs() + u64::from(since.subsec_nanos() > 0)
+}
+
+/// The query of a list request, checked the way the API checks it.
+struct Params {
+    period: Period,
+    page: usize,
+    per_page: usize,
+    /// The `id` filter (`id=552` or `id=552,70`).
+    ids: Option<Vec<u64>>,
+}
+
+impl Params {
+    fn parse(query: &[(String, String)]) -> Result<Self, Vec<(&'static str, &'static str)>> {
+        let get = |name: &str| {
+            query
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.trim())
+        };
+        let mut errors = Vec::new();
+        let now = Utc::now();
+        let year = match (get("year"), get("month")) {
+            (None, None) => Some(now.year()),
+            (None, Some(_)) => {
+                errors.push(("year", "is missing"));
+                None
+            }
+            (Some(y), _) => match y.parse::<i32>() {
+                Ok(y) if (1970..=9999).contains(&y) => Some(y),
+                _ => {
+                    errors.push(("year", "is invalid"));
+                    None
+                }
+            },
+        };
+        let month = match (get("year"), get("month")) {
+            (None, None) => Some(now.month()),
+            (Some(_), None) => {
+                errors.push(("month", "is missing"));
+                None
+            }
+            (_, Some(m)) => match m.parse::<u32>() {
+                Ok(m) if (1..=12).contains(&m) => Some(m),
+                _ => {
+                    errors.push(("month", "is invalid"));
+                    None
+                }
+            },
+        };
+        let page = match get("page") {
+            None => 1,
+            Some(p) => match p.parse::<usize>() {
+                Ok(p) if p >= 1 => p,
+                _ => {
+                    errors.push(("page", "is invalid"));
+                    1
+                }
+            },
+        };
+        let per_page = match get("per_page") {
+            None => DEFAULT_PER_PAGE,
+            Some(p) => match p.parse::<usize>() {
+                Ok(p) if p >= 1 => p.min(MAX_PER_PAGE),
+                _ => {
+                    errors.push(("per_page", "is invalid"));
+                    DEFAULT_PER_PAGE
+                }
+            },
+        };
+        let ids = match get("id") {
+            None => None,
+            Some(list) => match list
+                .split(',')
+                .map(|id| id.trim().parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(ids) => Some(ids),
+                Err(_) => {
+                    errors.push(("id", "is invalid"));
+                    None
+                }
+            },
+        };
+        match (year, month) {
+            (Some(year), Some(month)) if errors.is_empty() => match Period::new(year, month) {
+                Ok(period) => Ok(Self {
+                    period,
+                    page,
+                    per_page,
+                    ids,
+                }),
+                Err(_) => Err(vec![("month", "is invalid")]),
+            },
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `Link` with first, prev, next and last, each the request's own query with `page` and
+/// `per_page` replaced, as absolute URLs on the request's host.
+fn links(
+    host: &str,
+    path: &str,
+    query: &[(String, String)],
+    page: usize,
+    per_page: usize,
+    total_pages: usize,
+) -> String {
+    let last = total_pages.max(1);
+    let url = |target: usize| {
+        let mut pairs: Vec<(&str, String)> = query
+            .iter()
+            .filter(|(k, _)| k != "page" && k != "per_page")
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        pairs.push(("page", target.to_string()));
+        pairs.push(("per_page", per_page.to_string()));
+        let encoded: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        format!("http://{host}{path}?{}", encoded.join("&"))
+    };
+    let mut entries = vec![format!("<{}>; rel=\"first\"", url(1))];
+    if page > 1 {
+        entries.push(format!("<{}>; rel=\"prev\"", url((page - 1).min(last))));
+    }
+    if page < total_pages {
+        entries.push(format!("<{}>; rel=\"next\"", url(page + 1)));
+    }
+    entries.push(format!("<{}>; rel=\"last\"", url(last)));
+    entries.join(", ")
+}
+
+/// Percent-encodes a query component (unreserved characters stay as they are).
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// RFC 4180 CSV with a header row; a value beginning with `= + - @` gets a tab in front so
+/// that a spreadsheet does not run it as a formula (APIS.md §1 contract).
+fn to_csv(people: &[&Person]) -> Result<String, csv::Error> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    writer.write_record([
+        "id",
+        "primary_email",
+        "name",
+        "organization",
+        "business_unit",
+        "region",
+        "sign_ins",
+        "last_visit",
+        "updates",
+    ])?;
+    for p in people {
+        let fields = [
+            p.id.to_string(),
+            p.primary_email.clone(),
+            p.name.clone(),
+            p.organization.clone(),
+            p.business_unit.clone().unwrap_or_default(),
+            p.region.clone(),
+            p.sign_ins.to_string(),
+            p.last_visit.clone().unwrap_or_default(),
+            p.updates.to_string(),
+        ];
+        writer.write_record(fields.iter().map(|f| defuse(f)))?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| csv::Error::from(e.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn defuse(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@']) {
+        format!("\t{value}")
+    } else {
+        value.to_owned()
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "message": text }))).into_response()
+}
+
+fn validation_failed(errors: &[(&str, &str)]) -> Response {
+    let pairs: Vec<[&str; 2]> = errors.iter().map(|(f, m)| [*f, *m]).collect();
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(serde_json::json!({ "message": "Validation failed", "errors": pairs })),
+    )
+        .into_response()
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
+    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period() -> Period {
+        Period::new(2026, 10).unwrap()
+    }
+
+    #[test]
+    fn generated_data_is_deterministic_with_unique_ids() {
+        let a = BillableUsersSim::generate(period(), 3, 4);
+        let b = BillableUsersSim::generate(period(), 3, 4);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 12);
+        let mut ids: Vec<u64> = a.iter().map(|p| p.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 12);
+        assert_eq!(a[0].organization, "Org 0001");
+        assert_eq!(a[11].organization, "Org 0003");
+        for p in &a {
+            if let Some(visit) = &p.last_visit {
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(visit).is_ok(),
+                    "{visit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn links_cover_first_prev_next_last() {
+        let query = vec![
+            ("year".to_owned(), "2026".to_owned()),
+            ("month".to_owned(), "10".to_owned()),
+            ("page".to_owned(), "2".to_owned()),
+        ];
+        let link = links(
+            "127.0.0.1:9",
+            "/v1/account/billable_users",
+            &query,
+            2,
+            100,
+            3,
+        );
+        assert_eq!(
+            link,
+            "<http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=1&per_page=100>; rel=\"first\", \
+             <http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=1&per_page=100>; rel=\"prev\", \
+             <http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=3&per_page=100>; rel=\"next\", \
+             <http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=3&per_page=100>; rel=\"last\""
+        );
+        let last = links("h", "/p", &[], 3, 100, 3);
+        assert!(!last.contains("rel=\"next\""), "{last}");
+    }
+
+    #[test]
+    fn csv_quotes_per_rfc_4180_and_defuses_formulas() {
+        let person = Person {
+            id: 7,
+            primary_email: "a@x.example".into(),
+            name: "=HYPERLINK(\"x\")".into(),
+            organization: "Widget Data Center, External IT".into(),
+            business_unit: None,
+            region: "-North".into(),
+            sign_ins: 0,
+            last_visit: None,
+            updates: 3,
+        };
+        let csv = to_csv(&[&person]).unwrap();
+        assert_eq!(
+            csv,
+            "id,primary_email,name,organization,business_unit,region,sign_ins,last_visit,updates\r\n\
+             7,a@x.example,\"\t=HYPERLINK(\"\"x\"\")\",\"Widget Data Center, External IT\",,\t-North,0,,3\r\n"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Billing systems (sinks): where invoice lines go. A vendor's whole connector lives in its own
+//! folder; this module only lists them behind one enum.
+//!
+//! Pushing is two-phase (DESIGN.md): the pipeline calls [`Sink::prepare`] and commits the line
+//! as `pushing` with the marker it returns, then [`Sink::push`], then commits `pushed`. A line
+//! found `pushing` (a crash, or an uncertain answer) is resolved with [`Sink::find`] before
+//! anything is sent again.
+
+pub mod file;
+pub mod rambase;
+
+use crate::domain::{InvoiceLine, LedgerLine};
+
+/// Why a push did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The billing system refused the line and surely does not hold it (a 4xx with its
+    /// reason). The line stays retriable; fix the cause and re-run.
+    #[error("{0}")]
+    Rejected(String),
+    /// The outcome is unknown (timeout, 5xx, broken connection): the billing system may hold
+    /// the line. It is resolved with [`Sink::find`] before anything is sent again.
+    #[error("{0}")]
+    Uncertain(String),
+}
+
+/// A configured billing system.
+#[derive(Debug)]
+pub enum Sink {
+    RamBase(rambase::RamBase),
+    File(file::FileSink),
+}
+
+impl Sink {
+    /// The configured name (`rambase`, `file`, ...), as lines record it.
+    pub fn name(&self) -> &str {
+        match self {
+            Sink::RamBase(_) => "rambase",
+            Sink::File(_) => "file",
+        }
+    }
+
+    /// Can this line go to this billing system as it is? Pure, called while planning: an
+    /// `Err(reason)` makes the line a `not_billable` exception (e.g. a fractional quantity for
+    /// RamBase, or no plan/item configured for the account and license type).
+    pub fn check(&self, line: &InvoiceLine) -> Result<(), String> {
+        match self {
+            Sink::RamBase(s) => s.check(line),
+            Sink::File(_) => Ok(()),
+        }
+    }
+
+    /// Phase one: what the billing system holds for this line's target right now, kept with
+    /// the `pushing` state so that [`find`](Self::find) can tell afterwards whether the push
+    /// landed. `None` when the sink can find a revision by its key alone.
+    pub async fn prepare(&self, line: &LedgerLine) -> anyhow::Result<Option<String>> {
+        match self {
+            Sink::RamBase(s) => s.prepare(line).await,
+            Sink::File(_) => Ok(None),
+        }
+    }
+
+    /// Sends one revision; returns the billing system's id for it.
+    pub async fn push(&self, line: &LedgerLine) -> Result<String, PushError> {
+        match self {
+            Sink::RamBase(s) => s.push(line).await,
+            Sink::File(s) => s.push(line).await,
+        }
+    }
+
+    /// Recovery: does the billing system already hold this revision? Uses `line.push_marker`
+    /// where the billing system has no idempotency key. `Some(external id)` if it does.
+    pub async fn find(&self, line: &LedgerLine) -> anyhow::Result<Option<String>> {
+        match self {
+            Sink::RamBase(s) => s.find(line).await,
+            Sink::File(s) => s.find(line).await,
+        }
+    }
+}

@@ -1,0 +1,855 @@
+//! The RamBase billing system (seed 004, APIS.md §5): invoice lines become usages on recurring
+//! invoice plan items.
+//!
+//! RamBase has no idempotency key, so exactly-once rests on reading before and after writing:
+//! [`RamBase::prepare`] notes what the target (plan item × period) holds, and
+//! [`RamBase::find`] compares against that note after a crash or an uncertain answer. See
+//! [`RamBase::find`] for the assumption this relies on.
+
+mod api;
+
+use crate::config::Problem;
+use crate::domain::{InvoiceLine, LedgerLine, LineKey, Period};
+use crate::http::{HttpClient, HttpError, HttpSettings, Idempotency};
+use crate::sinks::PushError;
+use api::{Usage, UsagesPage};
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+/// The environment variable the client secret comes from (never a file).
+pub const CLIENT_SECRET_ENV: &str = "TALLY__SINKS__RAMBASE__CLIENT_SECRET";
+
+/// The external id recorded for a revision that changes only the amount: RamBase prices usage
+/// itself and takes no zero quantities worth sending, so nothing is sent for it.
+pub const ZERO_QUANTITY_ID: &str = "none:zero-quantity";
+
+/// Largest page RamBase allows on the usages list (seed 004: "Maximum page size ($top) 80").
+const PAGE_SIZE: u32 = 80;
+
+/// `[sinks.rambase]`: where RamBase is and which plan item each line is billed on.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RamBaseSettings {
+    /// API root, e.g. `https://api.rambase.net/` (the simulator: `http://127.0.0.1:PORT/`).
+    pub base_url: String,
+    /// OAuth client id of the API client registered in RamBase.
+    pub client_id: String,
+    /// OAuth client secret. Set it ONLY through the environment variable
+    /// `TALLY__SINKS__RAMBASE__CLIENT_SECRET`; it is redacted in `Debug` and never logged.
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// The company database (`$db`); omitted when the client has a single company.
+    #[serde(default)]
+    pub db: Option<String>,
+    /// The plan item each (billing account, license type) is billed on.
+    #[serde(default)]
+    pub items: Vec<RamBaseItem>,
+    /// `"YYYY-MM"` → the recurring invoice period id that month's usage is registered on.
+    #[serde(default)]
+    pub period_ids: BTreeMap<String, u64>,
+    /// Timeouts and retries of the RamBase client.
+    #[serde(default)]
+    pub http: HttpSettings,
+}
+
+impl fmt::Debug for RamBaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RamBaseSettings")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("db", &self.db)
+            .field("items", &self.items)
+            .field("period_ids", &self.period_ids)
+            .field("http", &self.http)
+            .finish()
+    }
+}
+
+/// One entry of `[[sinks.rambase.items]]`: a customer's license type and the RamBase
+/// recurring invoice plan item its usage is registered on.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RamBaseItem {
+    /// The billing account as lines carry it (the RamBase customer).
+    pub billing_account: String,
+    /// The license type as the mapping rules and pricing table name it.
+    pub license_type: String,
+    /// The customer's recurring invoice plan id (≥ 100000).
+    pub plan_id: u64,
+    /// The item on that plan (≥ 1) whose usage this license type is.
+    pub item_id: u64,
+}
+
+impl RamBaseSettings {
+    /// Every problem at once, each with its full key path under `at` (`sinks.rambase`).
+    pub fn validate(&self, at: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            Ok(_) | Err(_) => problems.push(Problem::new(
+                format!("{at}.base_url"),
+                format!(
+                    "{:?} is not an http(s) URL; expected e.g. \"https://api.rambase.net/\"",
+                    self.base_url
+                ),
+            )),
+        }
+        if self.client_id.trim().is_empty() {
+            problems.push(Problem::new(
+                format!("{at}.client_id"),
+                "is empty: set the OAuth client id of tally's RamBase API client",
+            ));
+        }
+        if self
+            .client_secret
+            .as_ref()
+            .is_none_or(|s| s.expose_secret().trim().is_empty())
+        {
+            problems.push(Problem::new(
+                format!("{at}.client_secret"),
+                format!("is missing: set the environment variable {CLIENT_SECRET_ENV}"),
+            ));
+        }
+        if self.db.as_deref().is_some_and(|db| db.trim().is_empty()) {
+            problems.push(Problem::new(
+                format!("{at}.db"),
+                "is empty: remove it or name the company database",
+            ));
+        }
+        let mut keys = HashSet::new();
+        let mut targets: HashMap<(u64, u64), usize> = HashMap::new();
+        for (i, item) in self.items.iter().enumerate() {
+            let here = format!("{at}.items[{i}]");
+            if item.billing_account.trim().is_empty() {
+                problems.push(Problem::new(format!("{here}.billing_account"), "is empty"));
+            }
+            if item.license_type.trim().is_empty() {
+                problems.push(Problem::new(format!("{here}.license_type"), "is empty"));
+            }
+            if item.plan_id < 100_000 {
+                problems.push(Problem::new(
+                    format!("{here}.plan_id"),
+                    format!(
+                        "{} is not a RamBase recurring invoice plan id (they are ≥ 100000)",
+                        item.plan_id
+                    ),
+                ));
+            }
+            if item.item_id < 1 {
+                problems.push(Problem::new(
+                    format!("{here}.item_id"),
+                    "0 is not a RamBase plan item id (they are ≥ 1)",
+                ));
+            }
+            if !keys.insert((&item.billing_account, &item.license_type)) {
+                problems.push(Problem::new(
+                    here.clone(),
+                    format!(
+                        "billing account {:?} with license type {:?} is configured twice; keep one entry",
+                        item.billing_account, item.license_type
+                    ),
+                ));
+            }
+            // tally recognises its own usages by plan item (RamBase has no idempotency key), so
+            // two kinds of line sharing one item would make recovery after a crash ambiguous.
+            if let Some(first) = targets.insert((item.plan_id, item.item_id), i) {
+                problems.push(Problem::new(
+                    here,
+                    format!(
+                        "plan {} item {} is also used by {at}.items[{first}]; each (billing account, \
+                         license type) needs its own plan item so that tally can tell its usages apart",
+                        item.plan_id, item.item_id
+                    ),
+                ));
+            }
+        }
+        for (key, id) in &self.period_ids {
+            let here = format!("{at}.period_ids.{key:?}");
+            match key.parse::<Period>() {
+                Ok(p) if p.to_string() == *key => {}
+                _ => problems.push(Problem::new(
+                    here.clone(),
+                    format!("{key:?} is not a month: expected YYYY-MM, e.g. \"2026-10\""),
+                )),
+            }
+            if *id < 100_000 {
+                problems.push(Problem::new(
+                    here,
+                    format!(
+                        "{id} is not a RamBase recurring invoice period id (they are ≥ 100000)"
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Where one line's usage goes in RamBase: a plan item in one recurring invoice period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Target {
+    plan_id: u64,
+    item_id: u64,
+    period_id: u64,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "plan {} item {} period {}",
+            self.plan_id, self.item_id, self.period_id
+        )
+    }
+}
+
+/// What the target held just before a revision was sent (phase one), kept as the line's
+/// `push_marker`. The target is recorded too, so that recovery reads where the push went even
+/// if the configuration changed since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    plan_id: u64,
+    item_id: u64,
+    period_id: u64,
+    /// Highest usage id on the target then (0 when it had none). RamBase's usage ids increase,
+    /// so whatever this push created has a higher id.
+    max_usage_id: u64,
+    /// How many usages the target held then; fewer later means someone deleted usages.
+    count: u64,
+}
+
+impl Marker {
+    fn target(&self) -> Target {
+        Target {
+            plan_id: self.plan_id,
+            item_id: self.item_id,
+            period_id: self.period_id,
+        }
+    }
+}
+
+/// Why an API call failed: RamBase's answer, or no token to send it with.
+enum CallError {
+    Http(HttpError),
+    /// The token request failed, so the API call was never sent.
+    Token(String),
+}
+
+/// The RamBase connector. Its `Debug` shows neither the client secret nor a token.
+pub struct RamBase {
+    // Boxed so that the `Sink` enum stays small (clippy::large_enum_variant).
+    http: Box<HttpClient>,
+    base: Box<reqwest::Url>,
+    client_id: String,
+    client_secret: SecretString,
+    db: Option<String>,
+    items: HashMap<(String, String), (u64, u64)>,
+    period_ids: BTreeMap<String, u64>,
+    /// The access token, shared by every call (see `crate::http::TokenCache`).
+    token: crate::http::TokenCache,
+}
+
+impl fmt::Debug for RamBase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RamBase")
+            .field("base", &self.base.as_str())
+            .field("client_id", &self.client_id)
+            .field("db", &self.db)
+            .field("items", &self.items.len())
+            .field("period_ids", &self.period_ids.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RamBase {
+    /// A connector for valid settings; every configuration problem is reported at once.
+    pub fn new(settings: &RamBaseSettings) -> anyhow::Result<Self> {
+        let problems = settings.validate("sinks.rambase");
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            anyhow::bail!("invalid RamBase settings:\n  {}", list.join("\n  "));
+        }
+        let mut base_url = settings.base_url.trim().to_owned();
+        // `Url::join` drops the last path segment of a base without a trailing slash.
+        if !base_url.ends_with('/') {
+            base_url.push('/');
+        }
+        let base = reqwest::Url::parse(&base_url)?;
+        let client_secret = settings
+            .client_secret
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("set the environment variable {CLIENT_SECRET_ENV}"))?;
+        let items = settings
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    (i.billing_account.clone(), i.license_type.clone()),
+                    (i.plan_id, i.item_id),
+                )
+            })
+            .collect();
+        Ok(Self {
+            http: Box::new(HttpClient::new(&settings.http)?),
+            base: Box::new(base),
+            client_id: settings.client_id.clone(),
+            client_secret,
+            db: settings.db.clone(),
+            items,
+            period_ids: settings.period_ids.clone(),
+            token: crate::http::TokenCache::new(),
+        })
+    }
+
+    /// Can this line be billed in RamBase as configured? Pure. RamBase takes whole quantities
+    /// only, and a fractional one is never rounded: the line becomes an exception.
+    pub fn check(&self, line: &InvoiceLine) -> Result<(), String> {
+        whole_quantity(line.quantity, &describe_key(&line.key))?;
+        self.target(
+            line.key.period,
+            line.key.billing_account.as_str(),
+            line.key.license_type.as_str(),
+        )?;
+        Ok(())
+    }
+
+    /// Phase one: reads the target's usages and returns a marker (JSON) recording what it
+    /// held before sending, for [`find`](Self::find). `None` for a zero-quantity revision,
+    /// which is never sent.
+    pub async fn prepare(&self, line: &LedgerLine) -> anyhow::Result<Option<String>> {
+        let quantity =
+            whole_quantity(line.quantity, &describe_key(&line.key)).map_err(anyhow::Error::msg)?;
+        if quantity == 0 {
+            return Ok(None);
+        }
+        let target = self.line_target(line).map_err(anyhow::Error::msg)?;
+        let usages = self.list_usages(target).await?;
+        let marker = Marker {
+            plan_id: target.plan_id,
+            item_id: target.item_id,
+            period_id: target.period_id,
+            max_usage_id: usages.iter().map(|u| u.usage_id).max().unwrap_or(0),
+            count: usages.len() as u64,
+        };
+        Ok(Some(serde_json::to_string(&marker)?))
+    }
+
+    /// Sends one revision as a usage (`quantity` = the revision's quantity, the delta for an
+    /// adjustment, possibly negative; `date` = the period's first day) and returns its usage id.
+    ///
+    /// The POST is never re-sent blindly: RamBase has no idempotency key, so a timeout, 5xx or
+    /// broken connection is [`PushError::Uncertain`], resolved later by [`find`](Self::find).
+    /// A revision with quantity 0 (an amount-only change) is not sent: RamBase prices usage
+    /// itself, so there is nothing to register; it returns [`ZERO_QUANTITY_ID`].
+    pub async fn push(&self, line: &LedgerLine) -> Result<String, PushError> {
+        let quantity =
+            whole_quantity(line.quantity, &describe_key(&line.key)).map_err(PushError::Rejected)?;
+        if quantity == 0 {
+            return Ok(ZERO_QUANTITY_ID.to_owned());
+        }
+        let target = self.line_target(line).map_err(PushError::Rejected)?;
+        // Without a marker an uncertain answer could never be resolved automatically.
+        let marker = parse_marker(line).map_err(PushError::Rejected)?;
+        if marker.target() != target {
+            return Err(PushError::Rejected(format!(
+                "{}: prepared for {} but the configuration now says {target}; re-run so that \
+                 tally prepares the line again",
+                line.idempotency_key,
+                marker.target()
+            )));
+        }
+        let date = line.key.period.first_day();
+        let url = self.usages_url(target, None);
+        let body = serde_json::json!({
+            "usage": { "date": date.format("%Y-%m-%d").to_string(), "quantity": quantity }
+        });
+        let result = self
+            .call(Idempotency::NotIdempotent, |client, token| {
+                client
+                    .post(url.clone())
+                    .bearer_auth(token)
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .json(&body)
+            })
+            .await;
+        let response = match result {
+            Ok(response) => response,
+            Err(CallError::Token(message)) => {
+                return Err(PushError::Rejected(format!(
+                    "{}: not sent: {message}",
+                    line.idempotency_key
+                )));
+            }
+            Err(CallError::Http(e)) => {
+                let message = format!("{}: {}", line.idempotency_key, describe(&e, Some(target)));
+                return Err(if e.surely_not_processed() {
+                    PushError::Rejected(message)
+                } else {
+                    PushError::Uncertain(format!(
+                        "{message}; RamBase may hold the usage: tally checks before sending again"
+                    ))
+                });
+            }
+        };
+        // A 2xx means the usage exists: a body tally cannot read is resolved by `find`.
+        let created: api::Created = crate::http::decode_json(response).await.map_err(|e| {
+            PushError::Uncertain(format!(
+                "{}: RamBase accepted the usage but its answer is unreadable ({e}); tally \
+                 checks the usages before sending again",
+                line.idempotency_key
+            ))
+        })?;
+        let usage = created.usage;
+        if usage.quantity != quantity || usage.date != date {
+            tracing::warn!(
+                key = %line.idempotency_key, usage_id = usage.usage_id,
+                sent_quantity = quantity, stored_quantity = usage.quantity,
+                "RamBase stored a usage that differs from what was sent; check it"
+            );
+        }
+        Ok(usage.usage_id.to_string())
+    }
+
+    /// Recovery: does RamBase hold this revision? Compares the target's usages with the marker
+    /// `prepare` recorded:
+    ///
+    /// - exactly one usage newer than the marker, with this revision's quantity and date →
+    ///   `Some(usage id)`;
+    /// - no usage newer than the marker → `None`: the push did not land, sending again is safe;
+    /// - anything else (several candidates, new usages that are not this revision's, usages
+    ///   removed since) → `Err` naming what the operator should check. tally never guesses.
+    ///
+    /// This relies on one assumption, which the operator must keep: **tally is the only writer
+    /// of usages on its plan items, and pushes to one plan item one at a time** (the pipeline
+    /// resolves a `pushing` line before pushing others to the same target). RamBase usage ids
+    /// increase, so a usage this push created has an id above the marker's `max_usage_id`;
+    /// under the assumption, nothing else can appear there.
+    pub async fn find(&self, line: &LedgerLine) -> anyhow::Result<Option<String>> {
+        let quantity =
+            whole_quantity(line.quantity, &describe_key(&line.key)).map_err(anyhow::Error::msg)?;
+        if quantity == 0 {
+            return Ok(Some(ZERO_QUANTITY_ID.to_owned()));
+        }
+        let marker = parse_marker(line).map_err(anyhow::Error::msg)?;
+        let target = marker.target();
+        let date = line.key.period.first_day();
+        let usages = self.list_usages(target).await?;
+        let old = usages
+            .iter()
+            .filter(|u| u.usage_id <= marker.max_usage_id)
+            .count() as u64;
+        if old != marker.count {
+            anyhow::bail!(
+                "{}: RamBase {target} held {} usage(s) up to usage id {} when tally prepared the \
+                 push, and now holds {old}: someone changed usages there. Check that plan item's \
+                 usages in RamBase by hand, then mark the line pushed (with its usage id) or \
+                 send it again",
+                line.idempotency_key,
+                marker.count,
+                marker.max_usage_id
+            );
+        }
+        let new: Vec<&Usage> = usages
+            .iter()
+            .filter(|u| u.usage_id > marker.max_usage_id)
+            .collect();
+        let candidates: Vec<&&Usage> = new
+            .iter()
+            .filter(|u| u.quantity == quantity && u.date == date)
+            .collect();
+        match (new.len(), candidates.as_slice()) {
+            (0, _) => Ok(None),
+            (1, [only]) => Ok(Some(only.usage_id.to_string())),
+            _ => {
+                let listed: Vec<String> = new
+                    .iter()
+                    .take(10)
+                    .map(|u| format!("usage {} ({}, quantity {})", u.usage_id, u.date, u.quantity))
+                    .collect();
+                anyhow::bail!(
+                    "{}: cannot tell whether RamBase holds this revision (quantity {quantity} on \
+                     {date}): {target} has {} usage(s) newer than usage id {} — {}{}. tally \
+                     expects to be the only writer on its plan items. Check these usages in \
+                     RamBase by hand; do not re-run the push until the line is resolved",
+                    line.idempotency_key,
+                    new.len(),
+                    marker.max_usage_id,
+                    listed.join(", "),
+                    if new.len() > listed.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+    }
+
+    /// Every usage on a target, following `paging.nextPageKey` with the largest page allowed.
+    async fn list_usages(&self, target: Target) -> anyhow::Result<Vec<Usage>> {
+        let mut usages = Vec::new();
+        let mut page_key: Option<String> = None;
+        let mut seen_keys = HashSet::new();
+        loop {
+            let url = self.usages_url(target, page_key.as_deref());
+            let page: UsagesPage = match self
+                .call(Idempotency::Idempotent, |client, token| {
+                    client
+                        .get(url.clone())
+                        .bearer_auth(token)
+                        .header(reqwest::header::ACCEPT, "application/json")
+                })
+                .await
+            {
+                Ok(response) => crate::http::decode_json(response)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e, Some(target))))?,
+                Err(CallError::Http(e)) => anyhow::bail!("{}", describe(&e, Some(target))),
+                Err(CallError::Token(message)) => anyhow::bail!("{message}"),
+            };
+            usages.extend(page.usages.into_iter().map(|u| u.into_usage()));
+            match page.paging.and_then(|p| p.next_page_key) {
+                Some(next) if !next.is_empty() => {
+                    // A peer that hands out the same key twice would page forever.
+                    if !seen_keys.insert(next.clone()) {
+                        anyhow::bail!(
+                            "RamBase returned page key {next:?} twice while listing the usages of \
+                             {target}; stopping instead of looping"
+                        );
+                    }
+                    page_key = Some(next);
+                }
+                _ => return Ok(usages),
+            }
+        }
+    }
+
+    /// Sends a request with a bearer token; a 401 renews the token once and sends once more
+    /// (a 401 means RamBase did not act on the request, so this is safe for a POST too).
+    async fn call<F>(
+        &self,
+        idempotency: Idempotency,
+        build: F,
+    ) -> Result<reqwest::Response, CallError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let mut renewed = false;
+        loop {
+            let token = self.token(renewed).await.map_err(CallError::Token)?;
+            let result = self
+                .http
+                .send(idempotency, |client| build(client, token.expose_secret()))
+                .await;
+            match result {
+                Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED) && !renewed => {
+                    tracing::info!(url = %e.url(), "RamBase refused the access token; fetching a new one");
+                    renewed = true;
+                }
+                other => return other.map_err(CallError::Http),
+            }
+        }
+    }
+
+    /// The cached token, or a new one when it is due for renewal or `renew` is set.
+    async fn token(&self, renew: bool) -> Result<SecretString, String> {
+        self.token.get(renew, || self.fetch_token()).await
+    }
+
+    /// `POST oauth2/access_token` with the client credentials.
+    async fn fetch_token(&self) -> Result<crate::http::FetchedToken, String> {
+        let url = self
+            .base
+            .join("oauth2/access_token")
+            .map_err(|e| format!("bad RamBase base URL: {e}"))?;
+        let form = [
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose_secret()),
+            ("grant_type", "client_credentials"),
+        ];
+        let answer: api::TokenAnswer = self
+            .http
+            .send_json(Idempotency::Idempotent, |client| {
+                client
+                    .post(url.clone())
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .form(&form)
+            })
+            .await
+            .map_err(|e| match e.status() {
+                Some(s)
+                    if s == reqwest::StatusCode::BAD_REQUEST
+                        || s == reqwest::StatusCode::UNAUTHORIZED =>
+                {
+                    format!(
+                        "RamBase refused tally's client credentials ({s} from {}): check \
+                     sinks.rambase.client_id and the environment variable {CLIENT_SECRET_ENV}",
+                        e.url()
+                    )
+                }
+                _ => format!("RamBase token request failed: {e}"),
+            })?;
+        Ok(crate::http::FetchedToken {
+            value: SecretString::from(answer.access_token),
+            expires_in: answer.expires_in.map(Duration::from_secs),
+        })
+    }
+
+    /// `.../usages?$top=80&$expand=PagingDetails&$format=json[&$db=..][&$pageKey=..]`, with
+    /// the `$` names written as RamBase documents them.
+    fn usages_url(&self, target: Target, page_key: Option<&str>) -> reqwest::Url {
+        let mut query = format!("$top={PAGE_SIZE}&$expand=PagingDetails&$format=json");
+        if let Some(db) = &self.db {
+            query.push_str("&$db=");
+            query.push_str(&encode(db));
+        }
+        if let Some(key) = page_key {
+            query.push_str("&$pageKey=");
+            query.push_str(&encode(key));
+        }
+        let mut url = (*self.base).clone();
+        let path = format!(
+            "{}sales/recurring-invoice-plans/{}/items/{}/recurring-invoice-periods/{}/usages",
+            self.base.path(),
+            target.plan_id,
+            target.item_id,
+            target.period_id
+        );
+        url.set_path(&path);
+        url.set_query(Some(&query));
+        url
+    }
+
+    fn line_target(&self, line: &LedgerLine) -> Result<Target, String> {
+        self.target(
+            line.key.period,
+            line.key.billing_account.as_str(),
+            line.key.license_type.as_str(),
+        )
+    }
+
+    fn target(&self, period: Period, account: &str, license: &str) -> Result<Target, String> {
+        let (plan_id, item_id) = *self
+            .items
+            .get(&(account.to_owned(), license.to_owned()))
+            .ok_or_else(|| {
+                format!(
+                    "no RamBase plan item for billing account {account:?} and license type \
+                     {license:?}: add [[sinks.rambase.items]] with billing_account = {account:?}, \
+                     license_type = {license:?}, plan_id and item_id"
+                )
+            })?;
+        let key = period.to_string();
+        let period_id = *self.period_ids.get(&key).ok_or_else(|| {
+            format!(
+                "no RamBase recurring invoice period id for {key}: add \"{key}\" = <period id> \
+                 to sinks.rambase.period_ids"
+            )
+        })?;
+        Ok(Target {
+            plan_id,
+            item_id,
+            period_id,
+        })
+    }
+}
+
+/// "Agent for ACME in 2026-10": what a quantity message is about.
+fn describe_key(key: &LineKey) -> String {
+    format!(
+        "{} for {} in {}",
+        key.license_type, key.billing_account, key.period
+    )
+}
+
+/// The quantity as RamBase's integer, or why it cannot be one. Never rounds.
+fn whole_quantity(quantity: Decimal, what: &str) -> Result<i64, String> {
+    if !quantity.fract().is_zero() {
+        return Err(format!(
+            "RamBase takes whole quantities only; {} {what} cannot be billed there — fix the \
+             mapping or bill it elsewhere",
+            quantity.normalize()
+        ));
+    }
+    quantity
+        .to_i64()
+        .ok_or_else(|| format!("quantity {quantity} {what} is too large for RamBase"))
+}
+
+fn parse_marker(line: &LedgerLine) -> Result<Marker, String> {
+    let raw = line.push_marker.as_deref().ok_or_else(|| {
+        format!(
+            "{}: no push marker (the line was never prepared), so tally cannot tell whether \
+             RamBase holds it; check the plan item's usages in RamBase by hand",
+            line.idempotency_key
+        )
+    })?;
+    serde_json::from_str(raw).map_err(|e| {
+        format!(
+            "{}: push marker {raw:?} is not a RamBase marker ({e}); check the plan item's usages \
+             in RamBase by hand",
+            line.idempotency_key
+        )
+    })
+}
+
+/// A readable message for a failed RamBase call, naming the error id and what to check.
+fn describe(error: &HttpError, target: Option<Target>) -> String {
+    let Some(status) = error.status() else {
+        return error.to_string();
+    };
+    let parsed: Option<api::ErrorBody> = error.body().and_then(|b| serde_json::from_str(b).ok());
+    let id = parsed
+        .as_ref()
+        .and_then(|p| p.error_message.as_ref())
+        .and_then(|m| m.error_message_id);
+    let vendor_message = parsed
+        .as_ref()
+        .and_then(|p| p.message.clone())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let hint = match (id, target) {
+        (Some(105702), Some(t)) => format!(" (plan {}) — check sinks.rambase.items", t.plan_id),
+        (Some(105728), Some(t)) => format!(
+            " (plan {} item {}) — check sinks.rambase.items",
+            t.plan_id, t.item_id
+        ),
+        _ if status == reqwest::StatusCode::UNAUTHORIZED => format!(
+            " — RamBase refused a fresh token: check sinks.rambase.client_id and the environment \
+             variable {CLIENT_SECRET_ENV}"
+        ),
+        _ if status == reqwest::StatusCode::NOT_FOUND && target.is_some() => format!(
+            " ({}) — check sinks.rambase.items and sinks.rambase.period_ids",
+            target.map(|t| t.to_string()).unwrap_or_default()
+        ),
+        _ => String::new(),
+    };
+    match id {
+        Some(id) => format!(
+            "RamBase error {id}: {vendor_message}{hint} [HTTP {status}, {}]",
+            error.url()
+        ),
+        None => format!(
+            "RamBase answered {status}: {vendor_message}{hint} [{}]",
+            error.url()
+        ),
+    }
+}
+
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses a date RamBase writes either as `YYYY-MM-DD` or as a date-time.
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn settings() -> RamBaseSettings {
+        RamBaseSettings {
+            base_url: "https://api.rambase.net/".into(),
+            client_id: "tally".into(),
+            client_secret: Some(SecretString::from("s3cret")),
+            db: None,
+            items: vec![RamBaseItem {
+                billing_account: "ACME".into(),
+                license_type: "Agent".into(),
+                plan_id: 100_001,
+                item_id: 1,
+            }],
+            period_ids: [("2026-10".to_owned(), 100_010)].into(),
+            http: HttpSettings::default(),
+        }
+    }
+
+    #[test]
+    fn valid_settings_have_no_problems_and_debug_hides_the_secret() {
+        let s = settings();
+        assert!(s.validate("sinks.rambase").is_empty());
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let r = RamBase::new(&s).unwrap();
+        assert!(!format!("{r:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let mut s = settings();
+        s.base_url = "ftp:/nowhere".into();
+        s.client_secret = None;
+        s.items.push(RamBaseItem {
+            billing_account: "ACME".into(),
+            license_type: "Agent".into(),
+            plan_id: 99_999,
+            item_id: 0,
+        });
+        s.period_ids.insert("2026-1".into(), 5);
+        let problems = s.validate("sinks.rambase");
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let all = text.join("\n");
+        for expected in [
+            "sinks.rambase.base_url",
+            CLIENT_SECRET_ENV,
+            "sinks.rambase.items[1].plan_id",
+            "sinks.rambase.items[1].item_id",
+            "configured twice",
+            "sinks.rambase.period_ids.\"2026-1\": \"2026-1\" is not a month",
+            "5 is not a RamBase recurring invoice period id",
+        ] {
+            assert!(all.contains(expected), "{expected} missing in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn fractional_quantities_are_refused_never_rounded() {
+        assert_eq!(whole_quantity(dec!(5.00), "Agent"), Ok(5));
+        assert_eq!(whole_quantity(dec!(-3), "Agent"), Ok(-3));
+        let err = whole_quantity(dec!(5.5), "Agent").unwrap_err();
+        assert!(
+            err.starts_with("RamBase takes whole quantities only; 5.5 Agent"),
+            "{err}"
+        );
+        assert!(
+            err.contains("fix the mapping or bill it elsewhere"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn usages_url_keeps_the_dollar_names_and_encodes_values() {
+        let mut s = settings();
+        s.db = Some("SYS".into());
+        let r = RamBase::new(&s).unwrap();
+        let t = Target {
+            plan_id: 100_001,
+            item_id: 1,
+            period_id: 100_010,
+        };
+        assert_eq!(
+            r.usages_url(t, Some("a+b/c")).as_str(),
+            "https://api.rambase.net/sales/recurring-invoice-plans/100001/items/1/recurring-invoice-periods/100010/usages?$top=80&$expand=PagingDetails&$format=json&$db=SYS&$pageKey=a%2Bb%2Fc"
+        );
+    }
+}

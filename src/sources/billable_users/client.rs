@@ -1,0 +1,279 @@
+//! One page of `GET /account/billable_users` over the shared [`HttpClient`], and what each
+//! refusal means for the operator.
+
+use super::config::TOKEN_ENV;
+use super::link;
+use crate::domain::Period;
+use crate::http::{HttpClient, HttpError, Idempotency, redact_url};
+use anyhow::anyhow;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, LINK};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The account-scoped endpoint of one API root, with its credentials.
+#[derive(Debug)]
+pub struct Client {
+    /// `{base_url}/account/billable_users`, without a query.
+    endpoint: Url,
+    token: SecretString,
+    http: HttpClient,
+}
+
+/// What one page answered: the people as sent, and the page after it.
+#[derive(Debug)]
+pub struct RawPage {
+    /// The request's URL, redacted, for messages about the page's records.
+    pub url: String,
+    pub people: Vec<serde_json::Value>,
+    /// The `page` of the `Link` header's `rel="next"`; `None` on the last page.
+    pub next_page: Option<u32>,
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: SecretString, http: HttpClient) -> anyhow::Result<Self> {
+        let mut endpoint = Url::parse(base_url.trim())
+            .map_err(|e| anyhow!("sources.billable_users.base_url {base_url:?}: {e}"))?;
+        // `Url::join` would drop the last segment of `.../v1`; append segments instead.
+        endpoint
+            .path_segments_mut()
+            .map_err(|()| {
+                anyhow!("sources.billable_users.base_url {base_url:?} cannot have a path")
+            })?
+            .pop_if_empty()
+            .extend(["account", "billable_users"]);
+        Ok(Self {
+            endpoint,
+            token,
+            http,
+        })
+    }
+
+    /// Fetches page `page` (1-based) of `account`'s billable people in `period`.
+    pub async fn fetch(
+        &self,
+        account: &str,
+        period: Period,
+        page: u32,
+        per_page: u32,
+    ) -> anyhow::Result<RawPage> {
+        let mut url = self.endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("year", &period.year().to_string())
+            .append_pair("month", &period.month().to_string())
+            .append_pair("page", &page.to_string())
+            .append_pair("per_page", &per_page.to_string());
+        let shown = redact_url(url.as_str());
+
+        let response = self
+            .http
+            .send(Idempotency::Idempotent, |client| {
+                client
+                    .get(url.clone())
+                    .bearer_auth(self.token.expose_secret())
+                    .header("X-4me-Account", account)
+                    .header(ACCEPT, "application/json")
+            })
+            .await
+            .map_err(|e| explain(e, account))?;
+
+        let link_values: Vec<&str> = response
+            .headers()
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let next_page = next_page(&link_values, &url, page)
+            .map_err(|message| anyhow!("GET {shown}: {message}"))?;
+
+        let people: Vec<serde_json::Value> =
+            crate::http::decode_json(response).await.map_err(|e| {
+                let message = format!("{e}; expected a JSON array of people (APIS.md §1)");
+                anyhow::Error::new(e).context(message)
+            })?;
+        Ok(RawPage {
+            url: shown,
+            people,
+            next_page,
+        })
+    }
+}
+
+/// The page number of the `rel="next"` link, refusing a link that does not move forward: a
+/// peer that points back would make tally fetch (and bill) a page twice.
+fn next_page(link_values: &[&str], request: &Url, page: u32) -> Result<Option<u32>, String> {
+    let entries = link::parse_link_header(link_values.iter().copied());
+    let Some(next) = link::find_rel(&entries, "next", request) else {
+        return Ok(None);
+    };
+    let next = next?;
+    let number = next
+        .query_pairs()
+        .find(|(k, _)| k == "page")
+        .ok_or_else(|| {
+            format!(
+                "the Link header's rel=\"next\" ({}) has no page parameter",
+                redact_url(next.as_str())
+            )
+        })?
+        .1
+        .parse::<u32>()
+        .map_err(|e| {
+            format!("the Link header's rel=\"next\" has a page that is not a number: {e}")
+        })?;
+    if number <= page {
+        return Err(format!(
+            "the Link header's rel=\"next\" points to page {number} from page {page}; \
+             refusing to fetch a page twice"
+        ));
+    }
+    Ok(Some(number))
+}
+
+/// Turns a failed call into a message that says what to do. The [`HttpError`] stays in the
+/// chain so that a caller can still branch on the status.
+fn explain(error: HttpError, account: &str) -> anyhow::Error {
+    let vendor = error.body().map(vendor_message).unwrap_or_default();
+    let message = match &error {
+        HttpError::Status {
+            method,
+            url,
+            status,
+            body,
+        } => {
+            let what = format!("{method} {url} answered {status}");
+            match status.as_u16() {
+                401 => format!(
+                    "{what}: the token was refused; check {TOKEN_ENV} (a token lives 1 h when \
+                     issued by OAuth client credentials){vendor}"
+                ),
+                403 => format!(
+                    "{what}: the token has no access to account {account:?}; ask the account's \
+                     administrator to grant it, or fix sources.billable_users.account{vendor}"
+                ),
+                404 => format!(
+                    "{what}: check sources.billable_users.base_url (the API root, ending in \
+                     /v1) and sources.billable_users.account ({account:?}){vendor}"
+                ),
+                422 => format!(
+                    "{what}: the API refused the request's parameters: {}",
+                    validation_errors(body)
+                ),
+                429 => {
+                    format!("{what}: still rate limited after retrying; run again later{vendor}")
+                }
+                s if s >= 500 => {
+                    format!("{what} and kept failing after retries; try again later{vendor}")
+                }
+                _ => format!("{what}{vendor}"),
+            }
+        }
+        HttpError::RateLimited { .. } => format!(
+            "{error}; run again later, or raise sources.billable_users.http.max_retry_after_secs"
+        ),
+        HttpError::Timeout { .. } | HttpError::Transport { .. } => {
+            format!(
+                "{error} (after retries); check sources.billable_users.base_url and the network"
+            )
+        }
+        HttpError::Decode { .. } => error.to_string(),
+    };
+    anyhow::Error::new(error).context(message)
+}
+
+/// ` (the API said: <message>)` from an error body `{"message": "..."}`, or the body itself when it is not
+/// that shape (it is already cut short by the HTTP client).
+fn vendor_message(body: &str) -> String {
+    let parsed = serde_json::from_str::<serde_json::Value>(body).ok();
+    match parsed
+        .as_ref()
+        .and_then(|v| v.get("message"))
+        .and_then(|m| m.as_str())
+    {
+        Some(message) => format!(" (the API said: {message})"),
+        None if body.trim().is_empty() => String::new(),
+        None => format!(" (the API said: {})", body.trim()),
+    }
+}
+
+/// The `errors: [[field, message], ...]` pairs of a 422 body as `field message; ...`.
+fn validation_errors(body: &str) -> String {
+    let parsed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let pairs: Vec<String> = parsed
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                    Some([field, message, ..]) => format!(
+                        "{} {}",
+                        field.as_str().unwrap_or("?"),
+                        message.as_str().unwrap_or("?")
+                    ),
+                    _ => pair.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let message = parsed.get("message").and_then(|m| m.as_str());
+    match (pairs.is_empty(), message) {
+        (false, Some(message)) => format!("{} ({message})", pairs.join("; ")),
+        (false, None) => pairs.join("; "),
+        (true, Some(message)) => message.to_owned(),
+        (true, None) => body.trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(page: u32) -> Url {
+        Url::parse(&format!(
+            "http://127.0.0.1:1/v1/account/billable_users?year=2026&month=10&page={page}&per_page=100"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_next_page_comes_from_the_link_header() {
+        let link = r#"<http://127.0.0.1:1/v1/account/billable_users?year=2026&month=10&page=1&per_page=100>; rel="first", <http://127.0.0.1:1/v1/account/billable_users?year=2026&month=10&page=3&per_page=100>; rel="next""#;
+        assert_eq!(next_page(&[link], &url(2), 2), Ok(Some(3)));
+        assert_eq!(next_page(&[], &url(2), 2), Ok(None));
+    }
+
+    #[test]
+    fn a_next_link_that_does_not_move_forward_is_refused() {
+        let link = r#"<http://127.0.0.1:1/v1/account/billable_users?page=2>; rel="next""#;
+        let error = next_page(&[link], &url(2), 2).unwrap_err();
+        assert!(error.contains("twice"), "{error}");
+        let no_page = r#"<http://127.0.0.1:1/v1/account/billable_users>; rel="next""#;
+        assert!(next_page(&[no_page], &url(2), 2).is_err());
+    }
+
+    #[test]
+    fn validation_errors_list_every_field() {
+        let body = r#"{"message":"Validation failed","errors":[["month","is invalid"],["year","is invalid"]]}"#;
+        assert_eq!(
+            validation_errors(body),
+            "month is invalid; year is invalid (Validation failed)"
+        );
+        assert_eq!(validation_errors("oops"), "oops");
+    }
+
+    #[test]
+    fn the_endpoint_keeps_the_version_segment() {
+        for base in ["https://api.example.com/v1", "https://api.example.com/v1/"] {
+            let client = Client::new(
+                base,
+                SecretString::from("t"),
+                HttpClient::new(&crate::http::HttpSettings::default()).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                client.endpoint.as_str(),
+                "https://api.example.com/v1/account/billable_users"
+            );
+        }
+    }
+}

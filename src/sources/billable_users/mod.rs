@@ -1,0 +1,245 @@
+//! The service-management "Billable Users" source (seed 000, APIS.md §1): one account's
+//! billable people per month, one staged record per (person, organization).
+//!
+//! - `config`: `[sources.billable_users]` and its checks.
+//! - `client`: one page over the shared HTTP client, and what each refusal means.
+//! - `link`: the `Link` header, which says where the next page is.
+
+mod client;
+mod config;
+mod link;
+
+pub use config::{BillableUsersSettings, MAX_PER_PAGE, TOKEN_ENV};
+
+use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
+use crate::http::HttpClient;
+use crate::sources::Page;
+use anyhow::{Context, anyhow, bail};
+use rust_decimal::Decimal;
+
+/// The config key of this source; problems and messages name keys under it.
+const AT: &str = "sources.billable_users";
+
+/// The `item` of every staged person; mapping turns it into the configured license type.
+pub const ITEM: &str = "billable_user";
+
+/// A configured Billable Users source. `Debug` shows the token redacted.
+#[derive(Debug)]
+pub struct BillableUsers {
+    name: SourceName,
+    /// The only scope: the account sent as `X-4me-Account`.
+    account: String,
+    per_page: u32,
+    license_type: LicenseType,
+    client: client::Client,
+}
+
+impl BillableUsers {
+    /// Checks `settings` (every problem at once) and builds the source, named `billable_users`.
+    pub fn new(settings: &BillableUsersSettings) -> anyhow::Result<Self> {
+        let problems = settings.validate(AT);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            bail!("invalid configuration:\n  {}", list.join("\n  "));
+        }
+        // `validate` has refused a missing token; this only keeps the code free of `expect`.
+        let token = settings
+            .token
+            .clone()
+            .ok_or_else(|| anyhow!("{AT}.token is missing: set {TOKEN_ENV}"))?;
+        let http = HttpClient::new(&settings.http).context("building the HTTP client")?;
+        Ok(Self {
+            name: SourceName::new("billable_users"),
+            account: settings.account.trim().to_owned(),
+            per_page: settings.per_page,
+            license_type: LicenseType::new(settings.license_type.trim()),
+            client: client::Client::new(&settings.base_url, token, http)?,
+        })
+    }
+
+    pub fn name(&self) -> &SourceName {
+        &self.name
+    }
+
+    /// One scope: the configured account.
+    pub fn scopes(&self) -> Vec<String> {
+        vec![self.account.clone()]
+    }
+
+    /// Fetches the page at `cursor` (a page number; `None` is page 1) of `scope`'s billable
+    /// people in `period`. `next_cursor` is the page the `Link` header's `rel="next"` names.
+    ///
+    /// A malformed person fails the whole page: staging the others would under-bill silently.
+    #[tracing::instrument(skip(self, period), fields(source = %self.name, period = %period))]
+    pub async fn fetch_page(
+        &self,
+        scope: &str,
+        period: Period,
+        cursor: Option<&str>,
+    ) -> anyhow::Result<Page> {
+        let page = parse_cursor(cursor)?;
+        let raw = self
+            .client
+            .fetch(scope, period, page, self.per_page)
+            .await?;
+        let records = raw
+            .people
+            .into_iter()
+            .enumerate()
+            .map(|(index, person)| {
+                stage(person).map_err(|e| anyhow!("{}: the record at index {index} {e}", raw.url))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        tracing::debug!(
+            page,
+            count = records.len(),
+            next_page = raw.next_page,
+            "fetched a page of billable users"
+        );
+        Ok(Page {
+            records,
+            next_cursor: raw.next_page.map(|n| n.to_string()),
+        })
+    }
+
+    /// `billable_user` is billed as the configured license type; nothing else is known.
+    pub fn license_type(&self, item: &str) -> Option<LicenseType> {
+        (item == ITEM).then(|| self.license_type.clone())
+    }
+}
+
+/// The page a cursor names; cursors are what `fetch_page` returned, so anything else is a
+/// corrupted checkpoint rather than something to guess around.
+fn parse_cursor(cursor: Option<&str>) -> anyhow::Result<u32> {
+    match cursor {
+        None => Ok(1),
+        Some(text) => match text.trim().parse::<u32>() {
+            Ok(page) if page >= 1 => Ok(page),
+            _ => {
+                bail!("cursor {text:?} is not a page number (1, 2, ...); the checkpoint is corrupt")
+            }
+        },
+    }
+}
+
+/// One person as a staged record keyed `{id}@{organization}`: a person listed twice for the
+/// same organization gets the same key, so the store counts them once.
+fn stage(person: serde_json::Value) -> Result<StagedRecord, String> {
+    let object = person
+        .as_object()
+        .ok_or_else(|| format!("is not a JSON object: {}", preview(&person)))?;
+    let id = match object.get("id") {
+        Some(value) => value
+            .as_u64()
+            .ok_or_else(|| format!("field `id` is not a non-negative integer: {value}"))?,
+        None => return Err("has no field `id`".to_owned()),
+    };
+    let organization = match object.get("organization") {
+        Some(serde_json::Value::String(org)) if !org.trim().is_empty() => org.clone(),
+        Some(serde_json::Value::String(_)) => {
+            return Err(format!("(id {id}) has an empty field `organization`"));
+        }
+        Some(value) => {
+            return Err(format!(
+                "(id {id}) field `organization` is not a string: {value}"
+            ));
+        }
+        None => return Err(format!("(id {id}) has no field `organization`")),
+    };
+    Ok(StagedRecord {
+        record_key: format!("{id}@{organization}"),
+        // Exact, as APIS.md §1 says: mapping rules match the organization as the API spells it.
+        customer_key: organization,
+        item: ITEM.to_owned(),
+        quantity: Decimal::ONE,
+        payload: person,
+    })
+}
+
+fn preview(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    fn settings() -> BillableUsersSettings {
+        BillableUsersSettings {
+            enabled: true,
+            base_url: "https://api.example.com/v1".into(),
+            account: "wdc".into(),
+            token: Some(SecretString::from("s3cret-token")),
+            per_page: 100,
+            license_type: "Service desk user".into(),
+            http: crate::http::HttpSettings::default(),
+        }
+    }
+
+    #[test]
+    fn a_person_is_staged_under_id_at_organization() {
+        let person =
+            json!({"id": 552, "organization": "Microsoft Corporation", "name": "Abbie Lindt"});
+        let record = stage(person.clone()).unwrap();
+        assert_eq!(record.record_key, "552@Microsoft Corporation");
+        assert_eq!(record.customer_key, "Microsoft Corporation");
+        assert_eq!(record.item, "billable_user");
+        assert_eq!(record.quantity, Decimal::ONE);
+        assert_eq!(record.payload, person);
+    }
+
+    #[test]
+    fn a_malformed_person_names_the_field() {
+        for (person, field) in [
+            (json!({"organization": "A"}), "`id`"),
+            (json!({"id": "552", "organization": "A"}), "`id`"),
+            (json!({"id": 1.5, "organization": "A"}), "`id`"),
+            (json!({"id": 552}), "`organization`"),
+            (json!({"id": 552, "organization": " "}), "`organization`"),
+            (json!({"id": 552, "organization": null}), "`organization`"),
+            (json!([552]), "object"),
+        ] {
+            let error = stage(person.clone()).unwrap_err();
+            assert!(error.contains(field), "{person}: {error}");
+        }
+    }
+
+    #[test]
+    fn cursors_are_page_numbers() {
+        assert_eq!(parse_cursor(None).unwrap(), 1);
+        assert_eq!(parse_cursor(Some("3")).unwrap(), 3);
+        for bad in ["0", "-1", "abc", ""] {
+            assert!(parse_cursor(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_source_has_one_scope_and_one_item() {
+        let source = BillableUsers::new(&settings()).unwrap();
+        assert_eq!(source.name().as_str(), "billable_users");
+        assert_eq!(source.scopes(), vec!["wdc".to_owned()]);
+        assert_eq!(
+            source.license_type("billable_user"),
+            Some(LicenseType::new("Service desk user"))
+        );
+        assert_eq!(source.license_type("something_else"), None);
+        let shown = format!("{source:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+    }
+
+    #[test]
+    fn a_missing_token_names_the_environment_variable() {
+        let error = BillableUsers::new(&BillableUsersSettings {
+            token: None,
+            ..settings()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains(TOKEN_ENV), "{error}");
+    }
+}

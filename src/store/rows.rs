@@ -1,0 +1,133 @@
+//! Rows read back into domain types. Every value is parsed, never assumed: a row that does not
+//! parse is an error naming the column, not a panic or a default.
+
+use super::dialect::Columns;
+use super::{Checkpoint, RunRecord};
+use crate::domain::{
+    BillingAccount, Currency, Evidence, ExceptionKind, LedgerLine, LicenseType, LineKey,
+    LineStatus, Period, RunException, RunStatus, RunSummary, SourceName, StagedRecord, Trigger,
+};
+use anyhow::{Context, anyhow};
+
+fn period(row: &impl Columns, col: &str) -> anyhow::Result<Period> {
+    let text = row.text(col)?;
+    text.parse()
+        .with_context(|| format!("column {col} holds {text:?}, not a period"))
+}
+
+fn count(row: &impl Columns, col: &str) -> anyhow::Result<u64> {
+    let value = row.int(col)?;
+    u64::try_from(value).with_context(|| format!("column {col} holds a negative count {value}"))
+}
+
+/// `Trigger` has no parser of its own: its stored names are its `as_str`.
+fn trigger(text: &str) -> anyhow::Result<Trigger> {
+    [Trigger::Manual, Trigger::Schedule, Trigger::Demo]
+        .into_iter()
+        .find(|trigger| trigger.as_str() == text)
+        .ok_or_else(|| anyhow!("column triggered_by holds {text:?}, not a trigger"))
+}
+
+pub(super) fn run(row: &impl Columns) -> anyhow::Result<RunRecord> {
+    let id = row.int("id")?;
+    let status = row.text("status")?;
+    let summary = row
+        .opt_json("summary")?
+        .map(serde_json::from_value::<RunSummary>)
+        .transpose()
+        .with_context(|| format!("run {id}: the stored summary does not parse"))?;
+    Ok(RunRecord {
+        id,
+        trigger: trigger(&row.text("triggered_by")?)?,
+        period: period(row, "period")?,
+        source_filter: row.opt_text("source_filter")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| anyhow!("run {id}: status {status:?} is not a run status"))?,
+        started_at: row.time("started_at")?,
+        finished_at: row.opt_time("finished_at")?,
+        summary,
+    })
+}
+
+pub(super) fn checkpoint(row: &impl Columns) -> anyhow::Result<Checkpoint> {
+    Ok(Checkpoint {
+        cursor: row.opt_text("next_cursor")?,
+        complete: row.flag("complete")?,
+        pages: row.int("pages")?,
+        records: row.int("records")?,
+        run_id: row.int("run_id")?,
+        updated_at: row.time("updated_at")?,
+    })
+}
+
+pub(super) fn staged(row: &impl Columns) -> anyhow::Result<(i64, StagedRecord)> {
+    Ok((
+        row.int("id")?,
+        StagedRecord {
+            record_key: row.text("record_key")?,
+            customer_key: row.text("customer_key")?,
+            item: row.text("item")?,
+            quantity: row.decimal("quantity")?,
+            payload: row.json("payload")?,
+        },
+    ))
+}
+
+pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
+    let id = row.int("id")?;
+    let read = || -> anyhow::Result<LedgerLine> {
+        let currency = row.text("currency")?;
+        let status = row.text("status")?;
+        Ok(LedgerLine {
+            id,
+            key: LineKey {
+                period: period(row, "period")?,
+                billing_account: BillingAccount::new(row.text("billing_account")?),
+                license_type: LicenseType::new(row.text("license_type")?),
+                source: SourceName::new(row.text("source")?),
+            },
+            revision: row.int32("revision")?,
+            idempotency_key: row.text("idempotency_key")?,
+            quantity: row.decimal("quantity")?,
+            amount: row.decimal("amount")?,
+            rate: row.decimal("rate")?,
+            currency: currency.parse::<Currency>()?,
+            total_quantity: row.decimal("total_quantity")?,
+            total_amount: row.decimal("total_amount")?,
+            price_ref: row.text("price_ref")?,
+            trace: row.json("trace")?,
+            evidence: Evidence {
+                record_count: count(row, "evidence_count")?,
+                hash: row.text("evidence_hash")?,
+            },
+            sink: row.text("sink")?,
+            status: LineStatus::parse(&status)
+                .ok_or_else(|| anyhow!("status {status:?} is not a line status"))?,
+            external_id: row.opt_text("external_id")?,
+            push_marker: row.opt_text("push_marker")?,
+            last_error: row.opt_text("last_error")?,
+            run_id: row.int("run_id")?,
+            created_at: row.time("created_at")?,
+            updated_at: row.time("updated_at")?,
+            pushed_at: row.opt_time("pushed_at")?,
+        })
+    };
+    read().with_context(|| format!("reading ledger revision {id}"))
+}
+
+pub(super) fn exception(row: &impl Columns) -> anyhow::Result<RunException> {
+    let kind = row.text("kind")?;
+    Ok(RunException {
+        period: period(row, "period")?,
+        source: SourceName::new(row.text("source")?),
+        kind: ExceptionKind::parse(&kind)
+            .ok_or_else(|| anyhow!("column kind holds {kind:?}, not an exception kind"))?,
+        customer_key: row.text("customer_key")?,
+        item: row.text("item")?,
+        billing_account: row.opt_text("billing_account")?.map(BillingAccount::new),
+        license_type: row.opt_text("license_type")?.map(LicenseType::new),
+        quantity: row.decimal("quantity")?,
+        record_count: count(row, "record_count")?,
+        message: row.text("message")?,
+    })
+}

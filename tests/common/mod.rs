@@ -1,0 +1,33 @@
+//! Helpers shared by the integration tests: a fresh, empty database per test on either backend.
+//!
+//! Not every test file uses every helper, hence the `allow(dead_code)`s.
+
+use tally::store::{DatabaseTarget, Store};
+
+/// A new, empty Postgres database (`tally_test_<random hex>`) on the server of `DATABASE_URL`,
+/// so that tests never see each other's rows; the store's migrations run when a test connects.
+/// `scripts/test.sh` drops the leftovers of earlier runs.
+///
+/// Panics when `DATABASE_URL` is not set: a Postgres test that skips itself silently would let
+/// the production backend go untested.
+#[allow(dead_code)]
+pub async fn fresh_postgres() -> DatabaseTarget {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL is not set: run the tests with scripts/test.sh \
+             (or DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo test)"
+        )
+    });
+    let database = Store::create_scratch_database(&url, "tally_test")
+        .await
+        .unwrap_or_else(|err| {
+            panic!("cannot create a test database on DATABASE_URL's server: {err:#}")
+        });
+    DatabaseTarget::Postgres(database)
+}
+
+/// A SQLite file inside `dir`, in a folder that does not exist yet (the store creates it).
+#[allow(dead_code)]
+pub fn fresh_sqlite(dir: &tempfile::TempDir) -> DatabaseTarget {
+    DatabaseTarget::Sqlite(dir.path().join("state").join("tally.db"))
+}

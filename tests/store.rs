@@ -1,0 +1,1207 @@
+//! The store's story, told once and run against both backends: Postgres (a fresh database on the
+//! server of `DATABASE_URL`) and a SQLite file in a temporary folder.
+//!
+//! Each story is an async fn taking a connected `Store` (and its target); `both_backends!` makes a
+//! `postgres::<story>` and a `sqlite::<story>` test of it.
+
+mod common;
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tally::domain::{
+    BillingAccount, Currency, Evidence, ExceptionKind, LedgerChange, LedgerLine, LicenseType,
+    LineKey, LineStatus, NewRevision, Period, RunException, RunStatus, RunSummary, SourceName,
+    StagedRecord, Trigger,
+};
+use tally::store::{DatabaseTarget, Store};
+
+macro_rules! both_backends {
+    ($($story:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    let target = crate::common::fresh_postgres().await;
+                    let store = tally::store::Store::connect(&target)
+                        .await
+                        .expect("connecting to a fresh Postgres database");
+                    super::$story(store, &target).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    let dir = tempfile::tempdir().expect("a temporary folder");
+                    let target = crate::common::fresh_sqlite(&dir);
+                    let store = tally::store::Store::connect(&target)
+                        .await
+                        .expect("connecting to a fresh SQLite file");
+                    super::$story(store, &target).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    migrations_are_idempotent,
+    runs_are_listed_newest_first_with_their_summary,
+    staging_a_page_moves_the_checkpoint_in_the_same_transaction,
+    a_record_staged_twice_counts_once,
+    restarting_extraction_clears_staged_records,
+    staged_records_are_read_page_by_page_by_id,
+    large_pages_and_plans_are_written_in_batches,
+    a_plan_inserts_revisions_that_read_back_exactly,
+    a_plan_updates_and_deletes_drafts_in_place,
+    a_plan_touching_a_sent_revision_is_refused_whole,
+    exceptions_are_replaced_per_period_and_source,
+    approval_moves_drafts_for_all_or_one_customer,
+    a_push_goes_through_two_phases,
+    lines_to_push_are_approved_and_pushing_revisions,
+    the_runner_lock_has_one_holder_at_a_time,
+);
+
+// ---- fixtures -------------------------------------------------------------------------------
+
+fn october() -> Period {
+    "2026-10".parse().expect("a period")
+}
+
+fn source(name: &str) -> SourceName {
+    SourceName::new(name)
+}
+
+fn eur() -> Currency {
+    "EUR".parse().expect("EUR")
+}
+
+fn record(key: &str, customer: &str, quantity: Decimal) -> StagedRecord {
+    StagedRecord {
+        record_key: key.to_owned(),
+        customer_key: customer.to_owned(),
+        item: "billable_user".to_owned(),
+        quantity,
+        payload: json!({ "id": key, "organization": customer, "nested": { "seats": [1, 2] } }),
+    }
+}
+
+fn key(account: &str, license: &str, source_name: &str) -> LineKey {
+    LineKey {
+        period: october(),
+        billing_account: BillingAccount::new(account),
+        license_type: LicenseType::new(license),
+        source: source(source_name),
+    }
+}
+
+/// A first revision: `quantity` at 1.25 EUR.
+fn revision(account: &str, license: &str, source_name: &str, quantity: Decimal) -> NewRevision {
+    let amount = eur().round(quantity * dec!(1.25), Default::default());
+    NewRevision {
+        key: key(account, license, source_name),
+        revision: 1,
+        quantity,
+        amount,
+        rate: dec!(1.25),
+        currency: eur(),
+        total_quantity: quantity,
+        total_amount: amount,
+        price_ref: "agent@2026-01-01".to_owned(),
+        trace: json!({ "model": "per_unit", "steps": [{ "qty": quantity.to_string(), "rate": "1.25" }] }),
+        evidence: Evidence {
+            record_count: 3,
+            hash: "ab12".to_owned(),
+        },
+        sink: "rambase".to_owned(),
+        status: LineStatus::Draft,
+    }
+}
+
+fn exception(source_name: &str, kind: ExceptionKind, customer: &str) -> RunException {
+    RunException {
+        period: october(),
+        source: source(source_name),
+        kind,
+        customer_key: customer.to_owned(),
+        item: "Professional".to_owned(),
+        billing_account: None,
+        license_type: Some(LicenseType::new("Secure messaging – Professional")),
+        quantity: dec!(2.50),
+        record_count: 2,
+        message: format!("no billing account for {customer}: add it to the customer map"),
+    }
+}
+
+async fn run(store: &Store) -> i64 {
+    store
+        .start_run(Trigger::Manual, october(), None)
+        .await
+        .expect("start a run")
+}
+
+async fn insert(store: &Store, run_id: i64, revisions: Vec<NewRevision>) {
+    let changes: Vec<LedgerChange> = revisions.into_iter().map(LedgerChange::Insert).collect();
+    store
+        .apply_plan(run_id, october(), &[], &changes, &[])
+        .await
+        .expect("insert revisions");
+}
+
+async fn lines(store: &Store) -> Vec<LedgerLine> {
+    store.ledger_lines(october(), None).await.expect("ledger")
+}
+
+fn line<'a>(lines: &'a [LedgerLine], account: &str, license: &str) -> &'a LedgerLine {
+    lines
+        .iter()
+        .find(|l| {
+            l.key.billing_account.as_str() == account && l.key.license_type.as_str() == license
+        })
+        .unwrap_or_else(|| panic!("no line for {account}/{license}"))
+}
+
+/// Takes a line from draft to pushed through the real transitions.
+async fn push(store: &Store, id: i64, external_id: &str) {
+    store.approve(october(), None).await.expect("approve");
+    store
+        .mark_pushing(id, Some("before"))
+        .await
+        .expect("pushing");
+    store.mark_pushed(id, external_id).await.expect("pushed");
+}
+
+// ---- stories --------------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(store: Store, target: &DatabaseTarget) {
+    let expected = match target {
+        DatabaseTarget::Postgres(_) => "postgres",
+        DatabaseTarget::Sqlite(_) => "sqlite",
+    };
+    assert_eq!(store.backend(), expected);
+    assert_eq!(store.migrate().await.expect("migrate again"), 0);
+
+    let again = Store::connect(target).await.expect("connect a second time");
+    assert_eq!(again.migrate().await.expect("migrate"), 0);
+    // The first connection's data is visible to the second: same database, schema intact.
+    let run_id = run(&store).await;
+    let runs = again.runs(10).await.expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, run_id);
+}
+
+async fn runs_are_listed_newest_first_with_their_summary(store: Store, _: &DatabaseTarget) {
+    let first = store
+        .start_run(Trigger::Schedule, october(), None)
+        .await
+        .expect("start");
+    let second = store
+        .start_run(Trigger::Manual, october().next(), Some("billable_users"))
+        .await
+        .expect("start");
+    assert!(second > first);
+
+    let summary = RunSummary {
+        run_id: Some(first),
+        status: RunStatus::CompletedWithExceptions,
+        period: october(),
+        dry_run: false,
+        records_read: 1200,
+        lines_created: 7,
+        lines_adjusted: 1,
+        lines_unchanged: 3,
+        lines_pushed: 8,
+        exceptions: 2,
+        totals: BTreeMap::from([
+            ("EUR".to_owned(), dec!(1234.50)),
+            ("JPY".to_owned(), dec!(1235)),
+        ]),
+        failed_sources: vec![],
+        errors: vec!["rambase: 503 after 5 tries".to_owned()],
+    };
+    store.finish_run(first, &summary).await.expect("finish");
+
+    let runs = store.runs(10).await.expect("runs");
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [second, first]
+    );
+
+    let newest = &runs[0];
+    assert_eq!(newest.trigger, Trigger::Manual);
+    assert_eq!(newest.period, october().next());
+    assert_eq!(newest.source_filter.as_deref(), Some("billable_users"));
+    assert_eq!(newest.status, RunStatus::Running);
+    assert_eq!(newest.finished_at, None);
+    assert_eq!(newest.summary, None);
+
+    let finished = &runs[1];
+    assert_eq!(finished.trigger, Trigger::Schedule);
+    assert_eq!(finished.source_filter, None);
+    assert_eq!(finished.status, RunStatus::CompletedWithExceptions);
+    assert!(finished.finished_at.expect("finished_at") >= finished.started_at);
+    let stored = finished.summary.as_ref().expect("summary");
+    assert_eq!(stored, &summary);
+    assert_eq!(stored.totals["EUR"].to_string(), "1234.50");
+    assert_eq!(stored.totals["JPY"].to_string(), "1235");
+
+    assert_eq!(store.runs(1).await.expect("runs").len(), 1);
+    let missing = store.finish_run(first + second + 100, &summary).await;
+    assert!(missing.is_err(), "finishing an unknown run must fail");
+}
+
+async fn staging_a_page_moves_the_checkpoint_in_the_same_transaction(
+    store: Store,
+    _: &DatabaseTarget,
+) {
+    let src = source("billable_users");
+    let run_id = run(&store).await;
+    assert_eq!(
+        store.checkpoint(&src, "all", october()).await.expect("cp"),
+        None
+    );
+
+    store
+        .restart_extraction(&src, "all", october(), run_id)
+        .await
+        .expect("restart");
+    let cp = store
+        .checkpoint(&src, "all", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!(
+        (cp.cursor, cp.complete, cp.pages, cp.records, cp.run_id),
+        (None, false, 0, 0, run_id)
+    );
+
+    let page = [
+        record("1@Acme", "Acme", dec!(1)),
+        record("2@Acme", "Acme", dec!(1)),
+    ];
+    store
+        .stage_page(&src, "all", october(), run_id, &page, Some("page=2"))
+        .await
+        .expect("page 1");
+    let cp = store
+        .checkpoint(&src, "all", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!(cp.cursor.as_deref(), Some("page=2"));
+    assert!(!cp.complete);
+    assert_eq!((cp.pages, cp.records), (1, 2));
+
+    // A page that cannot be written leaves neither records nor a moved checkpoint behind.
+    let no_such_run = run_id + 1000;
+    let failed = store
+        .stage_page(
+            &src,
+            "all",
+            october(),
+            no_such_run,
+            &[record("3@Acme", "Acme", dec!(1))],
+            None,
+        )
+        .await;
+    assert!(failed.is_err(), "a page of an unknown run must fail");
+    let cp = store
+        .checkpoint(&src, "all", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!(
+        (cp.cursor.as_deref(), cp.complete, cp.pages, cp.records),
+        (Some("page=2"), false, 1, 2)
+    );
+    assert_eq!(
+        store
+            .staged_page(&src, october(), 0, 100)
+            .await
+            .expect("staged")
+            .len(),
+        2
+    );
+
+    store
+        .stage_page(
+            &src,
+            "all",
+            october(),
+            run_id,
+            &[record("3@Acme", "Acme", dec!(1))],
+            None,
+        )
+        .await
+        .expect("last page");
+    let cp = store
+        .checkpoint(&src, "all", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!(
+        (cp.cursor, cp.complete, cp.pages, cp.records),
+        (None, true, 2, 3)
+    );
+    // An empty last page still ends the extraction.
+    store
+        .stage_page(&src, "empty", october(), run_id, &[], None)
+        .await
+        .expect("empty page");
+    let cp = store
+        .checkpoint(&src, "empty", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!(
+        (cp.cursor, cp.complete, cp.pages, cp.records),
+        (None, true, 1, 0)
+    );
+    // Another scope of the same source has its own checkpoint.
+    assert_eq!(
+        store
+            .checkpoint(&src, "other", october())
+            .await
+            .expect("cp"),
+        None
+    );
+}
+
+async fn a_record_staged_twice_counts_once(store: Store, _: &DatabaseTarget) {
+    let src = source("billable_users");
+    let run_id = run(&store).await;
+    store
+        .stage_page(
+            &src,
+            "all",
+            october(),
+            run_id,
+            &[record("1", "Acme", dec!(1)), record("2", "Acme", dec!(1))],
+            Some("2"),
+        )
+        .await
+        .expect("page 1");
+    let first = store
+        .staged_page(&src, october(), 0, 100)
+        .await
+        .expect("staged");
+    let id_of_2 = first
+        .iter()
+        .find(|(_, r)| r.record_key == "2")
+        .expect("2")
+        .0;
+
+    // Record 2 again on the next page (changed), and record 3 twice on the same page.
+    store
+        .stage_page(
+            &src,
+            "all",
+            october(),
+            run_id,
+            &[
+                record("2", "Beta", dec!(1.5)),
+                record("3", "Acme", dec!(1)),
+                record("3", "Acme", dec!(2)),
+            ],
+            None,
+        )
+        .await
+        .expect("page 2");
+
+    let staged = store
+        .staged_page(&src, october(), 0, 100)
+        .await
+        .expect("staged");
+    let keys: Vec<&str> = staged.iter().map(|(_, r)| r.record_key.as_str()).collect();
+    assert_eq!(keys, ["1", "2", "3"]);
+    let (id, two) = &staged[1];
+    assert_eq!(*id, id_of_2, "a record staged again keeps its place");
+    assert_eq!(two.customer_key, "Beta");
+    assert_eq!(two.quantity.to_string(), "1.5");
+    assert_eq!(
+        staged[2].1.quantity,
+        dec!(2),
+        "the last listing of a record wins"
+    );
+    let total: Decimal = staged.iter().map(|(_, r)| r.quantity).sum();
+    assert_eq!(total, dec!(4.5));
+    // The checkpoint counts what was received.
+    let cp = store
+        .checkpoint(&src, "all", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!((cp.pages, cp.records, cp.complete), (2, 5, true));
+}
+
+async fn restarting_extraction_clears_staged_records(store: Store, _: &DatabaseTarget) {
+    let src = source("billable_users");
+    let first_run = run(&store).await;
+    for scope in ["a", "b"] {
+        store
+            .stage_page(
+                &src,
+                scope,
+                october(),
+                first_run,
+                &[record("1", "Acme", dec!(1))],
+                Some("next"),
+            )
+            .await
+            .expect("page");
+    }
+    let second_run = run(&store).await;
+    store
+        .restart_extraction(&src, "a", october(), second_run)
+        .await
+        .expect("restart");
+
+    let staged = store
+        .staged_page(&src, october(), 0, 100)
+        .await
+        .expect("staged");
+    assert_eq!(staged.len(), 1, "only scope b's record is left");
+    let cp = store
+        .checkpoint(&src, "a", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!(
+        (cp.cursor, cp.complete, cp.pages, cp.records, cp.run_id),
+        (None, false, 0, 0, second_run)
+    );
+    let untouched = store
+        .checkpoint(&src, "b", october())
+        .await
+        .expect("cp")
+        .expect("some");
+    assert_eq!(
+        (
+            untouched.cursor.as_deref(),
+            untouched.pages,
+            untouched.run_id
+        ),
+        (Some("next"), 1, first_run)
+    );
+}
+
+async fn staged_records_are_read_page_by_page_by_id(store: Store, _: &DatabaseTarget) {
+    let src = source("genesys");
+    let run_id = run(&store).await;
+    let scope_a: Vec<StagedRecord> = (1..=5)
+        .map(|n| record(&format!("a{n}"), "org-1", Decimal::new(n * 25, 2)))
+        .collect();
+    let scope_b = [
+        record("b1", "org-2", dec!(0.25)),
+        record("b2", "org-2", dec!(7)),
+    ];
+    store
+        .stage_page(&src, "a", october(), run_id, &scope_a, None)
+        .await
+        .expect("a");
+    store
+        .stage_page(&src, "b", october(), run_id, &scope_b, None)
+        .await
+        .expect("b");
+    // Neither another source nor another period is read.
+    store
+        .stage_page(&source("ccc"), "a", october(), run_id, &scope_b, None)
+        .await
+        .expect("other source");
+    store
+        .stage_page(&src, "a", october().next(), run_id, &scope_b, None)
+        .await
+        .expect("other period");
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .staged_page(&src, october(), after, 3)
+            .await
+            .expect("page");
+        if page.is_empty() {
+            break;
+        }
+        sizes.push(page.len());
+        after = page.last().expect("last").0;
+        seen.extend(page);
+    }
+    assert_eq!(sizes, [3, 3, 1]);
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ordered by id");
+    let keys: Vec<&str> = seen.iter().map(|(_, r)| r.record_key.as_str()).collect();
+    assert_eq!(keys, ["a1", "a2", "a3", "a4", "a5", "b1", "b2"]);
+    assert_eq!(
+        seen[0].1, scope_a[0],
+        "quantity and payload read back as staged"
+    );
+    assert_eq!(seen[0].1.quantity.to_string(), "0.25");
+    assert_eq!(seen[3].1.quantity.to_string(), "1.00");
+    assert_eq!(seen[5].1, scope_b[0]);
+}
+
+async fn large_pages_and_plans_are_written_in_batches(store: Store, _: &DatabaseTarget) {
+    let src = source("billable_users");
+    let run_id = run(&store).await;
+    let page: Vec<StagedRecord> = (0..2500)
+        .map(|n| record(&format!("{n}@Acme"), "Acme", dec!(1)))
+        .collect();
+    store
+        .stage_page(&src, "all", october(), run_id, &page, None)
+        .await
+        .expect("big page");
+    let staged = store
+        .staged_page(&src, october(), 0, 5000)
+        .await
+        .expect("staged");
+    assert_eq!(staged.len(), 2500);
+
+    let revisions: Vec<NewRevision> = (0..1500)
+        .map(|n| revision(&format!("C{n:04}"), "Agent", "billable_users", dec!(2)))
+        .collect();
+    insert(&store, run_id, revisions).await;
+    let ledger = lines(&store).await;
+    assert_eq!(ledger.len(), 1500);
+    assert_eq!(
+        ledger.iter().map(|l| l.amount).sum::<Decimal>(),
+        dec!(3750.00)
+    );
+}
+
+async fn a_plan_inserts_revisions_that_read_back_exactly(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    let agent = revision("C-1", "Service desk agent", "billable_users", dec!(10));
+    let mut yen = revision("C-2", "Secure messaging – Professional", "ccc", dec!(3));
+    yen.currency = "JPY".parse().expect("JPY");
+    yen.rate = dec!(411.5);
+    yen.amount = dec!(1235);
+    yen.total_amount = dec!(1235);
+    yen.status = LineStatus::Approved;
+    insert(&store, run_id, vec![agent.clone(), yen.clone()]).await;
+
+    let ledger = lines(&store).await;
+    assert_eq!(ledger.len(), 2);
+    let got = line(&ledger, "C-1", "Service desk agent");
+    assert_eq!(got.key, agent.key);
+    assert_eq!(got.revision, 1);
+    assert_eq!(got.idempotency_key, agent.key.idempotency_key(1));
+    assert_eq!(got.quantity.to_string(), "10");
+    assert_eq!(
+        got.amount.to_string(),
+        "12.50",
+        "the scale of money is kept"
+    );
+    assert_eq!(got.rate.to_string(), "1.25");
+    assert_eq!(got.total_amount.to_string(), "12.50");
+    assert_eq!(got.currency, eur());
+    assert_eq!(got.trace, agent.trace);
+    assert_eq!(got.evidence, agent.evidence);
+    assert_eq!(got.price_ref, "agent@2026-01-01");
+    assert_eq!(got.sink, "rambase");
+    assert_eq!(got.status, LineStatus::Draft);
+    assert_eq!(
+        (
+            got.external_id.as_ref(),
+            got.push_marker.as_ref(),
+            got.last_error.as_ref()
+        ),
+        (None, None, None)
+    );
+    assert_eq!(got.run_id, run_id);
+    assert_eq!(got.pushed_at, None);
+    assert_eq!(got.created_at, got.updated_at);
+
+    let got = line(&ledger, "C-2", "Secure messaging – Professional");
+    assert_eq!(got.currency.code(), "JPY");
+    assert_eq!(got.amount.to_string(), "1235");
+    assert_eq!(got.rate.to_string(), "411.5");
+    assert_eq!(got.status, LineStatus::Approved);
+
+    // Filtered by source; ordered by line key (period/source/account/license) then revision.
+    let ccc = store
+        .ledger_lines(october(), Some(&source("ccc")))
+        .await
+        .expect("ccc");
+    assert_eq!(ccc.len(), 1);
+    assert_eq!(ccc[0].key.source.as_str(), "ccc");
+    let keys: Vec<String> = ledger.iter().map(|l| l.key.to_string()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert!(
+        store
+            .ledger_lines(october().next(), None)
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+
+    // An adjustment is its own revision and key; the ledger lists it after the first.
+    let first_id = line(&ledger, "C-1", "Service desk agent").id;
+    push(&store, first_id, "U-1").await;
+    let mut adjustment = revision("C-1", "Service desk agent", "billable_users", dec!(-2));
+    adjustment.revision = 2;
+    adjustment.total_quantity = dec!(8);
+    adjustment.total_amount = dec!(10.00);
+    insert(&store, run_id, vec![adjustment]).await;
+    let history = store
+        .ledger_lines(october(), Some(&source("billable_users")))
+        .await
+        .expect("ledger");
+    assert_eq!(
+        history.iter().map(|l| l.revision).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(history[1].amount.to_string(), "-2.50");
+    assert_eq!(history[1].total_amount.to_string(), "10.00");
+    assert_eq!(history[1].idempotency_key, agent.key.idempotency_key(2));
+
+    // The same revision twice is refused by the ledger's keys.
+    let again = store
+        .apply_plan(run_id, october(), &[], &[LedgerChange::Insert(agent)], &[])
+        .await;
+    assert!(again.is_err(), "a revision is written once");
+}
+
+async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTarget) {
+    let first_run = run(&store).await;
+    insert(
+        &store,
+        first_run,
+        vec![
+            revision("C-1", "Agent", "billable_users", dec!(10)),
+            revision("C-2", "Agent", "billable_users", dec!(4)),
+        ],
+    )
+    .await;
+    let before = lines(&store).await;
+    let kept = line(&before, "C-1", "Agent").clone();
+    let dropped = line(&before, "C-2", "Agent").id;
+
+    let second_run = run(&store).await;
+    let mut values = revision("C-1", "Agent", "billable_users", dec!(11));
+    values.trace = json!({ "model": "per_unit", "rerun": true });
+    values.evidence = Evidence {
+        record_count: 4,
+        hash: "cd34".to_owned(),
+    };
+    store
+        .apply_plan(
+            second_run,
+            october(),
+            &[],
+            &[
+                LedgerChange::Update {
+                    id: kept.id,
+                    values,
+                },
+                LedgerChange::Delete { id: dropped },
+            ],
+            &[],
+        )
+        .await
+        .expect("update and delete");
+
+    let after = lines(&store).await;
+    assert_eq!(after.len(), 1);
+    let updated = &after[0];
+    assert_eq!(updated.id, kept.id, "updated in place");
+    assert_eq!(updated.revision, 1);
+    assert_eq!(updated.idempotency_key, kept.idempotency_key);
+    assert_eq!(updated.quantity, dec!(11));
+    assert_eq!(updated.amount.to_string(), "13.75");
+    assert_eq!(updated.total_amount.to_string(), "13.75");
+    assert_eq!(updated.trace, json!({ "model": "per_unit", "rerun": true }));
+    assert_eq!(updated.evidence.record_count, 4);
+    assert_eq!(updated.run_id, second_run);
+    assert_eq!(updated.created_at, kept.created_at);
+    assert!(updated.updated_at >= kept.updated_at);
+
+    // An approved revision may still be updated in place.
+    store.approve(october(), None).await.expect("approve");
+    let values = revision("C-1", "Agent", "billable_users", dec!(12));
+    store
+        .apply_plan(
+            second_run,
+            october(),
+            &[],
+            &[LedgerChange::Update {
+                id: kept.id,
+                values,
+            }],
+            &[],
+        )
+        .await
+        .expect("update an approved revision");
+    assert_eq!(lines(&store).await[0].amount.to_string(), "15.00");
+
+    // An update that names another line's revision is refused.
+    let values = revision("C-9", "Agent", "billable_users", dec!(1));
+    let wrong = store
+        .apply_plan(
+            second_run,
+            october(),
+            &[],
+            &[LedgerChange::Update {
+                id: kept.id,
+                values,
+            }],
+            &[],
+        )
+        .await;
+    assert!(wrong.is_err(), "an update must match the revision's key");
+}
+
+async fn a_plan_touching_a_sent_revision_is_refused_whole(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    insert(
+        &store,
+        run_id,
+        vec![
+            revision("C-1", "Agent", "billable_users", dec!(10)),
+            revision("C-2", "Agent", "billable_users", dec!(4)),
+            revision("C-3", "Agent", "billable_users", dec!(1)),
+            revision("C-5", "Agent", "billable_users", dec!(1)),
+        ],
+    )
+    .await;
+    let ledger = lines(&store).await;
+    let pushed = line(&ledger, "C-1", "Agent").id;
+    let unsent = line(&ledger, "C-2", "Agent").id;
+    let pushing = line(&ledger, "C-3", "Agent").id;
+    let unsent_too = line(&ledger, "C-5", "Agent").id;
+    push(&store, pushed, "U-1").await;
+    store.mark_pushing(pushing, None).await.expect("pushing");
+    let old_exceptions = vec![exception(
+        "billable_users",
+        ExceptionKind::UnmappedCustomer,
+        "Old Org",
+    )];
+    store
+        .apply_plan(
+            run_id,
+            october(),
+            &[source("billable_users")],
+            &[],
+            &old_exceptions,
+        )
+        .await
+        .expect("exceptions");
+    let before = lines(&store).await;
+
+    let new_exceptions = vec![exception(
+        "billable_users",
+        ExceptionKind::NoPrice,
+        "New Org",
+    )];
+    let plans = [
+        (
+            "update of a pushed revision",
+            LedgerChange::Update {
+                id: pushed,
+                values: revision("C-1", "Agent", "billable_users", dec!(99)),
+            },
+            "pushed",
+        ),
+        (
+            "delete of a pushed revision",
+            LedgerChange::Delete { id: pushed },
+            "pushed",
+        ),
+        (
+            "delete of a pushing revision",
+            LedgerChange::Delete { id: pushing },
+            "pushing",
+        ),
+        (
+            "update of a pushing revision",
+            LedgerChange::Update {
+                id: pushing,
+                values: revision("C-3", "Agent", "billable_users", dec!(2)),
+            },
+            "pushing",
+        ),
+    ];
+    for (what, refused, status) in plans {
+        // Valid changes of every kind next to the refused one: all are rolled back.
+        let changes = vec![
+            LedgerChange::Delete { id: unsent_too },
+            LedgerChange::Update {
+                id: unsent,
+                values: revision("C-2", "Agent", "billable_users", dec!(5)),
+            },
+            LedgerChange::Insert(revision("C-4", "Agent", "billable_users", dec!(1))),
+            refused,
+        ];
+        let error = store
+            .apply_plan(
+                run_id,
+                october(),
+                &[source("billable_users")],
+                &changes,
+                &new_exceptions,
+            )
+            .await
+            .expect_err(what);
+        let message = format!("{error:#}");
+        assert!(message.contains(status), "{what}: {message}");
+
+        assert_eq!(
+            lines(&store).await,
+            before,
+            "{what}: nothing of the plan is written"
+        );
+        assert_eq!(
+            store.exceptions(october()).await.expect("exceptions"),
+            old_exceptions,
+            "{what}: the exceptions are kept"
+        );
+    }
+
+    // A plan that would write a revision as already sent is refused before anything is written.
+    let mut sent = revision("C-5", "Agent", "billable_users", dec!(1));
+    sent.status = LineStatus::Pushed;
+    assert!(
+        store
+            .apply_plan(run_id, october(), &[], &[LedgerChange::Insert(sent)], &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(lines(&store).await, before);
+}
+
+async fn exceptions_are_replaced_per_period_and_source(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    let users = source("billable_users");
+    let genesys = source("genesys");
+    let first = vec![
+        exception("billable_users", ExceptionKind::UnmappedLicense, "Zeta"),
+        exception("billable_users", ExceptionKind::UnmappedCustomer, "Acme"),
+    ];
+    store
+        .apply_plan(run_id, october(), std::slice::from_ref(&users), &[], &first)
+        .await
+        .expect("first");
+    let mut theirs = exception("genesys", ExceptionKind::NotBillable, "org-1");
+    theirs.billing_account = Some(BillingAccount::new("10042"));
+    theirs.quantity = dec!(0.5);
+    store
+        .apply_plan(
+            run_id,
+            october(),
+            std::slice::from_ref(&genesys),
+            &[],
+            std::slice::from_ref(&theirs),
+        )
+        .await
+        .expect("genesys");
+    let mut november = exception("billable_users", ExceptionKind::NoPrice, "Acme");
+    november.period = october().next();
+    store
+        .apply_plan(
+            run_id,
+            october().next(),
+            std::slice::from_ref(&users),
+            &[],
+            std::slice::from_ref(&november),
+        )
+        .await
+        .expect("november");
+
+    // Ordered by source, kind, customer.
+    let got = store.exceptions(october()).await.expect("exceptions");
+    assert_eq!(
+        got,
+        vec![first[1].clone(), first[0].clone(), theirs.clone()]
+    );
+    assert_eq!(got[0].quantity.to_string(), "2.50");
+    assert_eq!(got[2].quantity.to_string(), "0.5");
+
+    // A re-run of billable_users replaces its exceptions; genesys' and November's stay.
+    let rerun = vec![exception("billable_users", ExceptionKind::NoPrice, "Acme")];
+    store
+        .apply_plan(run_id, october(), std::slice::from_ref(&users), &[], &rerun)
+        .await
+        .expect("rerun");
+    let got = store.exceptions(october()).await.expect("exceptions");
+    assert_eq!(got, vec![rerun[0].clone(), theirs.clone()]);
+    assert_eq!(
+        store.exceptions(october().next()).await.expect("nov"),
+        vec![november]
+    );
+
+    // A run that found nothing wrong clears its source's exceptions.
+    store
+        .apply_plan(run_id, october(), std::slice::from_ref(&users), &[], &[])
+        .await
+        .expect("clean rerun");
+    assert_eq!(
+        store.exceptions(october()).await.expect("exceptions"),
+        vec![theirs]
+    );
+
+    // An exception of a source that is not being replaced would pile up: refused.
+    let stray = store
+        .apply_plan(
+            run_id,
+            october(),
+            std::slice::from_ref(&users),
+            &[],
+            &[exception("ccc", ExceptionKind::NoPrice, "x")],
+        )
+        .await;
+    assert!(stray.is_err());
+}
+
+async fn approval_moves_drafts_for_all_or_one_customer(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    insert(
+        &store,
+        run_id,
+        vec![
+            revision("A", "Agent", "billable_users", dec!(1)),
+            revision("A", "Viewer", "billable_users", dec!(1)),
+            revision("B", "Agent", "billable_users", dec!(1)),
+        ],
+    )
+    .await;
+    let customer = BillingAccount::new("A");
+    assert_eq!(
+        store
+            .approve(october(), Some(&customer))
+            .await
+            .expect("approve A"),
+        2
+    );
+    let statuses = |ledger: Vec<LedgerLine>| {
+        ledger
+            .into_iter()
+            .map(|l| (l.key.billing_account.to_string(), l.status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        statuses(lines(&store).await),
+        [
+            ("A".to_owned(), LineStatus::Approved),
+            ("A".to_owned(), LineStatus::Approved),
+            ("B".to_owned(), LineStatus::Draft)
+        ]
+    );
+    assert_eq!(
+        store
+            .approve(october().next(), None)
+            .await
+            .expect("other period"),
+        0
+    );
+    assert_eq!(
+        store.approve(october(), None).await.expect("approve all"),
+        1
+    );
+    assert_eq!(store.approve(october(), None).await.expect("again"), 0);
+    assert!(
+        lines(&store)
+            .await
+            .iter()
+            .all(|l| l.status == LineStatus::Approved)
+    );
+}
+
+async fn a_push_goes_through_two_phases(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    insert(
+        &store,
+        run_id,
+        vec![
+            revision("A", "Agent", "billable_users", dec!(1)),
+            revision("B", "Agent", "billable_users", dec!(1)),
+        ],
+    )
+    .await;
+    let ledger = lines(&store).await;
+    let a = line(&ledger, "A", "Agent").id;
+    let b = line(&ledger, "B", "Agent").id;
+
+    let not_approved = store
+        .mark_pushing(a, None)
+        .await
+        .expect_err("a draft is not pushed");
+    assert!(format!("{not_approved:#}").contains("draft"));
+    store.approve(october(), None).await.expect("approve");
+
+    store
+        .mark_pushing(a, Some("last usage id 41"))
+        .await
+        .expect("phase one");
+    let got = line(&lines(&store).await, "A", "Agent").clone();
+    assert_eq!(got.status, LineStatus::Pushing);
+    assert_eq!(got.push_marker.as_deref(), Some("last usage id 41"));
+    let twice = store
+        .mark_pushing(a, None)
+        .await
+        .expect_err("someone else got there first");
+    assert!(format!("{twice:#}").contains("pushing"));
+
+    store
+        .record_push_error(a, "503 Service Unavailable")
+        .await
+        .expect("error");
+    let got = line(&lines(&store).await, "A", "Agent").clone();
+    assert_eq!(got.last_error.as_deref(), Some("503 Service Unavailable"));
+    assert_eq!(
+        got.status,
+        LineStatus::Pushing,
+        "an error leaves the status"
+    );
+
+    store.mark_pushed(a, "U-42").await.expect("phase two");
+    let got = line(&lines(&store).await, "A", "Agent").clone();
+    assert_eq!(got.status, LineStatus::Pushed);
+    assert_eq!(got.external_id.as_deref(), Some("U-42"));
+    assert_eq!(got.last_error, None);
+    assert!(got.pushed_at.is_some());
+    assert_eq!(got.push_marker.as_deref(), Some("last usage id 41"));
+    assert!(store.mark_pushed(a, "U-43").await.is_err(), "pushed once");
+    assert!(store.mark_pushing(a, None).await.is_err());
+    assert!(store.reset_to_approved(a).await.is_err());
+
+    // A push that surely did not reach the billing system goes back through phase one.
+    store
+        .mark_pushing(b, Some("marker"))
+        .await
+        .expect("phase one");
+    store.reset_to_approved(b).await.expect("reset");
+    let got = line(&lines(&store).await, "B", "Agent").clone();
+    assert_eq!(got.status, LineStatus::Approved);
+    assert_eq!(got.push_marker, None);
+    assert!(
+        store.reset_to_approved(b).await.is_err(),
+        "only from pushing"
+    );
+    assert!(
+        store.mark_pushed(b, "U-44").await.is_err(),
+        "only from pushing"
+    );
+    store.mark_pushing(b, None).await.expect("phase one again");
+    store.mark_pushed(b, "U-44").await.expect("phase two");
+
+    let missing = store
+        .mark_pushing(a + b + 100, None)
+        .await
+        .expect_err("no such revision");
+    assert!(format!("{missing:#}").contains("no ledger revision"));
+    assert!(store.record_push_error(a + b + 100, "x").await.is_err());
+}
+
+async fn lines_to_push_are_approved_and_pushing_revisions(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    let mut approved = revision("B", "Agent", "billable_users", dec!(1));
+    approved.status = LineStatus::Approved;
+    let mut other_source = revision("C", "Agent", "genesys", dec!(1));
+    other_source.status = LineStatus::Approved;
+    let mut pushing = revision("A", "Agent", "billable_users", dec!(1));
+    pushing.status = LineStatus::Approved;
+    let mut pushed = revision("D", "Agent", "billable_users", dec!(1));
+    pushed.status = LineStatus::Approved;
+    let draft = revision("E", "Agent", "billable_users", dec!(1));
+    insert(
+        &store,
+        run_id,
+        vec![approved, other_source, pushing, pushed, draft],
+    )
+    .await;
+    let ledger = lines(&store).await;
+    store
+        .mark_pushing(line(&ledger, "A", "Agent").id, None)
+        .await
+        .expect("pushing");
+    let d = line(&ledger, "D", "Agent").id;
+    store.mark_pushing(d, None).await.expect("pushing");
+    store.mark_pushed(d, "U-1").await.expect("pushed");
+
+    let accounts = |ledger: Vec<LedgerLine>| {
+        ledger
+            .into_iter()
+            .map(|l| format!("{}:{}", l.key.billing_account, l.status))
+            .collect::<Vec<_>>()
+    };
+    let all = store.lines_to_push(october(), None).await.expect("all");
+    assert_eq!(accounts(all), ["A:pushing", "B:approved", "C:approved"]);
+    let users = [source("billable_users")];
+    let some = store
+        .lines_to_push(october(), Some(&users))
+        .await
+        .expect("some");
+    assert_eq!(accounts(some), ["A:pushing", "B:approved"]);
+    let both = [source("genesys"), source("billable_users")];
+    assert_eq!(
+        store
+            .lines_to_push(october(), Some(&both))
+            .await
+            .expect("both")
+            .len(),
+        3
+    );
+    assert!(
+        store
+            .lines_to_push(october(), Some(&[]))
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    assert!(
+        store
+            .lines_to_push(october().next(), None)
+            .await
+            .expect("nov")
+            .is_empty()
+    );
+}
+
+async fn the_runner_lock_has_one_holder_at_a_time(store: Store, target: &DatabaseTarget) {
+    let first = store
+        .try_runner_lock()
+        .await
+        .expect("try")
+        .expect("free at first");
+    assert!(
+        store.try_runner_lock().await.expect("try").is_none(),
+        "held by the first"
+    );
+    // Another process's view: a second store on the same database.
+    let other = Store::connect(target).await.expect("second store");
+    assert!(
+        other.try_runner_lock().await.expect("try").is_none(),
+        "held across stores"
+    );
+
+    // Dropped: released (in the background on Postgres, hence the wait).
+    drop(first);
+    let second = eventually_locked(&other).await;
+    assert!(store.try_runner_lock().await.expect("try").is_none());
+
+    // Released explicitly: free at once.
+    second.release().await.expect("release");
+    let third = store
+        .try_runner_lock()
+        .await
+        .expect("try")
+        .expect("free after release");
+    drop(third);
+}
+
+async fn eventually_locked(store: &Store) -> tally::store::RunnerLock {
+    for _ in 0..50 {
+        if let Some(lock) = store.try_runner_lock().await.expect("try") {
+            return lock;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the runner lock was not released within 5 s of its drop");
+}
