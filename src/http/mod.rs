@@ -186,7 +186,10 @@ impl HttpClient {
                 .map_err(|e| HttpError::Transport {
                     method: Method::GET,
                     url: redact_url(e.url().map(|u| u.as_str()).unwrap_or("?")),
-                    message: format!("request could not be built: {e}"),
+                    message: format!(
+                        "request could not be built: {}",
+                        error_chain(&e.without_url())
+                    ),
                     not_sent: true,
                 })?;
             let method = request.method().clone();
@@ -233,7 +236,9 @@ impl HttpClient {
                     method,
                     url,
                     not_sent: e.is_connect(),
-                    message: error_chain(&e),
+                    // reqwest's message holds the URL, secrets and all: the redacted one is
+                    // already in `url`.
+                    message: error_chain(&e.without_url()),
                 },
             };
             let retriable = match &error {
@@ -316,7 +321,7 @@ pub async fn decode_json<T: serde::de::DeserializeOwned>(
     let bytes = response.bytes().await.map_err(|e| HttpError::Transport {
         method: Method::GET,
         url: url.clone(),
-        message: format!("reading the body: {}", error_chain(&e)),
+        message: format!("reading the body: {}", error_chain(&e.without_url())),
         not_sent: false,
     })?;
     serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode {
@@ -404,6 +409,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused connection: reqwest's own message names the full URL, token and all; the
+    /// error tally reports must carry only the redacted one.
+    #[tokio::test]
+    async fn a_transport_error_does_not_leak_the_token() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let client = HttpClient::new(&HttpSettings {
+            max_retries: 0,
+            ..HttpSettings::default()
+        })
+        .unwrap();
+        let url =
+            format!("http://127.0.0.1:{port}/api/vendor/v1/accounts.json?api_token=s3cret-token");
+        let err = client
+            .send(Idempotency::Idempotent, |c| c.get(&url))
+            .await
+            .unwrap_err();
+        let message = format!("{err} {err:?}");
+        assert!(
+            matches!(err, HttpError::Transport { not_sent: true, .. }),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret-token"), "{message}");
+        assert!(message.contains("api_token=REDACTED"), "{message}");
+    }
 
     #[test]
     fn secrets_never_reach_a_message() {
