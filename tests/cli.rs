@@ -261,6 +261,13 @@ async fn the_daemon_runs_on_its_schedule_and_stops_cleanly_on_sigterm() {
     toml.push_str("\n[schedule]\ncron = \"* * * * * *\"\ntimezone = \"UTC\"\n");
     std::fs::write(&config, toml).unwrap();
 
+    // The test's own connection migrates the store before the daemon starts: two processes
+    // migrating one SQLite file at the same instant would race.
+    let store = tally::store::Store::connect(&tally::store::DatabaseTarget::Sqlite(
+        dir.path().join("data/tally.db"),
+    ))
+    .await
+    .unwrap();
     let mut daemon = tally()
         .current_dir(dir.path())
         .arg("--config")
@@ -277,11 +284,6 @@ async fn the_daemon_runs_on_its_schedule_and_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
 
-    let store = tally::store::Store::connect(&tally::store::DatabaseTarget::Sqlite(
-        dir.path().join("data/tally.db"),
-    ))
-    .await
-    .unwrap();
     let mut scheduled = None;
     for _ in 0..60 {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
