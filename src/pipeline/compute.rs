@@ -3,14 +3,14 @@
 
 use crate::config::BillingSettings;
 use crate::domain::{
-    BillingAccount, Evidence, ExceptionKind, InvoiceLine, LicenseType, LineKey, Period,
+    BillingAccount, Currency, Evidence, ExceptionKind, InvoiceLine, LicenseType, LineKey, Period,
     RunException, SourceName, UsageQuantity,
 };
 use crate::mapping::{CustomerMap, KeyMatch};
 use crate::pricing::PricingTable;
 use crate::sinks::Sink;
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What one source's usage became.
 #[derive(Debug, Default)]
@@ -25,6 +25,60 @@ pub struct Rules<'a> {
     pub pricing: &'a PricingTable,
     pub billing: &'a BillingSettings,
     pub sinks: &'a [Sink],
+    /// Accounts looked up in a billing system for this run.
+    pub directory: &'a Directory,
+}
+
+/// What looking customers up in a billing system (ActivePlatform) found for one source's
+/// usage, before mapping: the I/O happens before [`compute`], which stays pure.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    /// A customer-map account that names an account to look up (an e-mail address) → the
+    /// account found, or why none could be chosen.
+    pub aliases: HashMap<BillingAccount, Result<BillingAccount, String>>,
+    /// A source customer key missing from the customer map → the account found by the key,
+    /// or why none could be chosen.
+    pub by_key: HashMap<String, Result<BillingAccount, String>>,
+    /// The billing system and currency of every account found.
+    pub routes: HashMap<BillingAccount, (String, Currency)>,
+}
+
+impl Directory {
+    /// The billing account of a source customer: the customer map first (through an alias
+    /// when it names an account to look up), then a lookup by the customer key.
+    /// `Ok(None)`: neither knows it; `Err`: a lookup found no account or several.
+    fn account_of(
+        &self,
+        customers: &CustomerMap,
+        source: &SourceName,
+        customer_key: &str,
+        key_match: KeyMatch,
+    ) -> Result<Option<BillingAccount>, String> {
+        match customers.lookup(source.as_str(), customer_key, key_match) {
+            Some(mapped) => match self.aliases.get(mapped) {
+                Some(found) => found.clone().map(Some),
+                None => Ok(Some(mapped.clone())),
+            },
+            None => match self.by_key.get(customer_key) {
+                Some(found) => found.clone().map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn currency_of(&self, billing: &BillingSettings, account: &BillingAccount) -> Option<Currency> {
+        match self.routes.get(account) {
+            Some((_, currency)) => Some(*currency),
+            None => billing.currency_of(account),
+        }
+    }
+
+    fn sink_of<'a>(&'a self, billing: &'a BillingSettings, account: &BillingAccount) -> &'a str {
+        match self.routes.get(account) {
+            Some((sink, _)) => sink,
+            None => billing.sink_of(account),
+        }
+    }
 }
 
 /// Maps each (customer key, item) to (billing account, license type), sums what lands on the
@@ -60,11 +114,15 @@ pub fn compute(
     // tiers apply to the line's whole quantity.
     let mut grouped: BTreeMap<(BillingAccount, LicenseType), LineParts<'_>> = BTreeMap::new();
     for u in usage {
-        let Some(account) = rules
-            .customers
-            .lookup(source.as_str(), &u.customer_key, key_match)
-        else {
-            out.exceptions.push(exception(
+        let account = match rules.directory.account_of(
+            rules.customers,
+            source,
+            &u.customer_key,
+            key_match,
+        ) {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                out.exceptions.push(exception(
                 ExceptionKind::UnmappedCustomer,
                 u,
                 None,
@@ -76,13 +134,24 @@ pub fn compute(
                     rules.billing.customers_file.display()
                 ),
             ));
-            continue;
+                continue;
+            }
+            Err(message) => {
+                out.exceptions.push(exception(
+                    ExceptionKind::UnmappedCustomer,
+                    u,
+                    None,
+                    None,
+                    message,
+                ));
+                continue;
+            }
         };
         let Some(license) = license_of(&u.item) else {
             out.exceptions.push(exception(
                 ExceptionKind::UnmappedLicense,
                 u,
-                Some(account),
+                Some(&account),
                 None,
                 format!("{source} item {:?} maps to no license type; add it to the mapping rules of sources.{source}", u.item),
             ));
@@ -96,7 +165,7 @@ pub fn compute(
     }
 
     for ((account, license), (quantity, record_count, hashes, parts)) in grouped {
-        let Some(currency) = rules.billing.currency_of(&account) else {
+        let Some(currency) = rules.directory.currency_of(rules.billing, &account) else {
             // Unreachable after validation; kept as an exception rather than a panic.
             for u in parts {
                 out.exceptions.push(exception(
@@ -134,7 +203,7 @@ pub fn compute(
         if !priced.billable {
             continue;
         }
-        let sink_name = rules.billing.sink_of(&account).to_owned();
+        let sink_name = rules.directory.sink_of(rules.billing, &account).to_owned();
         let line = InvoiceLine {
             key: LineKey {
                 period,

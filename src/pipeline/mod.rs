@@ -6,6 +6,7 @@
 
 pub mod compute;
 mod push;
+mod resolve;
 
 pub use push::{PushOutcome, push_period};
 
@@ -14,7 +15,7 @@ use crate::domain::{
     ExceptionKind, InvoiceLine, LedgerLine, Period, RunException, RunStatus, RunSummary,
     SourceFailure, SourceName, Trigger, UsageQuantity,
 };
-use crate::mapping::{CustomerMap, KeyMatch};
+use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
 use crate::reconcile::{self, Action, Plan};
 use crate::sinks::Sink;
@@ -228,15 +229,27 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
             }
         };
         records_read += usage.iter().map(|u| u.record_count).sum::<u64>();
+        let directory = match resolve::resolve(app, source, &usage).await {
+            Ok(directory) => directory,
+            Err(e) => {
+                warn!(source = %source.name(), error = %format!("{e:#}"), "looking up billing accounts failed; the source's lines wait for the next run");
+                failed_sources.push(SourceFailure {
+                    source: source.name().to_string(),
+                    error: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
         let rules = Rules {
             customers: &app.customers,
             pricing: &app.pricing,
             billing: &app.settings.billing,
             sinks: &app.sinks,
+            directory: &directory,
         };
         let computed = compute::compute(
             source.name(),
-            KeyMatch::Exact,
+            source.key_match(),
             &|item| source.license_type(item),
             period,
             &usage,

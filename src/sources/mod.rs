@@ -4,6 +4,7 @@
 pub mod billable_users;
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
+use crate::mapping::KeyMatch;
 
 /// One page of a source, staged in one transaction with the cursor of the page after it.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +25,14 @@ impl Source {
     pub fn name(&self) -> &SourceName {
         match self {
             Source::BillableUsers(s) => s.name(),
+        }
+    }
+
+    /// How this source's customer keys are compared with the customer map: organization
+    /// names exactly, GUIDs and UUIDs case-insensitively without dashes or braces.
+    pub fn key_match(&self) -> KeyMatch {
+        match self {
+            Source::BillableUsers(_) => KeyMatch::Exact,
         }
     }
 
