@@ -6,8 +6,8 @@ use super::link;
 use crate::domain::Period;
 use crate::http::{HttpClient, HttpError, Idempotency, redact_url};
 use anyhow::anyhow;
-use reqwest::Url;
 use reqwest::Method;
+use reqwest::Url;
 use reqwest::header::{ACCEPT, LINK};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -125,9 +125,8 @@ impl Client {
 
         let body = match self.format {
             Format::Json => {
-                let people: Vec<serde_json::Value> = crate::http::decode_json(response)
-                    .await
-                    .map_err(|e| {
+                let people: Vec<serde_json::Value> =
+                    crate::http::decode_json(response).await.map_err(|e| {
                         let message = format!("{e}; expected a JSON array of people (APIS.md §1)");
                         anyhow::Error::new(e).context(message)
                     })?;

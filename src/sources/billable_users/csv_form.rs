@@ -176,7 +176,9 @@ fn line_of(body: &[u8], position: Option<&csv::Position>) -> u64 {
     let Some(position) = position else {
         return 0;
     };
-    let mut start = usize::try_from(position.byte()).unwrap_or(usize::MAX).min(body.len());
+    let mut start = usize::try_from(position.byte())
+        .unwrap_or(usize::MAX)
+        .min(body.len());
     while matches!(body.get(start), Some(b'\r' | b'\n')) {
         start += 1;
     }
@@ -298,7 +300,10 @@ mod tests {
         );
         assert!(error.to_string().contains("no column `organization`"));
         let error = parse_str("organization\r\nAcme\r\n").unwrap_err();
-        assert!(matches!(error, CsvError::MissingColumn { column: "id", .. }));
+        assert!(matches!(
+            error,
+            CsvError::MissingColumn { column: "id", .. }
+        ));
         let error = parse_str("id,organization,ID\r\n1,A,2\r\n").unwrap_err();
         assert_eq!(error, CsvError::DuplicateColumn { column: "id" });
     }
@@ -323,18 +328,27 @@ mod tests {
 
         let body = format!("{HEADER}1,a,b,\"  \",,r,0,,0\r\n");
         let error = parse_str(&body).unwrap_err().to_string();
-        assert!(error.contains("row 1") && error.contains("`organization`"), "{error}");
+        assert!(
+            error.contains("row 1") && error.contains("`organization`"),
+            "{error}"
+        );
     }
 
     #[test]
     fn a_row_with_the_wrong_number_of_fields_is_named() {
         let body = format!("{HEADER}1,a,b,Acme,,r,0,,0\r\n2,a,b,Widget, Inc,,r,0,,0\r\n");
         let error = parse_str(&body).unwrap_err().to_string();
-        assert!(error.starts_with("CSV row 2 (line 3): has 10 field(s)"), "{error}");
+        assert!(
+            error.starts_with("CSV row 2 (line 3): has 10 field(s)"),
+            "{error}"
+        );
         // Lines count the line breaks inside quoted fields and blank lines; LF works too.
         let body = "id,organization\n\n1,\"Two\nLines\"\n2\n";
         let error = parse_str(body).unwrap_err().to_string();
-        assert!(error.starts_with("CSV row 2 (line 5): has 1 field(s)"), "{error}");
+        assert!(
+            error.starts_with("CSV row 2 (line 5): has 1 field(s)"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -342,6 +356,9 @@ mod tests {
         let mut body = HEADER.as_bytes().to_vec();
         body.extend_from_slice(b"1,a,b,Acme \xFF,,r,0,,0\r\n");
         let error = parse(&body).unwrap_err().to_string();
-        assert!(error.contains("row 1") && error.contains("`organization`"), "{error}");
+        assert!(
+            error.contains("row 1") && error.contains("`organization`"),
+            "{error}"
+        );
     }
 }

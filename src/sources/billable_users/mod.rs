@@ -96,8 +96,9 @@ impl BillableUsers {
                         .map_err(|e| anyhow!("{}: the record at index {index} {e}", raw.url))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
-            client::Body::Csv(body) => stage_csv(&body, raw.total_entries)
-                .map_err(|e| anyhow!("GET {}: {e}", raw.url))?,
+            client::Body::Csv(body) => {
+                stage_csv(&body, raw.total_entries).map_err(|e| anyhow!("GET {}: {e}", raw.url))?
+            }
         };
         tracing::debug!(
             page,
@@ -246,7 +247,8 @@ mod tests {
 
     #[test]
     fn a_csv_row_and_a_json_person_stage_the_same_record() {
-        let json = stage(json!({"id": 70, "organization": "=Widget, \"IT\"", "name": "A"})).unwrap();
+        let json =
+            stage(json!({"id": 70, "organization": "=Widget, \"IT\"", "name": "A"})).unwrap();
         let body = "id,name,organization\r\n70,A,\"\t=Widget, \"\"IT\"\"\"\r\n";
         let csv = stage_csv(body.as_bytes(), None).unwrap();
         assert_eq!(csv.len(), 1);
