@@ -9,7 +9,7 @@ use tally::domain::Period;
 use tally::http::HttpSettings;
 use tally::sim::billable_users::{BillableUsersSim, Person, SimHandle};
 use tally::sources::Page;
-use tally::sources::billable_users::{BillableUsers, BillableUsersSettings, TOKEN_ENV};
+use tally::sources::billable_users::{BillableUsers, BillableUsersSettings, Format, TOKEN_ENV};
 
 const TOKEN: &str = "sim-token-0123";
 const ACCOUNT: &str = "wdc";
@@ -37,6 +37,7 @@ fn settings(handle: &SimHandle, token: &str, per_page: u32) -> BillableUsersSett
         token: Some(SecretString::from(token)),
         per_page,
         license_type: "Service desk user".into(),
+        format: Format::Json,
         http: HttpSettings {
             backoff_ms: 10,
             max_backoff_ms: 50,

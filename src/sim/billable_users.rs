@@ -20,11 +20,15 @@
 //!   has 0 total pages and `first`/`last` links to page 1.
 //! - The "20 requests in 2 seconds" burst limit of DESIGN.md is not simulated: APIS.md §1 only
 //!   publishes the hourly window.
+//! - The CSV form (`.csv`) answers the same people, paging, headers and `Link`s (pointing at
+//!   `.csv`) as the JSON form; its header row is the nine field names in the JSON order, with
+//!   empty cells for null, CRLF line ends, and a tab before values beginning with `= + - @`.
+//!   Refusals stay JSON `{"message": ...}`, as they are for the real API's `.csv` URLs.
 
 use crate::domain::Period;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{Datelike, Utc};
@@ -39,6 +43,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const HOURLY_LIMIT: u32 = 3_600;
 const DEFAULT_PER_PAGE: usize = 20;
 const MAX_PER_PAGE: usize = 100;
+/// The CSV export's columns, as the JSON form names and orders the fields.
+pub const CSV_COLUMNS: [&str; 9] = [
+    "id",
+    "primary_email",
+    "name",
+    "organization",
+    "business_unit",
+    "region",
+    "sign_ins",
+    "last_visit",
+    "updates",
+];
 
 /// One billable person, with the API's field names and order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +69,17 @@ pub struct Person {
     /// RFC 3339 with offset, e.g. `2015-10-30T15:22:25-05:00`.
     pub last_visit: Option<String>,
     pub updates: u64,
+}
+
+/// One request as the simulator received it, refused ones included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// E.g. `/v1/account/billable_users.csv`.
+    pub path: String,
+    /// The raw query string, e.g. `year=2026&month=10&page=1&per_page=100`.
+    pub query: String,
+    /// The `Accept` header, if any.
+    pub accept: Option<String>,
 }
 
 /// The simulated API: its data and the faults to inject. Clones share one state.
@@ -82,6 +109,13 @@ struct SimState {
     window: Duration,
     window_end: SystemTime,
     used: u32,
+    /// The CSV export's columns in order (`None`: [`CSV_COLUMNS`]).
+    csv_columns: Option<Vec<String>>,
+    /// Whether the CSV export puts a tab before values beginning with `= + - @`.
+    csv_guard: bool,
+    /// A raw line the next CSV answer carries after its rows (a broken export).
+    csv_corrupt_next: Option<String>,
+    received: Vec<Received>,
 }
 
 impl BillableUsersSim {
@@ -102,6 +136,10 @@ impl BillableUsersSim {
                     window: Duration::from_secs(3_600),
                     window_end: UNIX_EPOCH,
                     used: 0,
+                    csv_columns: None,
+                    csv_guard: true,
+                    csv_corrupt_next: None,
+                    received: Vec::new(),
                 }),
             }),
         }
@@ -192,6 +230,30 @@ impl BillableUsersSim {
         self.inner.requests.load(Ordering::SeqCst)
     }
 
+    /// Every request received so far, in order, refused ones included.
+    pub fn received(&self) -> Vec<Received> {
+        self.state().received.clone()
+    }
+
+    /// The CSV export's header row from now on: these columns in this order (a name that is
+    /// not a field gives an empty column). The exact header is not published (APIS.md §1), so
+    /// tests use this to show what tally does when the export changes.
+    pub fn set_csv_columns(&self, columns: &[&str]) {
+        self.state().csv_columns = Some(columns.iter().map(|c| (*c).to_owned()).collect());
+    }
+
+    /// Whether the CSV export guards values beginning with `= + - @` with a tab (default
+    /// true; the contract says they *may* be guarded, so both must read the same).
+    pub fn set_csv_formula_guard(&self, on: bool) {
+        self.state().csv_guard = on;
+    }
+
+    /// The next CSV answer carries `line` (raw, unquoted, CRLF added) after its rows, as a
+    /// broken export would.
+    pub fn corrupt_next_csv(&self, line: &str) {
+        self.state().csv_corrupt_next = Some(line.to_owned());
+    }
+
     /// Binds `addr` (port 0 picks a free one) and serves until the handle is shut down or
     /// dropped.
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
@@ -273,18 +335,35 @@ enum Format {
 
 async fn list_json(
     State(sim): State<BillableUsersSim>,
+    uri: Uri,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
+    receive(&sim, &uri, &headers);
     list(&sim, &headers, &query, Format::Json)
 }
 
 async fn list_csv(
     State(sim): State<BillableUsersSim>,
+    uri: Uri,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
+    receive(&sim, &uri, &headers);
     list(&sim, &headers, &query, Format::Csv)
+}
+
+fn receive(sim: &BillableUsersSim, uri: &Uri, headers: &HeaderMap) {
+    sim.inner.requests.fetch_add(1, Ordering::SeqCst);
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    sim.state().received.push(Received {
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        accept,
+    });
 }
 
 fn list(
@@ -293,8 +372,6 @@ fn list(
     query: &[(String, String)],
     format: Format,
 ) -> Response {
-    sim.inner.requests.fetch_add(1, Ordering::SeqCst);
-
     if let Some(refusal) = injected_fault(sim) {
         return refusal;
     }
@@ -375,7 +452,7 @@ fn list(
 
     let mut response = match format {
         Format::Json => axum::Json(page).into_response(),
-        Format::Csv => match to_csv(&page) {
+        Format::Csv => match csv_page(sim, &page) {
             Ok(body) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
             Err(e) => {
                 return message(
@@ -637,41 +714,58 @@ fn encode(text: &str) -> String {
     out
 }
 
-/// RFC 4180 CSV with a header row; a value beginning with `= + - @` gets a tab in front so
-/// that a spreadsheet does not run it as a formula (APIS.md §1 contract).
-fn to_csv(people: &[&Person]) -> Result<String, csv::Error> {
+/// One CSV page with the knobs a test set: columns, guard, and a corrupt line (consumed).
+fn csv_page(sim: &BillableUsersSim, people: &[&Person]) -> Result<String, csv::Error> {
+    let (columns, guard, corrupt) = {
+        let mut state = sim.state();
+        let columns = state
+            .csv_columns
+            .clone()
+            .unwrap_or_else(|| CSV_COLUMNS.iter().map(|c| (*c).to_owned()).collect());
+        (columns, state.csv_guard, state.csv_corrupt_next.take())
+    };
+    let mut body = to_csv(people, &columns, guard)?;
+    if let Some(line) = corrupt {
+        body.push_str(&line);
+        body.push_str("\r\n");
+    }
+    Ok(body)
+}
+
+/// RFC 4180 CSV with a header row of `columns`; with `guard`, a value beginning with
+/// `= + - @` gets a tab in front so that a spreadsheet does not run it as a formula (APIS.md §1
+/// contract).
+fn to_csv(people: &[&Person], columns: &[String], guard: bool) -> Result<String, csv::Error> {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
-    writer.write_record([
-        "id",
-        "primary_email",
-        "name",
-        "organization",
-        "business_unit",
-        "region",
-        "sign_ins",
-        "last_visit",
-        "updates",
-    ])?;
+    writer.write_record(columns)?;
     for p in people {
-        let fields = [
-            p.id.to_string(),
-            p.primary_email.clone(),
-            p.name.clone(),
-            p.organization.clone(),
-            p.business_unit.clone().unwrap_or_default(),
-            p.region.clone(),
-            p.sign_ins.to_string(),
-            p.last_visit.clone().unwrap_or_default(),
-            p.updates.to_string(),
-        ];
-        writer.write_record(fields.iter().map(|f| defuse(f)))?;
+        writer.write_record(columns.iter().map(|column| {
+            let value = cell(p, column);
+            if guard { defuse(&value) } else { value }
+        }))?;
     }
     let bytes = writer
         .into_inner()
         .map_err(|e| csv::Error::from(e.into_error()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A person's field by its API name; null and unknown names are empty cells.
+fn cell(p: &Person, column: &str) -> String {
+    match column {
+        "id" => p.id.to_string(),
+        "primary_email" => p.primary_email.clone(),
+        "name" => p.name.clone(),
+        "organization" => p.organization.clone(),
+        "business_unit" => p.business_unit.clone().unwrap_or_default(),
+        "region" => p.region.clone(),
+        "sign_ins" => p.sign_ins.to_string(),
+        "last_visit" => p.last_visit.clone().unwrap_or_default(),
+        "updates" => p.updates.to_string(),
+        _ => String::new(),
+    }
 }
 
 fn defuse(value: &str) -> String {
@@ -769,11 +863,14 @@ mod tests {
             last_visit: None,
             updates: 3,
         };
-        let csv = to_csv(&[&person]).unwrap();
+        let columns: Vec<String> = CSV_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+        let csv = to_csv(&[&person], &columns, true).unwrap();
         assert_eq!(
             csv,
             "id,primary_email,name,organization,business_unit,region,sign_ins,last_visit,updates\r\n\
              7,a@x.example,\"\t=HYPERLINK(\"\"x\"\")\",\"Widget Data Center, External IT\",,\t-North,0,,3\r\n"
         );
+        let unguarded = to_csv(&[&person], &["name".to_owned(), "nope".to_owned()], false).unwrap();
+        assert_eq!(unguarded, "name,nope\r\n\"=HYPERLINK(\"\"x\"\")\",\r\n");
     }
 }

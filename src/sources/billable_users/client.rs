@@ -1,11 +1,12 @@
-//! One page of `GET /account/billable_users` over the shared [`HttpClient`], and what each
-//! refusal means for the operator.
+//! One page of `GET /account/billable_users` (or its `.csv` form) over the shared
+//! [`HttpClient`], and what each refusal means for the operator.
 
-use super::config::TOKEN_ENV;
+use super::config::{Format, TOKEN_ENV};
 use super::link;
 use crate::domain::Period;
 use crate::http::{HttpClient, HttpError, Idempotency, redact_url};
 use anyhow::anyhow;
+use reqwest::Method;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, LINK};
 use secrecy::{ExposeSecret, SecretString};
@@ -13,8 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 /// The account-scoped endpoint of one API root, with its credentials.
 #[derive(Debug)]
 pub struct Client {
-    /// `{base_url}/account/billable_users`, without a query.
+    /// `{base_url}/account/billable_users` (or `.../billable_users.csv`), without a query.
     endpoint: Url,
+    format: Format,
     token: SecretString,
     http: HttpClient,
 }
@@ -24,13 +26,29 @@ pub struct Client {
 pub struct RawPage {
     /// The request's URL, redacted, for messages about the page's records.
     pub url: String,
-    pub people: Vec<serde_json::Value>,
+    pub body: Body,
     /// The `page` of the `Link` header's `rel="next"`; `None` on the last page.
     pub next_page: Option<u32>,
+    /// `X-Pagination-Total-Entries`, when the peer sent a number.
+    pub total_entries: Option<u64>,
+}
+
+/// A page's people in the form they were asked for.
+#[derive(Debug)]
+pub enum Body {
+    /// The JSON array, one value per person.
+    Json(Vec<serde_json::Value>),
+    /// The CSV export's bytes, read by [`super::csv_form::parse`].
+    Csv(Vec<u8>),
 }
 
 impl Client {
-    pub fn new(base_url: &str, token: SecretString, http: HttpClient) -> anyhow::Result<Self> {
+    pub fn new(
+        base_url: &str,
+        format: Format,
+        token: SecretString,
+        http: HttpClient,
+    ) -> anyhow::Result<Self> {
         let mut endpoint = Url::parse(base_url.trim())
             .map_err(|e| anyhow!("sources.billable_users.base_url {base_url:?}: {e}"))?;
         // `Url::join` would drop the last segment of `.../v1`; append segments instead.
@@ -40,9 +58,16 @@ impl Client {
                 anyhow!("sources.billable_users.base_url {base_url:?} cannot have a path")
             })?
             .pop_if_empty()
-            .extend(["account", "billable_users"]);
+            .extend([
+                "account",
+                match format {
+                    Format::Json => "billable_users",
+                    Format::Csv => "billable_users.csv",
+                },
+            ]);
         Ok(Self {
             endpoint,
+            format,
             token,
             http,
         })
@@ -71,7 +96,14 @@ impl Client {
                     .get(url.clone())
                     .bearer_auth(self.token.expose_secret())
                     .header("X-4me-Account", account)
-                    .header(ACCEPT, "application/json")
+                    .header(
+                        ACCEPT,
+                        match self.format {
+                            Format::Json => "application/json",
+                            // Errors still come as JSON `{"message": ...}`.
+                            Format::Csv => "text/csv, application/json;q=0.5",
+                        },
+                    )
             })
             .await
             .map_err(|e| explain(e, account))?;
@@ -85,15 +117,40 @@ impl Client {
         let next_page = next_page(&link_values, &url, page)
             .map_err(|message| anyhow!("GET {shown}: {message}"))?;
 
-        let people: Vec<serde_json::Value> =
-            crate::http::decode_json(response).await.map_err(|e| {
-                let message = format!("{e}; expected a JSON array of people (APIS.md §1)");
-                anyhow::Error::new(e).context(message)
-            })?;
+        let total_entries = response
+            .headers()
+            .get("x-pagination-total-entries")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+
+        let body = match self.format {
+            Format::Json => {
+                let people: Vec<serde_json::Value> =
+                    crate::http::decode_json(response).await.map_err(|e| {
+                        let message = format!("{e}; expected a JSON array of people (APIS.md §1)");
+                        anyhow::Error::new(e).context(message)
+                    })?;
+                Body::Json(people)
+            }
+            Format::Csv => {
+                let bytes = response.bytes().await.map_err(|e| {
+                    let error = HttpError::Transport {
+                        method: Method::GET,
+                        url: shown.clone(),
+                        message: format!("reading the CSV body: {e}"),
+                        not_sent: false,
+                    };
+                    let message = format!("{error}; the page was not staged, run again");
+                    anyhow::Error::new(error).context(message)
+                })?;
+                Body::Csv(bytes.to_vec())
+            }
+        };
         Ok(RawPage {
             url: shown,
-            people,
+            body,
             next_page,
+            total_entries,
         })
     }
 }
@@ -264,16 +321,22 @@ mod tests {
     #[test]
     fn the_endpoint_keeps_the_version_segment() {
         for base in ["https://api.example.com/v1", "https://api.example.com/v1/"] {
-            let client = Client::new(
-                base,
-                SecretString::from("t"),
-                HttpClient::new(&crate::http::HttpSettings::default()).unwrap(),
-            )
-            .unwrap();
-            assert_eq!(
-                client.endpoint.as_str(),
-                "https://api.example.com/v1/account/billable_users"
-            );
+            for (format, path) in [
+                (Format::Json, "billable_users"),
+                (Format::Csv, "billable_users.csv"),
+            ] {
+                let client = Client::new(
+                    base,
+                    format,
+                    SecretString::from("t"),
+                    HttpClient::new(&crate::http::HttpSettings::default()).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    client.endpoint.as_str(),
+                    format!("https://api.example.com/v1/account/{path}")
+                );
+            }
         }
     }
 }

@@ -13,6 +13,19 @@ pub const TOKEN_ENV: &str = "TALLY__SOURCES__BILLABLE_USERS__TOKEN";
 /// larger setting would only make the checkpoints lie about page sizes.
 pub const MAX_PER_PAGE: u32 = 100;
 
+/// Which form of the same list tally reads (APIS.md §1): the JSON array of
+/// `/account/billable_users` or the CSV export of `/account/billable_users.csv`. Both stage the
+/// same records; CSV exists for accounts whose gateway only lets the export through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `GET /account/billable_users` (the default).
+    #[default]
+    Json,
+    /// `GET /account/billable_users.csv`: RFC 4180, a header row, formula guards stripped.
+    Csv,
+}
+
 /// `[sources.billable_users]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +51,9 @@ pub struct BillableUsersSettings {
     /// The license type every billable person is billed as, e.g. `Service desk user`; it must
     /// match a license type in the pricing table.
     pub license_type: String,
+    /// `json` (default) or `csv`: which form of the list to read. Same paging, same records.
+    #[serde(default)]
+    pub format: Format,
     /// Timeouts and retries for this peer.
     #[serde(default)]
     pub http: HttpSettings,
@@ -174,6 +190,7 @@ mod tests {
             token: Some(SecretString::from("s3cret-token")),
             per_page: 100,
             license_type: "Service desk user".into(),
+            format: Format::Json,
             http: HttpSettings::default(),
         }
     }
@@ -271,6 +288,7 @@ mod tests {
         assert_eq!(settings.per_page, 100);
         assert!(settings.token.is_none());
         assert_eq!(settings.http, HttpSettings::default());
+        assert_eq!(settings.format, Format::Json);
 
         let typo = serde_json::from_value::<BillableUsersSettings>(serde_json::json!({
             "base_url": "https://api.example.com/v1",
@@ -279,5 +297,21 @@ mod tests {
             "perpage": 50,
         }));
         assert!(typo.unwrap_err().to_string().contains("perpage"));
+    }
+
+    #[test]
+    fn the_format_is_json_or_csv_and_nothing_else() {
+        let with = |format: &str| {
+            serde_json::from_value::<BillableUsersSettings>(serde_json::json!({
+                "base_url": "https://api.example.com/v1",
+                "account": "wdc",
+                "license_type": "Service desk user",
+                "format": format,
+            }))
+        };
+        assert_eq!(with("csv").unwrap().format, Format::Csv);
+        assert_eq!(with("json").unwrap().format, Format::Json);
+        let error = with("xml").unwrap_err().to_string();
+        assert!(error.contains("xml") && error.contains("csv"), "{error}");
     }
 }

@@ -1,15 +1,20 @@
 //! The service-management "Billable Users" source (seed 000, APIS.md §1): one account's
 //! billable people per month, one staged record per (person, organization).
 //!
-//! - `config`: `[sources.billable_users]` and its checks.
+//! - `config`: `[sources.billable_users]` and its checks, including `format` (`json`/`csv`).
 //! - `client`: one page over the shared HTTP client, and what each refusal means.
+//! - `csv_form`: the CSV export of the same list, read into rows (no I/O).
 //! - `link`: the `Link` header, which says where the next page is.
+//!
+//! Both forms stage the same records (key, customer, item, quantity) for the same people; only
+//! the evidence payload differs (JSON values as sent, or the CSV row's strings).
 
 mod client;
 mod config;
+pub mod csv_form;
 mod link;
 
-pub use config::{BillableUsersSettings, MAX_PER_PAGE, TOKEN_ENV};
+pub use config::{BillableUsersSettings, Format, MAX_PER_PAGE, TOKEN_ENV};
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
 use crate::http::HttpClient;
@@ -53,7 +58,7 @@ impl BillableUsers {
             account: settings.account.trim().to_owned(),
             per_page: settings.per_page,
             license_type: LicenseType::new(settings.license_type.trim()),
-            client: client::Client::new(&settings.base_url, token, http)?,
+            client: client::Client::new(&settings.base_url, settings.format, token, http)?,
         })
     }
 
@@ -82,14 +87,19 @@ impl BillableUsers {
             .client
             .fetch(scope, period, page, self.per_page)
             .await?;
-        let records = raw
-            .people
-            .into_iter()
-            .enumerate()
-            .map(|(index, person)| {
-                stage(person).map_err(|e| anyhow!("{}: the record at index {index} {e}", raw.url))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let records = match raw.body {
+            client::Body::Json(people) => people
+                .into_iter()
+                .enumerate()
+                .map(|(index, person)| {
+                    stage(person)
+                        .map_err(|e| anyhow!("{}: the record at index {index} {e}", raw.url))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            client::Body::Csv(body) => {
+                stage_csv(&body, raw.total_entries).map_err(|e| anyhow!("GET {}: {e}", raw.url))?
+            }
+        };
         tracing::debug!(
             page,
             count = records.len(),
@@ -122,8 +132,7 @@ fn parse_cursor(cursor: Option<&str>) -> anyhow::Result<u32> {
     }
 }
 
-/// One person as a staged record keyed `{id}@{organization}`: a person listed twice for the
-/// same organization gets the same key, so the store counts them once.
+/// One person of the JSON form as a staged record (see [`person_record`]).
 fn stage(person: serde_json::Value) -> Result<StagedRecord, String> {
     let object = person
         .as_object()
@@ -146,14 +155,39 @@ fn stage(person: serde_json::Value) -> Result<StagedRecord, String> {
         }
         None => return Err(format!("(id {id}) has no field `organization`")),
     };
-    Ok(StagedRecord {
+    Ok(person_record(id, organization, person))
+}
+
+/// The people of one CSV page as staged records, each with its row as evidence.
+///
+/// A body with no header row at all is accepted as an empty page only when the peer said the
+/// month has no entries: otherwise an empty answer would silently bill nobody.
+fn stage_csv(
+    body: &[u8],
+    total_entries: Option<u64>,
+) -> Result<Vec<StagedRecord>, csv_form::CsvError> {
+    let rows = match csv_form::parse(body) {
+        Err(csv_form::CsvError::Empty) if total_entries == Some(0) => Vec::new(),
+        other => other?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|row| person_record(row.id, row.organization, row.fields.into()))
+        .collect())
+}
+
+/// One person as a staged record keyed `{id}@{organization}`: a person listed twice for the
+/// same organization gets the same key, so the store counts them once. Both forms go through
+/// here, so they cannot stage the same person differently.
+fn person_record(id: u64, organization: String, payload: serde_json::Value) -> StagedRecord {
+    StagedRecord {
         record_key: format!("{id}@{organization}"),
         // Exact, as APIS.md §1 says: mapping rules match the organization as the API spells it.
         customer_key: organization,
         item: ITEM.to_owned(),
         quantity: Decimal::ONE,
-        payload: person,
-    })
+        payload,
+    }
 }
 
 fn preview(value: &serde_json::Value) -> String {
@@ -178,6 +212,7 @@ mod tests {
             token: Some(SecretString::from("s3cret-token")),
             per_page: 100,
             license_type: "Service desk user".into(),
+            format: Format::Json,
             http: crate::http::HttpSettings::default(),
         }
     }
@@ -208,6 +243,36 @@ mod tests {
             let error = stage(person.clone()).unwrap_err();
             assert!(error.contains(field), "{person}: {error}");
         }
+    }
+
+    #[test]
+    fn a_csv_row_and_a_json_person_stage_the_same_record() {
+        let json =
+            stage(json!({"id": 70, "organization": "=Widget, \"IT\"", "name": "A"})).unwrap();
+        let body = "id,name,organization\r\n70,A,\"\t=Widget, \"\"IT\"\"\"\r\n";
+        let csv = stage_csv(body.as_bytes(), None).unwrap();
+        assert_eq!(csv.len(), 1);
+        let strip = |r: &StagedRecord| {
+            (
+                r.record_key.clone(),
+                r.customer_key.clone(),
+                r.item.clone(),
+                r.quantity,
+            )
+        };
+        assert_eq!(strip(&csv[0]), strip(&json));
+        assert_eq!(csv[0].payload["organization"], "=Widget, \"IT\"");
+        assert_eq!(csv[0].payload["id"], "70");
+    }
+
+    #[test]
+    fn an_empty_csv_body_is_an_empty_page_only_when_the_month_has_no_entries() {
+        assert_eq!(stage_csv(b"", Some(0)).unwrap(), vec![]);
+        assert_eq!(
+            stage_csv(b"", Some(3)).unwrap_err(),
+            csv_form::CsvError::Empty
+        );
+        assert_eq!(stage_csv(b"", None).unwrap_err(), csv_form::CsvError::Empty);
     }
 
     #[test]
