@@ -2,6 +2,7 @@
 //! `tally sim`, the backbone of `tally demo`, the benchmark and the tests. Each vendor's
 //! simulator is in its own file; this module holds the demo's data set and wiring.
 
+pub mod activeplatform;
 mod bench;
 pub mod billable_users;
 pub mod rambase;

@@ -6,6 +6,7 @@
 //! found `pushing` (a crash, or an uncertain answer) is resolved with [`Sink::find`] before
 //! anything is sent again.
 
+pub mod activeplatform;
 pub mod file;
 pub mod rambase;
 
