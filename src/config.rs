@@ -9,6 +9,7 @@
 //! `docs/CONFIG.md`.
 
 use crate::domain::{BillingAccount, Currency, RoundingMode};
+use crate::sinks::activeplatform::ActivePlatformSettings;
 use crate::sinks::file::FileSinkSettings;
 use crate::sinks::rambase::RamBaseSettings;
 use crate::sources::billable_users::BillableUsersSettings;
@@ -252,6 +253,7 @@ pub struct SourcesSettings {
 #[serde(deny_unknown_fields)]
 pub struct SinksSettings {
     pub rambase: Option<RamBaseSettings>,
+    pub activeplatform: Option<ActivePlatformSettings>,
     pub file: Option<FileSinkSettings>,
 }
 
@@ -261,6 +263,9 @@ impl SinksSettings {
         let mut names = Vec::new();
         if self.rambase.is_some() {
             names.push("rambase");
+        }
+        if self.activeplatform.is_some() {
+            names.push("activeplatform");
         }
         if self.file.is_some() {
             names.push("file");
@@ -475,6 +480,9 @@ impl Settings {
         }
         if let Some(s) = &self.sinks.rambase {
             problems.extend(s.validate("sinks.rambase"));
+        }
+        if let Some(s) = &self.sinks.activeplatform {
+            problems.extend(s.validate("sinks.activeplatform"));
         }
         if let Some(s) = &self.sinks.file {
             problems.extend(s.validate("sinks.file"));

@@ -80,6 +80,12 @@ pub fn build_connectors(settings: &Settings) -> Result<(Vec<Source>, Vec<Sink>),
             Err(e) => problems.push(Problem::new("sinks.rambase", format!("{e:#}"))),
         }
     }
+    if let Some(s) = &settings.sinks.activeplatform {
+        match crate::sinks::activeplatform::ActivePlatform::new(s) {
+            Ok(sink) => sinks.push(Sink::ActivePlatform(sink)),
+            Err(e) => problems.push(Problem::new("sinks.activeplatform", format!("{e:#}"))),
+        }
+    }
     if let Some(s) = &settings.sinks.file {
         match crate::sinks::file::FileSink::new(s) {
             Ok(sink) => sinks.push(Sink::File(sink)),

@@ -29,14 +29,24 @@ pub enum PushError {
 #[derive(Debug)]
 pub enum Sink {
     RamBase(rambase::RamBase),
+    ActivePlatform(activeplatform::ActivePlatform),
     File(file::FileSink),
 }
 
 impl Sink {
+    /// The ActivePlatform connector, which can also look accounts up.
+    pub fn as_activeplatform(&self) -> Option<&activeplatform::ActivePlatform> {
+        match self {
+            Sink::ActivePlatform(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The configured name (`rambase`, `file`, ...), as lines record it.
     pub fn name(&self) -> &str {
         match self {
             Sink::RamBase(_) => "rambase",
+            Sink::ActivePlatform(_) => "activeplatform",
             Sink::File(_) => "file",
         }
     }
@@ -47,6 +57,7 @@ impl Sink {
     pub fn check(&self, line: &InvoiceLine) -> Result<(), String> {
         match self {
             Sink::RamBase(s) => s.check(line),
+            Sink::ActivePlatform(s) => s.check(line),
             Sink::File(_) => Ok(()),
         }
     }
@@ -57,6 +68,7 @@ impl Sink {
     pub async fn prepare(&self, line: &LedgerLine) -> anyhow::Result<Option<String>> {
         match self {
             Sink::RamBase(s) => s.prepare(line).await,
+            Sink::ActivePlatform(s) => s.prepare(line).await,
             Sink::File(_) => Ok(None),
         }
     }
@@ -65,6 +77,7 @@ impl Sink {
     pub async fn push(&self, line: &LedgerLine) -> Result<String, PushError> {
         match self {
             Sink::RamBase(s) => s.push(line).await,
+            Sink::ActivePlatform(s) => s.push(line).await,
             Sink::File(s) => s.push(line).await,
         }
     }
@@ -74,6 +87,7 @@ impl Sink {
     pub async fn find(&self, line: &LedgerLine) -> anyhow::Result<Option<String>> {
         match self {
             Sink::RamBase(s) => s.find(line).await,
+            Sink::ActivePlatform(s) => s.find(line).await,
             Sink::File(s) => s.find(line).await,
         }
     }

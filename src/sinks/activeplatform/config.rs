@@ -33,6 +33,10 @@ pub struct ActivePlatformSettings {
     /// Name of the account custom attribute that holds a source's customer key.
     #[serde(default = "default_lookup_attribute")]
     pub lookup_attribute: String,
+    /// Sources whose customers, when missing from the customer map, are looked up by
+    /// `lookup_attribute` and billed here (e.g. `["ccc", "genesys"]`). Default: none.
+    #[serde(default)]
+    pub lookup_sources: Vec<String>,
     /// The currency ActivePlatform accounts are billed in (ISO 4217); a line in another
     /// currency is an exception.
     #[serde(default = "default_currency")]
@@ -64,6 +68,7 @@ impl fmt::Debug for ActivePlatformSettings {
             .field("reseller_id", &self.reseller_id)
             .field("api_token", &self.api_token.as_ref().map(|_| "[REDACTED]"))
             .field("lookup_attribute", &self.lookup_attribute)
+            .field("lookup_sources", &self.lookup_sources)
             .field("currency", &self.currency)
             .field("per_page", &self.per_page)
             .field("http", &self.http)
@@ -80,6 +85,7 @@ impl ActivePlatformSettings {
             reseller_id: reseller_id.into(),
             api_token: None,
             lookup_attribute: default_lookup_attribute(),
+            lookup_sources: Vec::new(),
             currency: default_currency(),
             per_page: default_per_page(),
             http: HttpSettings::default(),

@@ -155,6 +155,7 @@ pub struct ActivePlatform {
     reseller_id: String,
     token: SecretString,
     lookup_attribute: String,
+    lookup_sources: Vec<String>,
     currency: Currency,
     per_page: u32,
     /// The whole accounts listing, fetched once per run (attribute lookups read it).
@@ -207,12 +208,28 @@ impl ActivePlatform {
             reseller_id: settings.reseller_id.trim().to_owned(),
             token,
             lookup_attribute: settings.lookup_attribute.trim().to_owned(),
+            lookup_sources: settings
+                .lookup_sources
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .collect(),
             currency,
             per_page: settings.per_page,
             accounts: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             lookups: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Are `source`'s customers missing from the customer map looked up here
+    /// (`sinks.activeplatform.lookup_sources`)?
+    pub fn looks_up(&self, source: &str) -> bool {
+        self.lookup_sources.iter().any(|s| s == source)
+    }
+
+    /// The currency ActivePlatform accounts are billed in.
+    pub fn currency(&self) -> Currency {
+        self.currency
     }
 
     /// The key that finds a source's customer by the configured attribute
