@@ -4,6 +4,7 @@
 
 mod bench;
 pub mod billable_users;
+pub mod genesys;
 pub mod rambase;
 
 pub use bench::bench;
