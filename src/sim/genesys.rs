@@ -369,7 +369,9 @@ async fn faults(State(sim): State<GenesysSim>, request: Request, next: Next) -> 
         let mut response = error(
             status,
             "too.many.requests",
-            &format!("Rate limit exceeded the maximum. Retry the request in [{retry_after}] seconds"),
+            &format!(
+                "Rate limit exceeded the maximum. Retry the request in [{retry_after}] seconds"
+            ),
         );
         let headers = response.headers_mut();
         set(headers, "retry-after", retry_after);
@@ -434,7 +436,11 @@ async fn token(State(sim): State<GenesysSim>, headers: HeaderMap, body: Bytes) -
             );
         }
         None => {
-            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client not found");
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client not found",
+            );
         }
     };
     inner.tokens_issued += 1;
@@ -464,7 +470,10 @@ async fn report(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let org_id = {
         let inner = sim.lock();
@@ -612,7 +621,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         _ => None,
     };
     let bytes = text.trim_end_matches('=').as_bytes();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
@@ -675,7 +684,10 @@ mod tests {
 
     #[test]
     fn base64_decodes_basic_credentials() {
-        assert_eq!(base64_decode("YWxhZGRpbjpvcGVuc2VzYW1l").unwrap(), b"aladdin:opensesame");
+        assert_eq!(
+            base64_decode("YWxhZGRpbjpvcGVuc2VzYW1l").unwrap(),
+            b"aladdin:opensesame"
+        );
         assert_eq!(base64_decode("YQ==").unwrap(), b"a");
         assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
         assert!(base64_decode("YQ=").is_none());

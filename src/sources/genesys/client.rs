@@ -184,15 +184,16 @@ fn explain(error: HttpError, org: &OrgClient, renewed: bool) -> anyhow::Error {
              OAuth client of sources.genesys.orgs.{name}",
             name = org.name
         ),
-        Some(401) => format!("{what}: Genesys refused the token of org {}{said}", org.name),
+        Some(401) => format!(
+            "{what}: Genesys refused the token of org {}{said}",
+            org.name
+        ),
         Some(403) => format!(
             "{what}: the OAuth client of org {name} may not read billing reports{said}; give \
              its role the billing permission in the org's Genesys admin",
             name = org.name
         ),
-        Some(404) => format!(
-            "{what}{said}: check sources.genesys.region (or api_base_url)"
-        ),
+        Some(404) => format!("{what}{said}: check sources.genesys.region (or api_base_url)"),
         _ => token_or_api_failure(&error, &said, "api_base_url"),
     };
     anyhow::Error::new(error).context(message)
@@ -202,9 +203,9 @@ fn explain(error: HttpError, org: &OrgClient, renewed: bool) -> anyhow::Error {
 fn token_or_api_failure(error: &HttpError, said: &str, url_key: &str) -> String {
     let what = headline(error);
     match error {
-        HttpError::RateLimited { .. } => format!(
-            "{error}; run again later, or raise sources.genesys.http.max_retry_after_secs"
-        ),
+        HttpError::RateLimited { .. } => {
+            format!("{error}; run again later, or raise sources.genesys.http.max_retry_after_secs")
+        }
         HttpError::Status { status, .. } if status.as_u16() == 429 => {
             format!("{what}: still rate limited after retrying; run again later{said}")
         }
@@ -296,8 +297,12 @@ mod tests {
     #[test]
     fn endpoints_keep_a_base_path_and_the_query_carries_both_dates() {
         let http = HttpClient::new(&crate::http::HttpSettings::default()).unwrap();
-        let client = Client::new("https://api.mypurecloud.ie/", "https://login.mypurecloud.ie", http)
-            .unwrap();
+        let client = Client::new(
+            "https://api.mypurecloud.ie/",
+            "https://login.mypurecloud.ie",
+            http,
+        )
+        .unwrap();
         assert_eq!(
             client.token_endpoint.as_str(),
             "https://login.mypurecloud.ie/oauth/token"

@@ -389,7 +389,12 @@ mod tests {
             parse_org_id("{4C7A4B6E-9F0A-4A8E-8D53-2F6C1B0F9E11}").unwrap(),
             "4c7a4b6e-9f0a-4a8e-8d53-2f6c1b0f9e11"
         );
-        for bad in ["", "acme", "4c7a4b6e9f0a4a8e8d532f6c1b0f9e11", "4c7a4b6e-9f0a-4a8e-8d53-2f6c1b0f9e1x"] {
+        for bad in [
+            "",
+            "acme",
+            "4c7a4b6e9f0a4a8e8d532f6c1b0f9e11",
+            "4c7a4b6e-9f0a-4a8e-8d53-2f6c1b0f9e1x",
+        ] {
             assert!(parse_org_id(bad).is_err(), "{bad}");
         }
     }
@@ -399,7 +404,15 @@ mod tests {
         for good in ["acme", "acme_nordic", "org2"] {
             assert!(check_org_name(good).is_ok(), "{good}");
         }
-        for bad in ["Acme", "acme-nordic", "acme__x", "_acme", "acme_", "", "a b"] {
+        for bad in [
+            "Acme",
+            "acme-nordic",
+            "acme__x",
+            "_acme",
+            "acme_",
+            "",
+            "a b",
+        ] {
             assert!(check_org_name(bad).is_err(), "{bad}");
         }
     }
@@ -458,7 +471,10 @@ mod tests {
             .and_then(|c| c.try_deserialize())
             .unwrap();
         let org = &settings.orgs["acme_nordic"];
-        assert_eq!(org.client_secret.as_ref().unwrap().expose_secret(), "from-env");
+        assert_eq!(
+            org.client_secret.as_ref().unwrap().expose_secret(),
+            "from-env"
+        );
         // Usage names keep their case and spaces when read from a file.
         assert!(settings.licenses.contains_key("Genesys Cloud CX 3"));
         assert_eq!(settings.validate(AT), vec![]);

@@ -61,8 +61,8 @@ impl Genesys {
                 .client_secret
                 .clone()
                 .ok_or_else(|| anyhow!("{AT}.orgs.{name}.client_secret is missing: set {env}"))?;
-            let org_id = parse_org_id(&org.org_id)
-                .map_err(|e| anyhow!("{AT}.orgs.{name}.org_id: {e}"))?;
+            let org_id =
+                parse_org_id(&org.org_id).map_err(|e| anyhow!("{AT}.orgs.{name}.org_id: {e}"))?;
             orgs.insert(
                 name.clone(),
                 client::OrgClient::new(name, org_id, &org.client_id, secret, env),
@@ -146,9 +146,14 @@ impl Genesys {
                 );
             }
             let pause = wait.min(self.max_wait - waited);
-            tracing::debug!(org = scope, wait_ms = pause.as_millis() as u64, "report in progress; asking again");
+            tracing::debug!(
+                org = scope,
+                wait_ms = pause.as_millis() as u64,
+                "report in progress; asking again"
+            );
             tokio::time::sleep(pause).await;
-            wait = (wait * 2).min(Duration::from_millis(MAX_POLL_INTERVAL_MS).max(self.poll_interval));
+            wait =
+                (wait * 2).min(Duration::from_millis(MAX_POLL_INTERVAL_MS).max(self.poll_interval));
         };
 
         report::check_range(&report, &start, &end).map_err(|e| anyhow!("GET {shown}: {e}"))?;
@@ -218,7 +223,10 @@ mod tests {
             Some(LicenseType::new("CX 3 agent"))
         );
         assert_eq!(source.license_type("genesys cloud cx 3"), None);
-        assert_eq!(source.orgs["acme"].org_id, "00000000-0000-0000-0000-00000000000a");
+        assert_eq!(
+            source.orgs["acme"].org_id,
+            "00000000-0000-0000-0000-00000000000a"
+        );
         let shown = format!("{source:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }

@@ -172,7 +172,7 @@ mod tests {
     fn one_record_per_usage_name_with_the_usage_as_evidence() {
         let usage = json!({"name": "Genesys Cloud CX 3", "totalUsage": "5.500",
             "resources": [{"name": "a@x.example", "date": "2026-10-02T08:00:00.000Z"}]});
-        let records = stage_usages(&[usage.clone()], ORG).unwrap();
+        let records = stage_usages(std::slice::from_ref(&usage), ORG).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].record_key, "Genesys Cloud CX 3");
         assert_eq!(records[0].customer_key, ORG);
@@ -203,8 +203,11 @@ mod tests {
             (json!({"name": "CX", "totalUsage": "-1"}), "negative"),
             (json!("CX"), "object"),
         ] {
-            let error = stage_usages(&[json!({"name": "ok", "totalUsage": "1"}), usage.clone()], ORG)
-                .unwrap_err();
+            let error = stage_usages(
+                &[json!({"name": "ok", "totalUsage": "1"}), usage.clone()],
+                ORG,
+            )
+            .unwrap_err();
             assert!(error.starts_with("usages[1]"), "{usage}: {error}");
             assert!(error.contains(expected), "{usage}: {error}");
         }
