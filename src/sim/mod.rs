@@ -5,6 +5,7 @@
 pub mod activeplatform;
 mod bench;
 pub mod billable_users;
+pub mod genesys;
 pub mod rambase;
 
 pub use bench::bench;
