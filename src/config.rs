@@ -13,6 +13,7 @@ use crate::sinks::activeplatform::ActivePlatformSettings;
 use crate::sinks::file::FileSinkSettings;
 use crate::sinks::rambase::RamBaseSettings;
 use crate::sources::billable_users::BillableUsersSettings;
+use crate::sources::genesys::GenesysSettings;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -246,6 +247,24 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct SourcesSettings {
     pub billable_users: Option<BillableUsersSettings>,
+    pub genesys: Option<GenesysSettings>,
+}
+
+impl SourcesSettings {
+    /// Every source tally has a connector for, by its table name.
+    pub const ALL: &[&str] = &["billable_users", "ccc", "genesys"];
+
+    /// Names of the configured sources.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.billable_users.is_some() {
+            names.push("billable_users");
+        }
+        if self.genesys.is_some() {
+            names.push("genesys");
+        }
+        names
+    }
 }
 
 /// `[sinks.*]`: one table per billing system; a missing table means it is not used.
@@ -472,11 +491,36 @@ impl Settings {
         }
         if let Some(s) = &self.sources.billable_users {
             problems.extend(s.validate("sources.billable_users"));
-        } else {
+        }
+        if let Some(s) = &self.sources.genesys {
+            problems.extend(s.validate("sources.genesys"));
+        }
+        let sources = self.sources.names();
+        if sources.is_empty() {
             problems.push(Problem::new(
                 "sources",
-                "no source is configured; add a [sources.billable_users] table",
+                format!(
+                    "no source is configured; add a table for one of them: {}",
+                    SourcesSettings::ALL
+                        .iter()
+                        .map(|s| format!("[sources.{s}]"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
+        }
+        if let Some(ap) = &self.sinks.activeplatform {
+            for (i, name) in ap.lookup_sources.iter().enumerate() {
+                if !sources.contains(&name.trim()) {
+                    problems.push(Problem::new(
+                        format!("sinks.activeplatform.lookup_sources[{i}]"),
+                        format!(
+                            "{name:?} is not a configured source (configured: {})",
+                            sources.join(", ")
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(s) = &self.sinks.rambase {
             problems.extend(s.validate("sinks.rambase"));

@@ -74,6 +74,14 @@ pub fn build_connectors(settings: &Settings) -> Result<(Vec<Source>, Vec<Sink>),
             Err(e) => problems.push(Problem::new("sources.billable_users", format!("{e:#}"))),
         }
     }
+    if let Some(s) = &settings.sources.genesys
+        && s.enabled
+    {
+        match crate::sources::genesys::Genesys::new(s) {
+            Ok(source) => sources.push(Source::Genesys(source)),
+            Err(e) => problems.push(Problem::new("sources.genesys", format!("{e:#}"))),
+        }
+    }
     if let Some(s) = &settings.sinks.rambase {
         match crate::sinks::rambase::RamBase::new(s) {
             Ok(sink) => sinks.push(Sink::RamBase(sink)),

@@ -19,6 +19,7 @@ pub struct Page {
 #[derive(Debug)]
 pub enum Source {
     BillableUsers(billable_users::BillableUsers),
+    Genesys(genesys::Genesys),
 }
 
 impl Source {
@@ -26,6 +27,7 @@ impl Source {
     pub fn name(&self) -> &SourceName {
         match self {
             Source::BillableUsers(s) => s.name(),
+            Source::Genesys(s) => s.name(),
         }
     }
 
@@ -34,6 +36,7 @@ impl Source {
     pub fn key_match(&self) -> KeyMatch {
         match self {
             Source::BillableUsers(_) => KeyMatch::Exact,
+            Source::Genesys(_) => KeyMatch::Guid,
         }
     }
 
@@ -41,6 +44,7 @@ impl Source {
     pub fn scopes(&self) -> Vec<String> {
         match self {
             Source::BillableUsers(s) => s.scopes(),
+            Source::Genesys(s) => s.scopes(),
         }
     }
 
@@ -53,6 +57,7 @@ impl Source {
     ) -> anyhow::Result<Page> {
         match self {
             Source::BillableUsers(s) => s.fetch_page(scope, period, cursor).await,
+            Source::Genesys(s) => s.fetch_page(scope, period, cursor).await,
         }
     }
 
@@ -61,6 +66,7 @@ impl Source {
     pub fn license_type(&self, item: &str) -> Option<LicenseType> {
         match self {
             Source::BillableUsers(s) => s.license_type(item),
+            Source::Genesys(s) => s.license_type(item),
         }
     }
 }
