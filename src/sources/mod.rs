@@ -2,6 +2,7 @@
 //! this module only lists them behind one enum.
 
 pub mod billable_users;
+pub mod ccc;
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
 
