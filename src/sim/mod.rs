@@ -4,6 +4,7 @@
 
 mod bench;
 pub mod billable_users;
+pub mod ccc;
 pub mod rambase;
 
 pub use bench::bench;
