@@ -87,7 +87,11 @@ pub struct CccUser {
 impl CccUser {
     /// A user with no usage.
     pub fn new(guid: &str, status: &str, group_type: &str) -> Self {
-        let short: String = guid.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+        let short: String = guid
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(8)
+            .collect();
         Self {
             guid: guid.to_owned(),
             email_address: format!("user.{short}@example.com"),
@@ -108,10 +112,7 @@ impl CccUser {
     /// The sum of the days of `period`.
     pub fn monthly_usage(&self, period: Period) -> DayUsage {
         let mut sum = DayUsage::default();
-        for (_, day) in self
-            .usage
-            .range(period.first_day()..=period.last_day())
-        {
+        for (_, day) in self.usage.range(period.first_day()..=period.last_day()) {
             sum.add(day);
         }
         sum
@@ -135,11 +136,17 @@ impl CccUser {
             );
             let idle = status == "Disabled" && n % 10 == 9;
             if !idle {
-                for day in period.first_day().iter_days().take_while(|d| *d <= period.last_day()) {
+                for day in period
+                    .first_day()
+                    .iter_days()
+                    .take_while(|d| *d <= period.last_day())
+                {
                     let mix = u64::from(seed)
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                         .wrapping_add(number.wrapping_mul(6_364_136_223_846_793_005))
-                        .wrapping_add(u64::from(day.ordinal()).wrapping_mul(1_442_695_040_888_963_407))
+                        .wrapping_add(
+                            u64::from(day.ordinal()).wrapping_mul(1_442_695_040_888_963_407),
+                        )
                         >> 29;
                     if mix % 3 != 0 {
                         continue;
@@ -418,10 +425,15 @@ impl CccSim {
         }
         if state.fail_next > 0 {
             state.fail_next -= 1;
-            let status =
-                StatusCode::from_u16(state.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = StatusCode::from_u16(state.fail_status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let reason = status.canonical_reason().unwrap_or("Error");
-            let mut response = error(status, &reason.replace(' ', ""), &format!("{reason} (simulated)"), &[]);
+            let mut response = error(
+                status,
+                &reason.replace(' ', ""),
+                &format!("{reason} (simulated)"),
+                &[],
+            );
             if status == StatusCode::TOO_MANY_REQUESTS {
                 response
                     .headers_mut()
@@ -553,7 +565,8 @@ async fn login(State(sim): State<CccSim>, body: Bytes) -> Response {
             &missing,
         );
     }
-    if username != Some(sim.inner.username.as_str()) || password != Some(sim.inner.password.as_str())
+    if username != Some(sim.inner.username.as_str())
+        || password != Some(sim.inner.password.as_str())
     {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -663,7 +676,11 @@ async fn users(
     state
         .users_requests
         .push((service.clone(), page, page_size));
-    let all = state.services.get(&service).map(Vec::as_slice).unwrap_or_default();
+    let all = state
+        .services
+        .get(&service)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let total = all.len();
     let results: Vec<Value> = all
         .iter()

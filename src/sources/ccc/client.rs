@@ -127,7 +127,12 @@ impl Client {
     }
 
     /// Page `page` (1-based) of `service`'s users.
-    pub async fn users(&self, service: &str, page: u32, page_size: u32) -> anyhow::Result<UsersPage> {
+    pub async fn users(
+        &self,
+        service: &str,
+        page: u32,
+        page_size: u32,
+    ) -> anyhow::Result<UsersPage> {
         let mut url = self.url(&["services", service, "users"]);
         url.query_pairs_mut()
             .append_pair("Page", &page.to_string())
@@ -325,12 +330,14 @@ impl Client {
                         "{what}: user {user} of service {service} was not found (removed while \
                          tally was reading?); run again{vendor}"
                     ),
-                    (403, _) => format!(
-                        "{what}: the session is not valid for service {service}{vendor}"
-                    ),
+                    (403, _) => {
+                        format!("{what}: the session is not valid for service {service}{vendor}")
+                    }
                     (400, _) => format!("{what}: CCC refused the request's parameters{vendor}"),
                     (429, _) => {
-                        format!("{what}: still rate limited after retrying; run again later{vendor}")
+                        format!(
+                            "{what}: still rate limited after retrying; run again later{vendor}"
+                        )
                     }
                     (s, _) if s >= 500 => {
                         format!("{what} and kept failing after retries; try again later{vendor}")
@@ -338,9 +345,9 @@ impl Client {
                     _ => format!("{what}{vendor}"),
                 }
             }
-            HttpError::RateLimited { .. } => format!(
-                "{error}; run again later, or raise sources.ccc.http.max_retry_after_secs"
-            ),
+            HttpError::RateLimited { .. } => {
+                format!("{error}; run again later, or raise sources.ccc.http.max_retry_after_secs")
+            }
             HttpError::Timeout { .. } | HttpError::Transport { .. } => {
                 format!("{error} (after retries); check sources.ccc.base_url and the network")
             }

@@ -150,9 +150,7 @@ impl CccSettings {
                 }
                 None => problems.push(Problem::new(
                     at_i,
-                    format!(
-                        "{service:?} is not a GUID (32 hex digits, dashes and braces allowed)"
-                    ),
+                    format!("{service:?} is not a GUID (32 hex digits, dashes and braces allowed)"),
                 )),
             }
         }
@@ -195,7 +193,9 @@ impl CccSettings {
             if let Some(other) = groups.insert(group.trim().to_lowercase(), group) {
                 problems.push(Problem::new(
                     at_g,
-                    format!("differs from {other:?} only in case; groupTypes are matched ignoring case"),
+                    format!(
+                        "differs from {other:?} only in case; groupTypes are matched ignoring case"
+                    ),
                 ));
             }
         }

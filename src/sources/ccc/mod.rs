@@ -14,8 +14,7 @@ mod guid;
 mod usage;
 
 pub use config::{
-    CccSettings, DEFAULT_PAGE_SIZE, MAX_CONCURRENCY, MAX_PAGE_SIZE, PASSWORD_ENV,
-    default_licenses,
+    CccSettings, DEFAULT_PAGE_SIZE, MAX_CONCURRENCY, MAX_PAGE_SIZE, PASSWORD_ENV, default_licenses,
 };
 pub use guid::normalize as normalize_guid;
 pub use usage::{Metric, NO_GROUP};
@@ -67,7 +66,9 @@ impl Ccc {
         let services = settings
             .services
             .iter()
-            .map(|s| guid::normalize(s).ok_or_else(|| anyhow!("{AT}.services: {s:?} is not a GUID")))
+            .map(|s| {
+                guid::normalize(s).ok_or_else(|| anyhow!("{AT}.services: {s:?} is not a GUID"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let metered = settings
             .metered
@@ -91,12 +92,7 @@ impl Ccc {
                 .map(|(g, l)| (g.trim().to_lowercase(), LicenseType::new(l.trim())))
                 .collect(),
             metered,
-            client: client::Client::new(
-                &settings.base_url,
-                &settings.username,
-                password,
-                http,
-            )?,
+            client: client::Client::new(&settings.base_url, &settings.username, password, http)?,
         })
     }
 

@@ -105,8 +105,12 @@ impl Totals {
     pub fn checked_add(self, other: Totals) -> Option<Totals> {
         Some(Totals {
             messages_sent: self.messages_sent.checked_add(other.messages_sent)?,
-            messages_received: self.messages_received.checked_add(other.messages_received)?,
-            attachments_count: self.attachments_count.checked_add(other.attachments_count)?,
+            messages_received: self
+                .messages_received
+                .checked_add(other.messages_received)?,
+            attachments_count: self
+                .attachments_count
+                .checked_add(other.attachments_count)?,
             attachments_size: self.attachments_size.checked_add(other.attachments_size)?,
             invitations_sent: self.invitations_sent.checked_add(other.invitations_sent)?,
             invitations_accepted: self
@@ -175,7 +179,11 @@ pub fn parse_user(raw: Value) -> Result<User, String> {
     let guid = match object.get("serviceUserGuid") {
         Some(Value::String(text)) => super::guid::normalize(text)
             .ok_or_else(|| format!("has a serviceUserGuid that is not a GUID: {text:?}"))?,
-        Some(other) => return Err(format!("has a serviceUserGuid that is not a string: {other}")),
+        Some(other) => {
+            return Err(format!(
+                "has a serviceUserGuid that is not a string: {other}"
+            ));
+        }
         None => return Err("has no serviceUserGuid".to_owned()),
     };
     let status = match object.get("status").and_then(Value::as_str) {
@@ -185,7 +193,9 @@ pub fn parse_user(raw: Value) -> Result<User, String> {
             return Err(format!(
                 "(user {guid}) has status {}, expected \"Active\" or \"Disabled\"",
                 other.map_or_else(
-                    || object.get("status").map_or("missing".to_owned(), Value::to_string),
+                    || object
+                        .get("status")
+                        .map_or("missing".to_owned(), Value::to_string),
                     |s| format!("{s:?}")
                 )
             ));
@@ -195,7 +205,11 @@ pub fn parse_user(raw: Value) -> Result<User, String> {
         None | Some(Value::Null) => None,
         Some(Value::String(g)) if g.trim().is_empty() => None,
         Some(Value::String(g)) => Some(g.trim().to_owned()),
-        Some(other) => return Err(format!("(user {guid}) has a groupType that is not a string: {other}")),
+        Some(other) => {
+            return Err(format!(
+                "(user {guid}) has a groupType that is not a string: {other}"
+            ));
+        }
     };
     Ok(User {
         guid,
@@ -278,7 +292,13 @@ mod tests {
 
     #[test]
     fn an_active_user_is_billed_even_without_activity() {
-        let records = stage(SERVICE, &user("Active", json!("Guest")), &Totals::default(), json!({}), &[]);
+        let records = stage(
+            SERVICE,
+            &user("Active", json!("Guest")),
+            &Totals::default(),
+            json!({}),
+            &[],
+        );
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].record_key, USER);
         assert_eq!(records[0].customer_key, SERVICE);
@@ -290,7 +310,10 @@ mod tests {
     fn a_disabled_user_is_billed_only_with_activity() {
         let disabled = user("Disabled", json!("Professional"));
         assert!(stage(SERVICE, &disabled, &Totals::default(), json!({}), &[]).is_empty());
-        assert_eq!(stage(SERVICE, &disabled, &totals(0, 1, 0), json!({}), &[]).len(), 1);
+        assert_eq!(
+            stage(SERVICE, &disabled, &totals(0, 1, 0), json!({}), &[]).len(),
+            1
+        );
         // Attachment bytes alone are not activity in the documented sense.
         assert!(stage(SERVICE, &disabled, &totals(0, 0, 10), json!({}), &[]).is_empty());
     }
@@ -304,19 +327,32 @@ mod tests {
             json!({}),
             &[Metric::MessagesSent, Metric::AttachmentBytes],
         );
-        let keys: Vec<_> = records.iter().map(|r| (r.record_key.as_str(), r.item.as_str(), r.quantity)).collect();
+        let keys: Vec<_> = records
+            .iter()
+            .map(|r| (r.record_key.as_str(), r.item.as_str(), r.quantity))
+            .collect();
         assert_eq!(
             keys,
             [
                 (USER, "Professional", Decimal::ONE),
-                (&*format!("{USER}/messages_sent"), "messages_sent", Decimal::from(7)),
+                (
+                    &*format!("{USER}/messages_sent"),
+                    "messages_sent",
+                    Decimal::from(7)
+                ),
             ]
         );
     }
 
     #[test]
     fn a_missing_group_is_staged_under_a_marker_item() {
-        let records = stage(SERVICE, &user("Active", Value::Null), &Totals::default(), json!({}), &[]);
+        let records = stage(
+            SERVICE,
+            &user("Active", Value::Null),
+            &Totals::default(),
+            json!({}),
+            &[],
+        );
         assert_eq!(records[0].item, NO_GROUP);
     }
 
@@ -330,7 +366,8 @@ mod tests {
 
     #[test]
     fn totals_are_read_strictly_and_summed() {
-        let t = Totals::from_usage(&json!({"totalMessagesSent": 3, "totalAttachmentsSize": null})).unwrap();
+        let t = Totals::from_usage(&json!({"totalMessagesSent": 3, "totalAttachmentsSize": null}))
+            .unwrap();
         assert_eq!(t, totals(3, 0, 0));
         assert!(Totals::from_usage(&json!({"totalMessagesSent": -1})).is_err());
         assert!(Totals::from_usage(&json!({"totalMessagesSent": 1.5})).is_err());
@@ -342,7 +379,10 @@ mod tests {
 
     #[test]
     fn metric_names_are_the_documented_ones() {
-        assert_eq!(Metric::parse("attachment_bytes"), Some(Metric::AttachmentBytes));
+        assert_eq!(
+            Metric::parse("attachment_bytes"),
+            Some(Metric::AttachmentBytes)
+        );
         assert_eq!(Metric::parse("messages"), None);
         assert_eq!(Metric::AttachmentBytes.field(), "totalAttachmentsSize");
     }
