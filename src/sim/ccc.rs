@@ -446,8 +446,9 @@ impl CccSim {
 
     /// The canonical service of a request whose `ss-id` cookie holds a live session of
     /// `service`, or the refusal.
-    fn authorize(&self, headers: &HeaderMap, service: &str) -> Result<String, Response> {
-        let service = normalize_guid(service).ok_or_else(|| bad_guid("ServiceGuid", service))?;
+    fn authorize(&self, headers: &HeaderMap, service: &str) -> Result<String, Box<Response>> {
+        let service =
+            normalize_guid(service).ok_or_else(|| Box::new(bad_guid("ServiceGuid", service)))?;
         let session_id = headers
             .get_all(header::COOKIE)
             .iter()
@@ -457,12 +458,12 @@ impl CccSim {
             .find(|(name, _)| *name == "ss-id")
             .map(|(_, value)| value.to_owned());
         let unauthorized = || {
-            error(
+            Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "Not authenticated: the session is missing, invalid or expired",
                 &[],
-            )
+            ))
         };
         let mut state = self.state();
         let idle_timeout = state.idle_timeout;
@@ -478,12 +479,12 @@ impl CccSim {
         }
         session.last_used = Instant::now();
         if session.service != service {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
                 "The session belongs to another service; authenticate against this one",
                 &[],
-            ));
+            )));
         }
         if state.refuse_sessions > 0 {
             state.refuse_sessions -= 1;
@@ -641,7 +642,7 @@ async fn users(
     }
     let service = match sim.authorize(&headers, &service) {
         Ok(service) => service,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let mut errors = Vec::new();
     let page = match param(&query, "Page").map(str::parse::<usize>) {
@@ -732,7 +733,7 @@ async fn usage(
     }
     let service = match sim.authorize(&headers, &service) {
         Ok(service) => service,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let Some(user) = normalize_guid(&user) else {
         return bad_guid("UserGuid", &user);

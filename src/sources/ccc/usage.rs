@@ -139,7 +139,7 @@ impl Totals {
     }
 
     /// The totals under their API names, for evidence.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({
             "totalMessagesSent": self.messages_sent,
             "totalMessagesReceived": self.messages_received,
