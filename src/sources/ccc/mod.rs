@@ -100,6 +100,12 @@ impl Ccc {
         &self.name
     }
 
+    /// How the customer map matches this source's customer keys: service GUIDs, ignoring case,
+    /// dashes and braces (APIS.md §2), so that the map may spell them as CCC's portal does.
+    pub fn key_match(&self) -> crate::mapping::KeyMatch {
+        crate::mapping::KeyMatch::Guid
+    }
+
     /// The configured services, as canonical GUIDs (32 lower-case hex digits).
     pub fn scopes(&self) -> Vec<String> {
         self.services.clone()
