@@ -13,6 +13,7 @@ use crate::sinks::activeplatform::ActivePlatformSettings;
 use crate::sinks::file::FileSinkSettings;
 use crate::sinks::rambase::RamBaseSettings;
 use crate::sources::billable_users::BillableUsersSettings;
+use crate::sources::ccc::CccSettings;
 use crate::sources::genesys::GenesysSettings;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -247,6 +248,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct SourcesSettings {
     pub billable_users: Option<BillableUsersSettings>,
+    pub ccc: Option<CccSettings>,
     pub genesys: Option<GenesysSettings>,
 }
 
@@ -259,6 +261,9 @@ impl SourcesSettings {
         let mut names = Vec::new();
         if self.billable_users.is_some() {
             names.push("billable_users");
+        }
+        if self.ccc.is_some() {
+            names.push("ccc");
         }
         if self.genesys.is_some() {
             names.push("genesys");
@@ -491,6 +496,9 @@ impl Settings {
         }
         if let Some(s) = &self.sources.billable_users {
             problems.extend(s.validate("sources.billable_users"));
+        }
+        if let Some(s) = &self.sources.ccc {
+            problems.extend(s.validate("sources.ccc"));
         }
         if let Some(s) = &self.sources.genesys {
             problems.extend(s.validate("sources.genesys"));

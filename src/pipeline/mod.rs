@@ -74,6 +74,14 @@ pub fn build_connectors(settings: &Settings) -> Result<(Vec<Source>, Vec<Sink>),
             Err(e) => problems.push(Problem::new("sources.billable_users", format!("{e:#}"))),
         }
     }
+    if let Some(s) = &settings.sources.ccc
+        && s.enabled
+    {
+        match crate::sources::ccc::Ccc::new(s) {
+            Ok(source) => sources.push(Source::Ccc(source)),
+            Err(e) => problems.push(Problem::new("sources.ccc", format!("{e:#}"))),
+        }
+    }
     if let Some(s) = &settings.sources.genesys
         && s.enabled
     {

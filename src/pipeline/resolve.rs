@@ -89,7 +89,9 @@ async fn find(
                 })
                 .and_then(|a| app.settings.billing.currency_of(a))
                 .unwrap_or(ap.currency());
-            directory.routes.insert(id.clone(), (SINK.to_owned(), currency));
+            directory
+                .routes
+                .insert(id.clone(), (SINK.to_owned(), currency));
             Ok(Ok(id))
         }
         Err(LookupError::Failed(e)) => {

@@ -5,6 +5,7 @@
 pub mod activeplatform;
 mod bench;
 pub mod billable_users;
+pub mod ccc;
 pub mod genesys;
 pub mod rambase;
 

@@ -2,6 +2,7 @@
 //! this module only lists them behind one enum.
 
 pub mod billable_users;
+pub mod ccc;
 pub mod genesys;
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
@@ -19,6 +20,7 @@ pub struct Page {
 #[derive(Debug)]
 pub enum Source {
     BillableUsers(billable_users::BillableUsers),
+    Ccc(ccc::Ccc),
     Genesys(genesys::Genesys),
 }
 
@@ -27,6 +29,7 @@ impl Source {
     pub fn name(&self) -> &SourceName {
         match self {
             Source::BillableUsers(s) => s.name(),
+            Source::Ccc(s) => s.name(),
             Source::Genesys(s) => s.name(),
         }
     }
@@ -36,7 +39,7 @@ impl Source {
     pub fn key_match(&self) -> KeyMatch {
         match self {
             Source::BillableUsers(_) => KeyMatch::Exact,
-            Source::Genesys(_) => KeyMatch::Guid,
+            Source::Ccc(_) | Source::Genesys(_) => KeyMatch::Guid,
         }
     }
 
@@ -44,6 +47,7 @@ impl Source {
     pub fn scopes(&self) -> Vec<String> {
         match self {
             Source::BillableUsers(s) => s.scopes(),
+            Source::Ccc(s) => s.scopes(),
             Source::Genesys(s) => s.scopes(),
         }
     }
@@ -57,6 +61,7 @@ impl Source {
     ) -> anyhow::Result<Page> {
         match self {
             Source::BillableUsers(s) => s.fetch_page(scope, period, cursor).await,
+            Source::Ccc(s) => s.fetch_page(scope, period, cursor).await,
             Source::Genesys(s) => s.fetch_page(scope, period, cursor).await,
         }
     }
@@ -66,6 +71,7 @@ impl Source {
     pub fn license_type(&self, item: &str) -> Option<LicenseType> {
         match self {
             Source::BillableUsers(s) => s.license_type(item),
+            Source::Ccc(s) => s.license_type(item),
             Source::Genesys(s) => s.license_type(item),
         }
     }
