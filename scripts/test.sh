@@ -65,7 +65,7 @@ say "running the test suite against PostgreSQL ($(echo "$DATABASE_URL" | sed -E 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked --all-targets "$@" 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast --all-targets "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (each test binary prints its own).

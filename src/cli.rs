@@ -151,6 +151,15 @@ pub struct SimArgs {
     /// Port of the RamBase simulator (0: any free port).
     #[arg(long, default_value_t = 8082)]
     pub rambase_port: u16,
+    /// Port of the CCC secure messaging simulator (0: any free port).
+    #[arg(long, default_value_t = 8083)]
+    pub ccc_port: u16,
+    /// Port of the Genesys Cloud simulator, API and login (0: any free port).
+    #[arg(long, default_value_t = 8084)]
+    pub genesys_port: u16,
+    /// Port of the ActivePlatform simulator (0: any free port).
+    #[arg(long, default_value_t = 8085)]
+    pub activeplatform_port: u16,
 }
 
 #[derive(Debug, clap::Args)]

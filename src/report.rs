@@ -155,10 +155,11 @@ fn line_row(l: &LedgerLine) -> Vec<String> {
         l.amount.to_string(),
         l.currency.to_string(),
         l.status.to_string(),
+        l.sink.clone(),
     ]
 }
 
-const LINE_HEADERS: [&str; 11] = [
+const LINE_HEADERS: [&str; 12] = [
     "period",
     "customer",
     "license type",
@@ -170,6 +171,7 @@ const LINE_HEADERS: [&str; 11] = [
     "amount",
     "currency",
     "status",
+    "billing system",
 ];
 
 /// Sum of revision amounts per currency: what the customers are billed in all.

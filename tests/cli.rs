@@ -38,6 +38,9 @@ fn config_for(dir: &Path, sims: &sim::RunningSims, database_url: &str) -> PathBu
     let demo = demo
         .replace("http://127.0.0.1:8081/v1", &sims.billable_users_url)
         .replace("http://127.0.0.1:8082/", &sims.rambase_url)
+        .replace("http://127.0.0.1:8083/api", &sims.ccc_url)
+        .replace("http://127.0.0.1:8084", &sims.genesys_url)
+        .replace("http://127.0.0.1:8085/", &sims.activeplatform_url)
         .replace(
             "[general]",
             &format!("[database]\nurl = \"{database_url}\"\n\n[general]"),
@@ -138,7 +141,9 @@ fn a_bad_period_is_a_usage_error() {
 async fn run_prints_one_json_summary_and_exits_3_on_exceptions() {
     let dir = workspace();
     let settings = sim::demo_settings(&dir.path().join("data")).unwrap();
-    let sims = sim::start_sims(&settings, None, (0, 0)).await.unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
     let db = format!("sqlite://{}", dir.path().join("data/tally.db").display());
     let config = config_for(dir.path(), &sims, &db);
     let run = |args: &'static [&'static str]| {
@@ -151,11 +156,7 @@ async fn run_prints_one_json_summary_and_exits_3_on_exceptions() {
                 .arg(config)
                 .args(args)
                 .env_remove("DATABASE_URL")
-                .env("TALLY__SOURCES__BILLABLE_USERS__TOKEN", sim::DEMO_TOKEN)
-                .env(
-                    "TALLY__SINKS__RAMBASE__CLIENT_SECRET",
-                    sim::DEMO_CLIENT_SECRET,
-                )
+                .envs(sim::demo_secrets())
                 .output()
                 .unwrap()
         })
@@ -175,14 +176,18 @@ async fn run_prints_one_json_summary_and_exits_3_on_exceptions() {
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["status"], "completed_with_exceptions");
     assert_eq!(summary["period"], "2026-10");
-    assert_eq!(summary["records_read"], 51);
-    assert_eq!(summary["lines_created"], 4);
-    assert_eq!(summary["lines_pushed"], 4);
-    assert_eq!(summary["exceptions"], 1);
-    assert_eq!(summary["totals"]["EUR"], "507.50");
+    // 51 people, 33 CCC users with usage, 11 Genesys usage names.
+    assert_eq!(summary["records_read"], 95);
+    assert_eq!(summary["lines_created"], 12);
+    assert_eq!(summary["lines_pushed"], 12);
+    // Hooli Labs (unmapped) and the WEM add-on of both Genesys orgs (no license type).
+    assert_eq!(summary["exceptions"], 3);
+    // RamBase 145.00 + 262.50 + 100.00; ActivePlatform 2,338.50.
+    assert_eq!(summary["totals"]["EUR"], "2846.00");
     assert_eq!(summary["totals"]["NOK"], "945.00");
     assert!(summary["run_id"].is_number());
     assert_eq!(sims.rambase.usages().len(), 4);
+    assert_eq!(sims.activeplatform.corrections().len(), 8);
 
     let lines = run(&["lines", "--period", "2026-10", "--format", "csv"])
         .await
@@ -228,7 +233,32 @@ fn the_demo_runs_twice_and_the_second_time_pushes_nothing() {
     let out = text(&first);
     assert!(out.contains("ACME-001") && out.contains("145.00"), "{out}");
     assert!(
-        out.contains("total EUR: 507.50") && out.contains("total NOK: 945.00"),
+        out.contains("total EUR: 2846.00") && out.contains("total NOK: 945.00"),
+        "{out}"
+    );
+    // A customer of each billing system: Initech's CCC service, found in ActivePlatform by
+    // the attribute holding its GUID, and Globex's Genesys org, mapped to an ActivePlatform id.
+    let line = |customer: &str, license: &str| {
+        out.lines()
+            .find(|l| l.contains(customer) && l.contains(license))
+            .unwrap_or_else(|| panic!("no line of {customer} {license}: {out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        line("2000057", "Professional")
+            .ends_with("ccc 1 line 21 9.00 189.00 EUR pushed activeplatform"),
+        "{out}"
+    );
+    assert!(
+        line("2000041", "CX 3")
+            .ends_with("genesys 1 line 6 152.5000 915.00 EUR pushed activeplatform"),
+        "{out}"
+    );
+    assert!(
+        line("ACME-001", "Service desk")
+            .ends_with("billable_users 1 line 12 12.0833 145.00 EUR pushed rambase"),
         "{out}"
     );
     assert!(
@@ -236,11 +266,13 @@ fn the_demo_runs_twice_and_the_second_time_pushes_nothing() {
         "the unmapped organization is shown: {out}"
     );
     assert!(out.contains("received 4 new usage(s)"), "{out}");
+    assert!(out.contains("received 8 new correction(s)"), "{out}");
 
     let second = demo();
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     let out = text(&second);
     assert!(out.contains("received 0 new usage(s)"), "{out}");
+    assert!(out.contains("received 0 new correction(s)"), "{out}");
     assert!(out.contains("lines pushed      0"), "{out}");
     let state = std::fs::read_to_string(dir.path().join("data/sim/rambase.json")).unwrap();
     assert!(
@@ -253,7 +285,9 @@ fn the_demo_runs_twice_and_the_second_time_pushes_nothing() {
 async fn the_daemon_runs_on_its_schedule_and_stops_cleanly_on_sigterm() {
     let dir = workspace();
     let settings = sim::demo_settings(&dir.path().join("data")).unwrap();
-    let sims = sim::start_sims(&settings, None, (0, 0)).await.unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
     let db = format!("sqlite://{}", dir.path().join("data/tally.db").display());
     let config = config_for(dir.path(), &sims, &db);
     // Every second, so that the test sees a scheduled run quickly.
@@ -274,11 +308,7 @@ async fn the_daemon_runs_on_its_schedule_and_stops_cleanly_on_sigterm() {
         .arg(&config)
         .arg("daemon")
         .env_remove("DATABASE_URL")
-        .env("TALLY__SOURCES__BILLABLE_USERS__TOKEN", sim::DEMO_TOKEN)
-        .env(
-            "TALLY__SINKS__RAMBASE__CLIENT_SECRET",
-            sim::DEMO_CLIENT_SECRET,
-        )
+        .envs(sim::demo_secrets())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -28,7 +28,9 @@ fn options(dry_run: bool) -> RunOptions {
 
 async fn sims() -> RunningSims {
     let settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
-    sim::start_sims(&settings, None, (0, 0)).await.unwrap()
+    sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap()
 }
 
 async fn app(sims: &RunningSims, db: &DatabaseTarget, tweak: impl FnOnce(&mut Settings)) -> App {
@@ -38,6 +40,15 @@ async fn app(sims: &RunningSims, db: &DatabaseTarget, tweak: impl FnOnce(&mut Se
         DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
     });
     sim::point_at(&mut settings, sims);
+    // These tests are about the ledger with one source and one billing system; the demo's
+    // other systems are exercised by tests/multi_source.rs.
+    settings.sources.ccc = None;
+    settings.sources.genesys = None;
+    settings.sinks.activeplatform = None;
+    settings
+        .billing
+        .accounts
+        .retain(|a| a.sink.as_deref() != Some("activeplatform"));
     if let Some(s) = settings.sources.billable_users.as_mut() {
         s.http.backoff_ms = 10;
     }

@@ -16,8 +16,11 @@ use crate::config::Settings;
 use crate::domain::{Period, Trigger};
 use crate::pipeline::{self, App, RunOptions};
 use crate::report;
+use activeplatform::ActivePlatformSim;
 use anyhow::Context as _;
 use billable_users::{BillableUsersSim, Person};
+use ccc::{CccSim, CccUser};
+use genesys::GenesysSim;
 use rambase::RamBaseSim;
 use secrecy::SecretString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -87,30 +90,86 @@ pub fn demo_people() -> Vec<Person> {
     people
 }
 
-/// The two simulators, serving.
+/// Credentials of the other demo simulators (a sandbox's, not secrets).
+pub const DEMO_CCC_USERNAME: &str = "tally-demo";
+pub const DEMO_CCC_PASSWORD: &str = "demo-password";
+pub const DEMO_AP_TOKEN: &str = "demo-ap-token";
+pub const DEMO_AP_RESELLER: &str = "demo-reseller";
+
+/// The demo's CCC services: (service GUID, seed, users). Initech's service is not in the
+/// customer map: its ActivePlatform account is found by the custom attribute holding the
+/// GUID. Acme's is mapped to the e-mail address of its ActivePlatform account.
+pub const DEMO_CCC_SERVICES: &[(&str, u32, usize)] = &[
+    ("6f9619ff-8b86-d011-b42d-00c04fc964ff", 7, 30),
+    ("a1c3e5f7-0b2d-4e6f-8a1c-3e5f7a9b0001", 3, 12),
+];
+
+/// Where each simulator listens (0: any free port).
+#[derive(Debug, Clone, Copy)]
+pub struct SimPorts {
+    pub billable_users: u16,
+    pub rambase: u16,
+    pub ccc: u16,
+    pub genesys: u16,
+    pub activeplatform: u16,
+}
+
+impl SimPorts {
+    /// Any free ports (tests, `tally demo`).
+    pub const ANY: SimPorts = SimPorts {
+        billable_users: 0,
+        rambase: 0,
+        ccc: 0,
+        genesys: 0,
+        activeplatform: 0,
+    };
+}
+
+/// The five simulators, serving.
 pub struct RunningSims {
     pub billable_users: BillableUsersSim,
     pub rambase: RamBaseSim,
+    pub ccc: CccSim,
+    pub genesys: GenesysSim,
+    pub activeplatform: ActivePlatformSim,
     pub billable_users_url: String,
     pub rambase_url: String,
-    _handles: (billable_users::SimHandle, rambase::SimHandle),
+    pub ccc_url: String,
+    pub genesys_url: String,
+    pub activeplatform_url: String,
+    _handles: (
+        billable_users::SimHandle,
+        rambase::SimHandle,
+        ccc::SimHandle,
+        genesys::SimHandle,
+        activeplatform::SimHandle,
+    ),
 }
 
-/// Starts both simulators with the demo data, RamBase's plans, items and periods taken from
-/// `settings`, and RamBase's state kept in `state_dir` (if given).
+/// Starts the simulators with the demo data, RamBase's plans, items and periods taken from
+/// `settings`, and the billing systems' state kept in `state_dir` (if given).
 pub async fn start_sims(
     settings: &Settings,
     state_dir: Option<&Path>,
-    ports: (u16, u16),
+    ports: SimPorts,
 ) -> anyhow::Result<RunningSims> {
     let period: Period = DEMO_PERIOD.parse()?;
     let billable = BillableUsersSim::new(DEMO_TOKEN, DEMO_ACCOUNT);
     billable.set_people(period, demo_people());
     let mut rambase = RamBaseSim::new(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let ccc_sim = CccSim::new(DEMO_CCC_USERNAME, DEMO_CCC_PASSWORD);
+    for (guid, seed, users) in DEMO_CCC_SERVICES {
+        ccc_sim.add_service(guid, CccUser::generate(*seed, *users, period));
+    }
+    let genesys_sim = GenesysSim::new();
+    genesys_sim.load_demo(period);
+    let mut ap = ActivePlatformSim::new(DEMO_AP_TOKEN, DEMO_AP_RESELLER);
+    ap.add_demo_accounts();
     if let Some(dir) = state_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the simulators' folder {}", dir.display()))?;
         rambase = rambase.with_state_file(dir.join("rambase.json"))?;
+        ap = ap.with_state_file(dir.join("activeplatform.json"))?;
     }
     if let Some(rb) = &settings.sinks.rambase {
         for item in &rb.items {
@@ -121,20 +180,39 @@ pub async fn start_sims(
             rambase.add_period(*period_id, p.first_day(), p.last_day());
         }
     }
+    let at = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let bu = billable
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, ports.0)))
+        .serve(at(ports.billable_users))
         .await
         .context("starting the billable-users simulator")?;
     let rb = rambase
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, ports.1)))
+        .serve(at(ports.rambase))
         .await
         .context("starting the RamBase simulator")?;
+    let cc = ccc_sim
+        .serve(at(ports.ccc))
+        .await
+        .context("starting the CCC simulator")?;
+    let gs = genesys_sim
+        .serve(at(ports.genesys))
+        .await
+        .context("starting the Genesys Cloud simulator")?;
+    let apx = ap
+        .serve(at(ports.activeplatform))
+        .await
+        .context("starting the ActivePlatform simulator")?;
     Ok(RunningSims {
         billable_users_url: bu.base_url(),
         rambase_url: rb.base_url(),
+        ccc_url: cc.base_url(),
+        genesys_url: gs.base_url(),
+        activeplatform_url: apx.base_url(),
         billable_users: billable,
         rambase,
-        _handles: (bu, rb),
+        ccc: ccc_sim,
+        genesys: genesys_sim,
+        activeplatform: ap,
+        _handles: (bu, rb, cc, gs, apx),
     })
 }
 
@@ -145,11 +223,65 @@ pub fn point_at(settings: &mut Settings, sims: &RunningSims) {
         s.account = DEMO_ACCOUNT.to_owned();
         s.token = Some(SecretString::from(DEMO_TOKEN));
     }
+    if let Some(s) = settings.sources.ccc.as_mut() {
+        s.base_url = sims.ccc_url.clone();
+        s.username = DEMO_CCC_USERNAME.to_owned();
+        s.password = Some(SecretString::from(DEMO_CCC_PASSWORD));
+    }
+    if let Some(s) = settings.sources.genesys.as_mut() {
+        s.api_base_url = Some(sims.genesys_url.clone());
+        s.login_base_url = Some(sims.genesys_url.clone());
+        for (name, org_id, client_id, secret) in genesys::DEMO_ORGS {
+            if let Some(org) = s.orgs.get_mut(*name) {
+                org.org_id = (*org_id).to_owned();
+                org.client_id = (*client_id).to_owned();
+                org.client_secret = Some(SecretString::from(*secret));
+            }
+        }
+    }
     if let Some(s) = settings.sinks.rambase.as_mut() {
         s.base_url = sims.rambase_url.clone();
         s.client_id = DEMO_CLIENT_ID.to_owned();
         s.client_secret = Some(SecretString::from(DEMO_CLIENT_SECRET));
     }
+    if let Some(s) = settings.sinks.activeplatform.as_mut() {
+        s.base_url = sims.activeplatform_url.clone();
+        s.reseller_id = DEMO_AP_RESELLER.to_owned();
+        s.api_token = Some(SecretString::from(DEMO_AP_TOKEN));
+    }
+}
+
+/// The environment variables that give a configuration the demo simulators' secrets, for a
+/// `tally` process pointed at `tally sim`.
+pub fn demo_secrets() -> Vec<(String, String)> {
+    let mut vars = vec![
+        (
+            "TALLY__SOURCES__BILLABLE_USERS__TOKEN".to_owned(),
+            DEMO_TOKEN.to_owned(),
+        ),
+        (
+            "TALLY__SINKS__RAMBASE__CLIENT_SECRET".to_owned(),
+            DEMO_CLIENT_SECRET.to_owned(),
+        ),
+        (
+            "TALLY__SOURCES__CCC__PASSWORD".to_owned(),
+            DEMO_CCC_PASSWORD.to_owned(),
+        ),
+        (
+            "TALLY__SINKS__ACTIVEPLATFORM__API_TOKEN".to_owned(),
+            DEMO_AP_TOKEN.to_owned(),
+        ),
+    ];
+    for (name, _, _, secret) in genesys::DEMO_ORGS {
+        vars.push((
+            format!(
+                "TALLY__SOURCES__GENESYS__ORGS__{}__CLIENT_SECRET",
+                name.to_ascii_uppercase()
+            ),
+            (*secret).to_owned(),
+        ));
+    }
+    vars
 }
 
 /// The demo's configuration: `config/demo.toml` with no environment overlay (a
@@ -169,19 +301,19 @@ pub fn demo_settings(data_dir: &Path) -> anyhow::Result<Settings> {
 pub async fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
     let mut settings = demo_settings(&args.data_dir)?;
     crate::cli::init_tracing(&settings, None);
-    let sims = start_sims(&settings, Some(&args.data_dir.join("sim")), (0, 0)).await?;
+    let sims = start_sims(&settings, Some(&args.data_dir.join("sim")), SimPorts::ANY).await?;
     point_at(&mut settings, &sims);
-    let held_before = sims.rambase.usages().len();
+    let usages_before = sims.rambase.usages().len();
+    let corrections_before = sims.activeplatform.corrections().len();
     let app = App::build(settings).await?;
     let period: Period = DEMO_PERIOD.parse()?;
     println!(
-        "tally demo: billing {period} from the billable-users simulator into the RamBase simulator"
+        "tally demo: billing {period} from three sources (billable users, CCC, Genesys Cloud) into two billing systems (RamBase, ActivePlatform), all simulated"
     );
     println!(
-        "  state: {}   simulators: {} and {}\n",
+        "  state: {}   simulators' state: {}\n",
         app.settings.general.data_dir.join("tally.db").display(),
-        sims.billable_users_url,
-        sims.rambase_url
+        args.data_dir.join("sim").display()
     );
     let report = pipeline::run(
         &app,
@@ -202,12 +334,17 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
     }
     println!();
     print!("{}", report::summary_text(&report.summary));
-    let held_after = sims.rambase.usages().len();
+    let usages_after = sims.rambase.usages().len();
+    let corrections_after = sims.activeplatform.corrections().len();
     println!(
-        "\nRamBase simulator: received {} new usage(s) in this run; it holds {held_after} in all.",
-        held_after - held_before
+        "\nRamBase simulator: received {} new usage(s) in this run; it holds {usages_after} in all.",
+        usages_after - usages_before
     );
-    if held_after == held_before {
+    println!(
+        "ActivePlatform simulator: received {} new correction(s) in this run; it holds {corrections_after} in all.",
+        corrections_after - corrections_before
+    );
+    if usages_after == usages_before && corrections_after == corrections_before {
         println!(
             "Nothing new was pushed: run the demo as often as you like, it never bills twice."
         );
@@ -223,29 +360,45 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
     )
 }
 
-/// `tally sim`: serves both simulators until Ctrl-C.
+/// `tally sim`: serves the five simulators until Ctrl-C.
 pub async fn serve_command(args: &SimArgs) -> anyhow::Result<()> {
     let settings = demo_settings(Path::new("data"))?;
     crate::cli::init_tracing(&settings, Some("info"));
     let sims = start_sims(
         &settings,
         Some(&args.data_dir),
-        (args.billable_users_port, args.rambase_port),
+        SimPorts {
+            billable_users: args.billable_users_port,
+            rambase: args.rambase_port,
+            ccc: args.ccc_port,
+            genesys: args.genesys_port,
+            activeplatform: args.activeplatform_port,
+        },
     )
     .await?;
-    println!("billable-users API simulator: {}", sims.billable_users_url);
     println!(
-        "  headers: Authorization: Bearer {DEMO_TOKEN}   X-4me-Account: {DEMO_ACCOUNT}   (data for {DEMO_PERIOD})"
+        "Simulators of {DEMO_PERIOD}'s demo data (state in {}):",
+        args.data_dir.display()
     );
-    println!("RamBase simulator:            {}", sims.rambase_url);
+    println!("  billable-users API  {}", sims.billable_users_url);
+    println!("    headers: Authorization: Bearer {DEMO_TOKEN}   X-4me-Account: {DEMO_ACCOUNT}");
+    println!("  CCC                 {}", sims.ccc_url);
+    println!("    sign in: username {DEMO_CCC_USERNAME}, password {DEMO_CCC_PASSWORD}");
+    println!("  Genesys Cloud       {} (api and login)", sims.genesys_url);
+    for (name, org_id, client_id, secret) in genesys::DEMO_ORGS {
+        println!("    org {name}: {org_id}, client {client_id} / {secret}");
+    }
+    println!("  RamBase             {}", sims.rambase_url);
     println!(
-        "  token: POST {}oauth2/access_token with client_id={DEMO_CLIENT_ID} client_secret={DEMO_CLIENT_SECRET}",
+        "    token: POST {}oauth2/access_token with client_id={DEMO_CLIENT_ID} client_secret={DEMO_CLIENT_SECRET}",
         sims.rambase_url
     );
-    println!("  state: {}", args.data_dir.join("rambase.json").display());
-    println!(
-        "Point a configuration at them with TALLY__SOURCES__BILLABLE_USERS__TOKEN={DEMO_TOKEN} and TALLY__SINKS__RAMBASE__CLIENT_SECRET={DEMO_CLIENT_SECRET}."
-    );
+    println!("  ActivePlatform      {}", sims.activeplatform_url);
+    println!("    api_token {DEMO_AP_TOKEN}, reseller {DEMO_AP_RESELLER}");
+    println!("config/demo.toml points at these ports; give tally the secrets with:");
+    for (var, value) in demo_secrets() {
+        println!("  export {var}={value}");
+    }
     println!("Ctrl-C stops them.");
     tokio::signal::ctrl_c().await?;
     Ok(())
