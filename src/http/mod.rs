@@ -45,6 +45,56 @@ impl Default for HttpSettings {
     }
 }
 
+impl HttpSettings {
+    /// Every problem of the `http` table of the source or sink at `at` (e.g. `sources.ccc`).
+    pub fn validate(&self, at: &str) -> Vec<crate::config::Problem> {
+        use crate::config::Problem;
+        let mut problems = Vec::new();
+        if self.timeout_secs == 0 {
+            problems.push(Problem::new(
+                format!("{at}.http.timeout_secs"),
+                "is 0: every request needs a timeout of at least 1 s",
+            ));
+        }
+        if self.backoff_ms > self.max_backoff_ms {
+            problems.push(Problem::new(
+                format!("{at}.http.backoff_ms"),
+                format!(
+                    "is {} ms, longer than http.max_backoff_ms ({} ms)",
+                    self.backoff_ms, self.max_backoff_ms
+                ),
+            ));
+        }
+        problems
+    }
+}
+
+/// `Ok` when `base_url` is an absolute http(s) URL with a host and without credentials, query
+/// or fragment, so that tally can join API paths to it and never logs a password. `example`
+/// ends each message; `credentials` says where credentials belong instead.
+pub fn check_base_url(base_url: &str, example: &str, credentials: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(base_url.trim())
+        .map_err(|e| format!("{base_url:?} is not a URL ({e}); {example}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{base_url:?} must start with https:// (or http:// for the simulator); {example}"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{base_url:?} has no host; {example}"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in a URL end up in logs.
+        return Err(format!("must not contain credentials; {credentials}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{base_url:?} must not have a query or fragment; {example}"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a request may be sent again after a failure whose outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotency {

@@ -163,12 +163,7 @@ impl ActivePlatformSettings {
                 ),
             ));
         }
-        if self.http.timeout_secs == 0 {
-            problems.push(Problem::new(
-                format!("{at}.http.timeout_secs"),
-                "is 0: every request needs a timeout of at least 1 second",
-            ));
-        }
+        problems.extend(self.http.validate(at));
         problems
     }
 }

@@ -191,6 +191,7 @@ impl RamBaseSettings {
                 ));
             }
         }
+        problems.extend(self.http.validate(at));
         problems
     }
 }

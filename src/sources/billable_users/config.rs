@@ -76,7 +76,11 @@ impl BillableUsersSettings {
         let mut problems = Vec::new();
         let key = |field: &str| format!("{at}.{field}");
 
-        if let Err(message) = check_base_url(&self.base_url) {
+        if let Err(message) = crate::http::check_base_url(
+            &self.base_url,
+            "e.g. https://api.example.com/v1",
+            &format!("set the token in {TOKEN_ENV} instead"),
+        ) {
             problems.push(Problem::new(key("base_url"), message));
         }
         if self.account.trim().is_empty() {
@@ -96,7 +100,7 @@ impl BillableUsersSettings {
             ));
         }
         if self.enabled {
-            let env = env_var_for(at, "token");
+            let env = crate::config::env_var_for(&format!("{at}.token"));
             match &self.token {
                 None => problems.push(Problem::new(
                     key("token"),
@@ -126,56 +130,9 @@ impl BillableUsersSettings {
                 "is empty: name the license type billable people are billed as, as in the pricing table",
             ));
         }
-        if self.http.timeout_secs == 0 {
-            problems.push(Problem::new(
-                key("http.timeout_secs"),
-                "is 0: every request needs a timeout of at least 1 s",
-            ));
-        }
-        if self.http.backoff_ms > self.http.max_backoff_ms {
-            problems.push(Problem::new(
-                key("http.backoff_ms"),
-                format!(
-                    "is {} ms, longer than http.max_backoff_ms ({} ms)",
-                    self.http.backoff_ms, self.http.max_backoff_ms
-                ),
-            ));
-        }
+        problems.extend(self.http.validate(at));
         problems
     }
-}
-
-/// The environment variable that sets `{at}.{field}` under the `config` crate's `TALLY__`
-/// prefix and `__` separator.
-fn env_var_for(at: &str, field: &str) -> String {
-    format!("TALLY__{}__{}", at.replace('.', "__"), field).to_ascii_uppercase()
-}
-
-/// `Ok` when `base_url` is an absolute http(s) URL tally can append `/account/...` to.
-fn check_base_url(base_url: &str) -> Result<(), String> {
-    let example = "e.g. https://api.example.com/v1";
-    let url = reqwest::Url::parse(base_url.trim())
-        .map_err(|e| format!("{base_url:?} is not a URL ({e}); {example}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "{base_url:?} must start with https:// (or http:// for the simulator); {example}"
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{base_url:?} has no host; {example}"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // The token belongs in the environment, not in a URL that ends up in logs.
-        return Err(format!(
-            "must not contain credentials; set the token in {TOKEN_ENV} instead"
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{base_url:?} must not have a query or fragment; {example}"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -104,7 +104,11 @@ impl CccSettings {
         let mut problems = Vec::new();
         let key = |field: &str| format!("{at}.{field}");
 
-        if let Err(message) = check_base_url(&self.base_url) {
+        if let Err(message) = crate::http::check_base_url(
+            &self.base_url,
+            "e.g. https://api.secure-messaging.com/api",
+            &format!("set sources.ccc.username and {PASSWORD_ENV} instead"),
+        ) {
             problems.push(Problem::new(key("base_url"), message));
         }
         if self.username.trim().is_empty() {
@@ -114,7 +118,7 @@ impl CccSettings {
             ));
         }
         if self.enabled {
-            let env = env_var_for(at, "password");
+            let env = crate::config::env_var_for(&format!("{at}.password"));
             match &self.password {
                 None => problems.push(Problem::new(
                     key("password"),
@@ -217,56 +221,9 @@ impl CccSettings {
                 ));
             }
         }
-        if self.http.timeout_secs == 0 {
-            problems.push(Problem::new(
-                key("http.timeout_secs"),
-                "is 0: every request needs a timeout of at least 1 s",
-            ));
-        }
-        if self.http.backoff_ms > self.http.max_backoff_ms {
-            problems.push(Problem::new(
-                key("http.backoff_ms"),
-                format!(
-                    "is {} ms, longer than http.max_backoff_ms ({} ms)",
-                    self.http.backoff_ms, self.http.max_backoff_ms
-                ),
-            ));
-        }
+        problems.extend(self.http.validate(at));
         problems
     }
-}
-
-/// The environment variable that sets `{at}.{field}` under the `config` crate's `TALLY__`
-/// prefix and `__` separator.
-fn env_var_for(at: &str, field: &str) -> String {
-    format!("TALLY__{}__{}", at.replace('.', "__"), field).to_ascii_uppercase()
-}
-
-/// `Ok` when `base_url` is an absolute http(s) URL tally can append `v1/login` to.
-fn check_base_url(base_url: &str) -> Result<(), String> {
-    let example = "e.g. https://api.secure-messaging.com/api";
-    let url = reqwest::Url::parse(base_url.trim())
-        .map_err(|e| format!("{base_url:?} is not a URL ({e}); {example}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "{base_url:?} must start with https:// (or http:// for the simulator); {example}"
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{base_url:?} has no host; {example}"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // Credentials in a URL end up in logs; the password belongs in the environment.
-        return Err(format!(
-            "must not contain credentials; set sources.ccc.username and {PASSWORD_ENV} instead"
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{base_url:?} must not have a query or fragment; {example}"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -115,7 +115,11 @@ impl GenesysSettings {
             ("login_base_url", &self.login_base_url),
         ] {
             if let Some(url) = value
-                && let Err(message) = check_base_url(url)
+                && let Err(message) = crate::http::check_base_url(
+                    url,
+                    "e.g. http://127.0.0.1:8084 for the simulator",
+                    "client secrets come from the environment",
+                )
             {
                 problems.push(Problem::new(key(field), message));
             }
@@ -213,6 +217,7 @@ impl GenesysSettings {
                 ),
             ));
         }
+        problems.extend(self.http.validate(at));
         problems
     }
 
@@ -309,32 +314,6 @@ fn check_region(region: &str) -> Result<(), String> {
     if region.starts_with("api.") || region.starts_with("login.") {
         return Err(format!(
             "{region:?} starts with api. or login.: give the region only; {example}"
-        ));
-    }
-    Ok(())
-}
-
-/// `Ok` when `base_url` is an absolute http(s) URL without credentials, query or fragment.
-fn check_base_url(base_url: &str) -> Result<(), String> {
-    let example = "e.g. http://127.0.0.1:8080 for the simulator";
-    let url = reqwest::Url::parse(base_url.trim())
-        .map_err(|e| format!("{base_url:?} is not a URL ({e}); {example}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "{base_url:?} must start with https:// (or http:// for the simulator)"
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{base_url:?} has no host; {example}"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "must not contain credentials; client secrets come from the environment".to_owned(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{base_url:?} must not have a query or fragment; {example}"
         ));
     }
     Ok(())
