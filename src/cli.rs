@@ -62,13 +62,16 @@ pub enum Command {
     Migrate,
     /// Checks the configuration, the pricing table and the customer map; lists every problem.
     CheckConfig,
-    /// Serves the simulators of the billing-users API and RamBase on loopback ports.
+    /// Serves the five simulators on loopback ports: billable users, CCC, Genesys Cloud,
+    /// RamBase and ActivePlatform.
     ///
     /// A sandbox for trying configurations: the simulators enforce the vendors' auth, paging,
-    /// limits and error shapes, with the demo's data set. Stop with Ctrl-C.
+    /// limits and error shapes, with the demo's data set; config/demo.toml points at their
+    /// default ports. It prints the secrets to export. Stop with Ctrl-C.
     Sim(SimArgs),
     /// Runs the demo: simulators in-process, an SQLite file under ./data/, one sync of the demo
-    /// month, the run summary and the invoice lines. Run it twice: the second pushes nothing.
+    /// month from three sources into two billing systems, the run summary and the invoice
+    /// lines. Run it twice: the second pushes nothing.
     Demo(DemoArgs),
     /// Runs the nightly schedule from [schedule] (one runner at a time across instances).
     Daemon,
