@@ -369,6 +369,38 @@ async fn accounts_found_twice_or_not_at_all_are_exceptions_naming_the_candidates
         report.summary.lines_pushed, 4,
         "the known services are billed"
     );
+
+    // Someone sets the attribute on a new ActivePlatform account: the next run of the same
+    // process (the daemon's) looks again and bills the service there.
+    sims2
+        .activeplatform
+        .add_account(tally::sim::activeplatform::ApAccount {
+            id: 2_000_099,
+            name: "Bad Code Ltd".to_owned(),
+            email: "billing@badcode.example".to_owned(),
+            status: "active".to_owned(),
+            custom_attributes: tally::sim::activeplatform::CustomAttributes::map(&[(
+                "tally_customer_key",
+                "0BADC0DE-0000-4000-8000-000000000099",
+            )]),
+        });
+    let report = pipeline::run(&app2, &options(Some("ccc"))).await.unwrap();
+    assert!(
+        report
+            .exceptions
+            .iter()
+            .all(|e| !e.customer_key.contains("0badc0de")),
+        "{:?}",
+        report.exceptions
+    );
+    assert!(report.summary.lines_pushed >= 1, "{:?}", report.summary);
+    assert!(
+        sims2
+            .activeplatform
+            .corrections()
+            .iter()
+            .any(|c| c.account_id == 2_000_099)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

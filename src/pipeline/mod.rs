@@ -214,6 +214,10 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
         None => app.sources.iter().collect(),
     };
     let period = options.period;
+    // Accounts looked up in a billing system are cached for one run, not for the daemon's life.
+    for sink in &app.sinks {
+        sink.begin_run();
+    }
     let run_id = if options.dry_run {
         None
     } else {

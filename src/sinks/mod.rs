@@ -51,6 +51,14 @@ impl Sink {
         }
     }
 
+    /// Forgets what the connector cached during the previous run (ActivePlatform's accounts),
+    /// so that every run sees the billing system as it is now.
+    pub fn begin_run(&self) {
+        if let Sink::ActivePlatform(s) = self {
+            s.clear_cache();
+        }
+    }
+
     /// Can this line go to this billing system as it is? Pure, called while planning: an
     /// `Err(reason)` makes the line a `not_billable` exception (e.g. a fractional quantity for
     /// RamBase, or no plan/item configured for the account and license type).
