@@ -340,3 +340,23 @@ async fn the_daemon_runs_on_its_schedule_and_stops_cleanly_on_sigterm() {
     assert_ne!(run.status, tally::domain::RunStatus::Failed, "{run:?}");
     assert_eq!(exit.code(), Some(0), "SIGTERM stops the daemon cleanly");
 }
+
+/// The benchmark of docs/PERFORMANCE.md, at a size a test can afford: it must run end to end
+/// on Postgres, push one line per organization and nothing on its re-run (exit 0 says so).
+#[test]
+fn the_benchmark_runs_end_to_end_on_postgres() {
+    let dir = workspace();
+    let output = tally()
+        .current_dir(dir.path())
+        .args(["bench", "--orgs", "3", "--people-per-org", "120"])
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("360 billable users"), "{out}");
+    assert!(out.contains("3 lines pushed"), "{out}");
+    assert!(
+        out.contains("re-run:") && out.contains("0 lines pushed"),
+        "{out}"
+    );
+}

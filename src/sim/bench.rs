@@ -75,6 +75,10 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
     settings.billing.pricing_file = pricing_file;
     settings.billing.customers_file = customers_file;
     settings.billing.accounts.clear();
+    // One source and one billing system: the benchmark measures the pipeline, not the demo.
+    settings.sources.ccc = None;
+    settings.sources.genesys = None;
+    settings.sinks.activeplatform = None;
     if let Some(s) = settings.sources.billable_users.as_mut() {
         s.base_url = bu.base_url();
         s.token = Some(SecretString::from(DEMO_TOKEN));
