@@ -12,6 +12,7 @@
 //! (400); a body that is not `application/vnd.api+json` is refused (415); a wrong `type` is 409;
 //! invalid attributes are 422 with one JSON:API error per problem. Lists are in id order.
 
+pub use super::server::SimHandle;
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
@@ -136,31 +137,6 @@ pub struct ActivePlatformSim {
     api_token: Arc<str>,
     reseller_id: Arc<str>,
     inner: Arc<Mutex<Inner>>,
-}
-
-/// A running simulator; it stops accepting connections when this is dropped.
-#[derive(Debug)]
-pub struct SimHandle {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SimHandle {
-    /// `http://127.0.0.1:PORT/`, for `sinks.activeplatform.base_url`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    /// The address the simulator listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// The demo's accounts: attributes in both shapes, one GUID key written with braces and
@@ -318,10 +294,6 @@ impl ActivePlatformSim {
 
     /// Starts serving on `addr` (port 0 picks a free port).
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the ActivePlatform simulator to {addr}"))?;
-        let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/api/vendor/v1/accounts.json", get(list_accounts))
             .route(
@@ -331,12 +303,7 @@ impl ActivePlatformSim {
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), faults))
             .with_state(self.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "ActivePlatform simulator stopped");
-            }
-        });
-        Ok(SimHandle { addr, task })
+        super::server::spawn("ActivePlatform", app, addr, "/").await
     }
 }
 

@@ -25,6 +25,7 @@
 //!   empty cells for null, CRLF line ends, and a tab before values beginning with `= + - @`.
 //!   Refusals stay JSON `{"message": ...}`, as they are for the real API's `.csv` URLs.
 
+pub use super::server::SimHandle;
 use crate::domain::Period;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -257,28 +258,11 @@ impl BillableUsersSim {
     /// Binds `addr` (port 0 picks a free one) and serves until the handle is shut down or
     /// dropped.
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let router = Router::new()
             .route("/v1/account/billable_users", get(list_json))
             .route("/v1/account/billable_users.csv", get(list_csv))
             .with_state(self.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "billable users simulator stopped");
-            }
-        });
-        Ok(SimHandle {
-            addr,
-            stop: Some(stop),
-            task,
-        })
+        super::server::spawn("billable users", router, addr, "/v1").await
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {
@@ -288,42 +272,6 @@ impl BillableUsersSim {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A running simulator. Dropping it stops the server.
-#[derive(Debug)]
-pub struct SimHandle {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SimHandle {
-    /// The API root the connector's `base_url` takes: `http://127.0.0.1:PORT/v1`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting connections and lets requests in flight finish.
-    pub fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        // Dropped without `shutdown`: stop at once. After `shutdown` the task is left to finish
-        // its graceful stop.
-        if self.stop.take().is_some() {
-            self.task.abort();
-        }
     }
 }
 

@@ -17,6 +17,7 @@
 //!   spelling in paths.
 //! - Injected faults (`fail_next`) apply to every request, sign-in included.
 
+pub use super::server::SimHandle;
 use crate::domain::Period;
 use crate::sources::ccc::normalize_guid;
 use axum::Router;
@@ -373,8 +374,6 @@ impl CccSim {
     /// Binds `addr` (port 0 picks a free one) and serves until the handle is shut down or
     /// dropped.
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let router = Router::new()
             .route("/api/v1/login", post(login))
             .route("/api/services/{service}/authenticate", post(authenticate))
@@ -384,22 +383,7 @@ impl CccSim {
                 error(StatusCode::NOT_FOUND, "NotFound", "No route matches", &[])
             })
             .with_state(self.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "CCC simulator stopped");
-            }
-        });
-        Ok(SimHandle {
-            addr,
-            stop: Some(stop),
-            task,
-        })
+        super::server::spawn("CCC", router, addr, "/api").await
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {
@@ -491,40 +475,6 @@ impl CccSim {
             return Err(unauthorized());
         }
         Ok(service)
-    }
-}
-
-/// A running simulator. Dropping it stops the server.
-#[derive(Debug)]
-pub struct SimHandle {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SimHandle {
-    /// The API root the connector's `base_url` takes: `http://127.0.0.1:PORT/api`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}/api", self.addr)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting connections and lets requests in flight finish.
-    pub fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        if self.stop.take().is_some() {
-            self.task.abort();
-        }
     }
 }
 

@@ -20,6 +20,7 @@
 //! - Injected faults (`fail_next`, `rate_limit_next`) come first, before authentication, on
 //!   either endpoint, like an overloaded gateway; they are counted as requests.
 
+pub use super::server::SimHandle;
 use crate::domain::Period;
 use axum::Router;
 use axum::body::Bytes;
@@ -147,31 +148,6 @@ impl std::fmt::Debug for GenesysSim {
 impl Default for GenesysSim {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// A running simulator; it stops accepting connections when this is dropped.
-#[derive(Debug)]
-pub struct SimHandle {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SimHandle {
-    /// `http://127.0.0.1:PORT`, for both `sources.genesys.api_base_url` and `login_base_url`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The address the simulator listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -303,19 +279,12 @@ impl GenesysSim {
 
     /// Starts serving on `addr` (port 0 picks a free port).
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let app = Router::new()
             .route(TOKEN_PATH, post(token))
             .route(REPORT_PATH, get(report))
             .layer(middleware::from_fn_with_state(self.clone(), faults))
             .with_state(self.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "Genesys simulator stopped");
-            }
-        });
-        Ok(SimHandle { addr, task })
+        super::server::spawn("Genesys", app, addr, "").await
     }
 }
 

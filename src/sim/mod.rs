@@ -8,6 +8,7 @@ pub mod billable_users;
 pub mod ccc;
 pub mod genesys;
 pub mod rambase;
+mod server;
 
 pub use bench::bench;
 

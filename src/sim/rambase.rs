@@ -9,6 +9,7 @@
 //! comes to rely on a filter the simulator would not apply. `$db` is accepted and ignored (one
 //! company). Lists are in usage id order.
 
+pub use super::server::SimHandle;
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
@@ -80,31 +81,6 @@ pub struct RamBaseSim {
     client_id: Arc<str>,
     client_secret: Arc<str>,
     inner: Arc<Mutex<Inner>>,
-}
-
-/// A running simulator; it stops accepting connections when this is dropped.
-#[derive(Debug)]
-pub struct SimHandle {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SimHandle {
-    /// `http://127.0.0.1:PORT/`, for `sinks.rambase.base_url`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    /// The address the simulator listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl RamBaseSim {
@@ -246,22 +222,13 @@ impl RamBaseSim {
 
     /// Starts serving on `addr` (port 0 picks a free port).
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the RamBase simulator to {addr}"))?;
-        let addr = listener.local_addr()?;
         let usages_path = "/sales/recurring-invoice-plans/{plan}/items/{item}/recurring-invoice-periods/{period}/usages";
         let app = Router::new()
             .route("/oauth2/access_token", post(token))
             .route(usages_path, get(list_usages).post(create_usage))
             .layer(middleware::from_fn_with_state(self.clone(), faults))
             .with_state(self.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "RamBase simulator stopped");
-            }
-        });
-        Ok(SimHandle { addr, task })
+        super::server::spawn("RamBase", app, addr, "/").await
     }
 }
 
