@@ -370,9 +370,9 @@ async fn faults(State(sim): State<GenesysSim>, request: Request, next: Next) -> 
 /// `POST /oauth/token`: Basic auth with the client's id and secret, form
 /// `grant_type=client_credentials`.
 async fn token(State(sim): State<GenesysSim>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = match parse_form(&body) {
+    let form = match serde_urlencoded::from_bytes::<HashMap<String, String>>(&body) {
         Ok(form) => form,
-        Err(()) => {
+        Err(_) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -605,36 +605,6 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// A form body as a map; `Err` when it is not UTF-8 or has a bad percent escape.
-fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, ()> {
-    let text = std::str::from_utf8(body).map_err(|_| ())?;
-    let mut map = HashMap::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(percent_decode(k)?, percent_decode(v)?);
-    }
-    Ok(map)
-}
-
-fn percent_decode(s: &str) -> Result<String, ()> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s.get(i + 1..i + 3).ok_or(())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| ())
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {

@@ -310,7 +310,8 @@ struct TokenForm {
 }
 
 async fn token(State(sim): State<RamBaseSim>, body: Bytes) -> Response {
-    let Ok(form) = serde_urlencoded_form(&body) else {
+    // Decoded from the bytes rather than by axum's `Form`, which would answer its own error shape.
+    let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else {
         return error(StatusCode::BAD_REQUEST, 100010, "Body must be a form");
     };
     if form.grant_type.as_deref() != Some("client_credentials") {
@@ -345,41 +346,6 @@ async fn token(State(sim): State<RamBaseSim>, body: Bytes) -> Response {
         "refresh_token": refresh,
     }))
     .into_response()
-}
-
-/// Form bodies are tiny here; `serde_json` cannot read them and axum's `Form` extractor would
-/// answer its own error shape, so they are parsed by hand.
-fn serde_urlencoded_form(body: &[u8]) -> Result<TokenForm, ()> {
-    let text = std::str::from_utf8(body).map_err(|_| ())?;
-    let mut map = HashMap::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(percent_decode(k)?, percent_decode(v)?);
-    }
-    Ok(TokenForm {
-        client_id: map.remove("client_id"),
-        client_secret: map.remove("client_secret"),
-        grant_type: map.remove("grant_type"),
-    })
-}
-
-fn percent_decode(s: &str) -> Result<String, ()> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s.get(i + 1..i + 3).ok_or(())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| ())
 }
 
 /// `Authorization: Bearer <token>` or `$access_token`, checked against issued tokens.
