@@ -49,6 +49,17 @@ impl std::fmt::Display for Problem {
 #[error("{}", render(.0))]
 pub struct ConfigError(pub Vec<Problem>);
 
+impl ConfigError {
+    /// `Ok` when there is no problem; else an error listing every one (a connector's `new`).
+    pub fn check(problems: Vec<Problem>) -> Result<(), ConfigError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+}
+
 fn render(problems: &[Problem]) -> String {
     let mut text = format!(
         "the configuration has {} problem{}:",

@@ -91,11 +91,7 @@ pub struct FileSink {
 impl FileSink {
     /// Creates the directory if needed.
     pub fn new(settings: &FileSinkSettings) -> anyhow::Result<Self> {
-        let problems = settings.validate("sinks.file");
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            anyhow::bail!("invalid file sink settings:\n  {}", list.join("\n  "));
-        }
+        crate::config::ConfigError::check(settings.validate("sinks.file"))?;
         std::fs::create_dir_all(&settings.dir)
             .with_context(|| format!("creating {}", settings.dir.display()))?;
         Ok(Self {

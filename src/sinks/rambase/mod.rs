@@ -275,11 +275,7 @@ impl fmt::Debug for RamBase {
 impl RamBase {
     /// A connector for valid settings; every configuration problem is reported at once.
     pub fn new(settings: &RamBaseSettings) -> anyhow::Result<Self> {
-        let problems = settings.validate("sinks.rambase");
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            anyhow::bail!("invalid RamBase settings:\n  {}", list.join("\n  "));
-        }
+        crate::config::ConfigError::check(settings.validate("sinks.rambase"))?;
         let mut base_url = settings.base_url.trim().to_owned();
         // `Url::join` drops the last path segment of a base without a trailing slash.
         if !base_url.ends_with('/') {

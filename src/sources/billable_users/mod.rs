@@ -42,11 +42,7 @@ pub struct BillableUsers {
 impl BillableUsers {
     /// Checks `settings` (every problem at once) and builds the source, named `billable_users`.
     pub fn new(settings: &BillableUsersSettings) -> anyhow::Result<Self> {
-        let problems = settings.validate(AT);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            bail!("invalid configuration:\n  {}", list.join("\n  "));
-        }
+        crate::config::ConfigError::check(settings.validate(AT))?;
         // `validate` has refused a missing token; this only keeps the code free of `expect`.
         let token = settings
             .token

@@ -52,11 +52,7 @@ pub struct Ccc {
 impl Ccc {
     /// Checks `settings` (every problem at once) and builds the source, named `ccc`.
     pub fn new(settings: &CccSettings) -> anyhow::Result<Self> {
-        let problems = settings.validate(AT);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            bail!("invalid configuration:\n  {}", list.join("\n  "));
-        }
+        crate::config::ConfigError::check(settings.validate(AT))?;
         // `validate` has refused a missing password and bad GUIDs; these only keep the code
         // free of `expect`.
         let password = settings

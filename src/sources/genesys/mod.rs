@@ -47,11 +47,7 @@ pub struct Genesys {
 impl Genesys {
     /// Checks `settings` (every problem at once) and builds the source, named `genesys`.
     pub fn new(settings: &GenesysSettings) -> anyhow::Result<Self> {
-        let problems = settings.validate(AT);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            bail!("invalid configuration:\n  {}", list.join("\n  "));
-        }
+        crate::config::ConfigError::check(settings.validate(AT))?;
         let mut orgs = BTreeMap::new();
         for (name, org) in &settings.orgs {
             let env = secret_env_var(AT, name);
