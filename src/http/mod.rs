@@ -69,6 +69,18 @@ impl HttpSettings {
     }
 }
 
+/// Percent-encodes a query name or value: everything but RFC 3986's unreserved characters,
+/// for the URLs tally builds by hand (RamBase's `$`-prefixed names must stay as they are).
+pub fn encode_query_value(value: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(value, RESERVED).to_string()
+}
+
 /// `Ok` when `base_url` is an absolute http(s) URL with a host and without credentials, query
 /// or fragment, so that tally can join API paths to it and never logs a password. `example`
 /// ends each message; `credentials` says where credentials belong instead.

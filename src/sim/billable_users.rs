@@ -633,7 +633,13 @@ fn links(
         pairs.push(("per_page", per_page.to_string()));
         let encoded: Vec<String> = pairs
             .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    crate::http::encode_query_value(k),
+                    crate::http::encode_query_value(v)
+                )
+            })
             .collect();
         format!("http://{host}{path}?{}", encoded.join("&"))
     };
@@ -646,20 +652,6 @@ fn links(
     }
     entries.push(format!("<{}>; rel=\"last\"", url(last)));
     entries.join(", ")
-}
-
-/// Percent-encodes a query component (unreserved characters stay as they are).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
 }
 
 /// One CSV page with the knobs a test set: columns, guard, and a corrupt line (consumed).

@@ -608,11 +608,11 @@ impl RamBase {
         let mut query = format!("$top={PAGE_SIZE}&$expand=PagingDetails&$format=json");
         if let Some(db) = &self.db {
             query.push_str("&$db=");
-            query.push_str(&encode(db));
+            query.push_str(&crate::http::encode_query_value(db));
         }
         if let Some(key) = page_key {
             query.push_str("&$pageKey=");
-            query.push_str(&encode(key));
+            query.push_str(&crate::http::encode_query_value(key));
         }
         let mut url = (*self.base).clone();
         let path = format!(
@@ -740,19 +740,6 @@ fn describe(error: &HttpError, target: Option<Target>) -> String {
             error.url()
         ),
     }
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Parses a date RamBase writes either as `YYYY-MM-DD` or as a date-time.
