@@ -91,6 +91,8 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub push: crate::pipeline::PushSettings,
+    #[serde(default)]
     pub sources: SourcesSettings,
     #[serde(default)]
     pub sinks: SinksSettings,
@@ -107,6 +109,9 @@ pub struct GeneralSettings {
     pub data_dir: PathBuf,
     /// The job's time zone (IANA name): billing periods are calendar months in this zone.
     pub timezone: String,
+    /// After SIGTERM/SIGINT, how long the request in flight may take to finish before the
+    /// process exits anyway.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for GeneralSettings {
@@ -114,6 +119,7 @@ impl Default for GeneralSettings {
         Self {
             data_dir: PathBuf::from("data"),
             timezone: "UTC".into(),
+            shutdown_timeout_secs: 45,
         }
     }
 }
@@ -157,6 +163,9 @@ pub struct BillingSettings {
     pub default_sink: String,
     /// When true, lines wait as drafts until `tally approve` before they are pushed.
     pub require_approval: bool,
+    /// Under `require_approval`, rules that approve steady or small lines without a person
+    /// (`[[billing.approval_rules]]`); each approval is recorded as `rule:<name>`.
+    pub approval_rules: Vec<crate::reconcile::approval::ApprovalRule>,
     /// Accounts whose currency or billing system differs from the defaults.
     pub accounts: Vec<AccountSettings>,
 }
@@ -170,6 +179,7 @@ impl Default for BillingSettings {
             default_currency: "EUR".into(),
             default_sink: "rambase".into(),
             require_approval: false,
+            approval_rules: Vec::new(),
             accounts: Vec::new(),
         }
     }
@@ -455,6 +465,32 @@ impl Settings {
             }
         }
         let billing = &self.billing;
+        let mut rule_names = BTreeSet::new();
+        for (i, rule) in billing.approval_rules.iter().enumerate() {
+            let at = format!("billing.approval_rules[{i}]");
+            problems.extend(rule.validate(&at));
+            if !rule_names.insert(rule.name.as_str()) {
+                problems.push(Problem::new(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} names another rule too; each rule needs its own name",
+                        rule.name
+                    ),
+                ));
+            }
+        }
+        if !billing.approval_rules.is_empty() && !billing.require_approval {
+            problems.push(Problem::new(
+                "billing.approval_rules",
+                "rules approve drafts, but billing.require_approval is false so every line is approved anyway: set require_approval = true or remove the rules",
+            ));
+        }
+        if self.general.shutdown_timeout_secs == 0 {
+            problems.push(Problem::new(
+                "general.shutdown_timeout_secs",
+                "is 0: give the request in flight at least a second to finish after SIGTERM",
+            ));
+        }
         if billing.default_currency.parse::<Currency>().is_err() {
             problems.push(Problem::new(
                 "billing.default_currency",

@@ -14,6 +14,7 @@ pub mod pricing;
 pub mod reconcile;
 pub mod report;
 pub mod schedule;
+pub mod shutdown;
 pub mod sim;
 pub mod sinks;
 pub mod sources;

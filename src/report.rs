@@ -72,6 +72,12 @@ pub fn summary_text(s: &RunSummary) -> String {
     let _ = writeln!(out, "  lines adjusted    {}", s.lines_adjusted);
     let _ = writeln!(out, "  lines unchanged   {}", s.lines_unchanged);
     let _ = writeln!(out, "  lines pushed      {}", s.lines_pushed);
+    if s.lines_waiting_approval > 0 {
+        let _ = writeln!(out, "  waiting approval  {}", s.lines_waiting_approval);
+    }
+    if s.lines_waiting_to_settle > 0 {
+        let _ = writeln!(out, "  waiting to settle {}", s.lines_waiting_to_settle);
+    }
     let _ = writeln!(out, "  exceptions        {}", s.exceptions);
     for (currency, total) in &s.totals {
         let _ = writeln!(out, "  total {currency}         {total}");
@@ -82,7 +88,32 @@ pub fn summary_text(s: &RunSummary) -> String {
     for e in &s.errors {
         let _ = writeln!(out, "  push error: {e}");
     }
-    if !s.dry_run && s.lines_pushed == 0 && s.errors.is_empty() {
+    if s.lines_back_to_review > 0 {
+        let _ = writeln!(
+            out,
+            "  {} approved line(s) changed since their approval and are drafts again",
+            s.lines_back_to_review
+        );
+    }
+    if s.lines_waiting_approval > 0 {
+        let _ = writeln!(
+            out,
+            "  {} line(s) wait for approval: review them with `tally lines --period {p}`, then `tally approve --period {p}`",
+            s.lines_waiting_approval,
+            p = s.period
+        );
+    }
+    if s.status == crate::domain::RunStatus::Interrupted {
+        let _ = writeln!(
+            out,
+            "  interrupted by a signal: what was done is recorded; run again to finish"
+        );
+    } else if !s.dry_run
+        && s.lines_pushed == 0
+        && s.errors.is_empty()
+        && s.failed_sources.is_empty()
+        && s.lines_waiting_approval == 0
+    {
         let _ = writeln!(
             out,
             "  nothing was pushed: the billing systems already hold every line"
@@ -144,7 +175,9 @@ fn line_row(l: &LedgerLine) -> Vec<String> {
         l.key.license_type.to_string(),
         l.key.source.to_string(),
         l.revision.to_string(),
-        if l.is_adjustment() {
+        if l.trace.get("reason").and_then(|r| r.as_str()) == Some(crate::domain::REVERSAL_REASON) {
+            "reversal"
+        } else if l.is_adjustment() {
             "adjustment"
         } else {
             "line"
@@ -156,10 +189,14 @@ fn line_row(l: &LedgerLine) -> Vec<String> {
         l.currency.to_string(),
         l.status.to_string(),
         l.sink.clone(),
+        l.approval
+            .as_ref()
+            .map(|a| a.by.clone())
+            .unwrap_or_default(),
     ]
 }
 
-const LINE_HEADERS: [&str; 12] = [
+const LINE_HEADERS: [&str; 13] = [
     "period",
     "customer",
     "license type",
@@ -172,6 +209,7 @@ const LINE_HEADERS: [&str; 12] = [
     "currency",
     "status",
     "billing system",
+    "approved by",
 ];
 
 /// Sum of revision amounts per currency: what the customers are billed in all.
@@ -208,6 +246,9 @@ pub fn lines_csv(lines: &[LedgerLine]) -> anyhow::Result<String> {
         "price_ref",
         "external_id",
         "idempotency_key",
+        "approved_at",
+        "approval_note",
+        "reason",
     ]);
     writer.write_record(&headers)?;
     for l in lines {
@@ -218,6 +259,19 @@ pub fn lines_csv(lines: &[LedgerLine]) -> anyhow::Result<String> {
             l.price_ref.clone(),
             l.external_id.clone().unwrap_or_default(),
             l.idempotency_key.clone(),
+            l.approval
+                .as_ref()
+                .map(|a| a.at.to_rfc3339())
+                .unwrap_or_default(),
+            l.approval
+                .as_ref()
+                .and_then(|a| a.note.clone())
+                .unwrap_or_default(),
+            l.trace
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or_default()
+                .to_owned(),
         ]);
         writer.write_record(&row)?;
     }

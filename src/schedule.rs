@@ -19,8 +19,9 @@ pub fn check_cron(expression: &str) -> Result<(), String> {
 }
 
 /// `tally daemon`: runs the previous month every time the cron expression fires, one run at a
-/// time (in this process by a mutex, across processes by the store's runner lock), until
-/// Ctrl-C or SIGTERM; a run in progress is allowed to finish.
+/// time (in this process by a mutex, across processes by the store's writer lease), until
+/// a stop is requested (`app.shutdown`: SIGTERM or SIGINT); a run in progress stops at its next
+/// safe point and is recorded as interrupted.
 pub async fn run_daemon(app: Arc<App>) -> anyhow::Result<()> {
     let schedule = &app.settings.schedule;
     let tz: chrono_tz::Tz = schedule.timezone.parse().map_err(|_| {
@@ -48,25 +49,25 @@ pub async fn run_daemon(app: Arc<App>) -> anyhow::Result<()> {
     scheduler.add(job).await?;
     scheduler.start().await?;
     info!(cron = %schedule.cron, timezone = %schedule.timezone, "daemon started; waiting for the schedule");
-    shutdown_signal().await;
-    info!("shutting down; waiting for a run in progress to finish");
+    app.shutdown.wait().await;
+    info!("shutting down; waiting for a run in progress to stop");
     let _finished = running.lock().await;
     let mut scheduler = scheduler;
     scheduler.shutdown().await?;
     Ok(())
 }
 
-/// One scheduled run of the previous month, under the runner lock.
+/// One scheduled run of the previous month, under the writer lease.
 async fn scheduled_run(app: &App) {
-    // Held (not read) until the run ends: dropping it releases the lock.
-    let _lock = match app.store.try_runner_lock().await {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
-            info!("another tally instance is running; this one skips its turn");
-            return;
-        }
+    // Held (not read) until the run ends: dropping it releases the lease.
+    let _lease = match app
+        .store
+        .acquire_writer("daemon", std::time::Duration::ZERO)
+        .await
+    {
+        Ok(lease) => lease,
         Err(e) => {
-            error!(error = %format!("{e:#}"), "cannot take the runner lock; skipping this run");
+            warn!(error = %format!("{e:#}"), "this scheduled run is skipped; the next one catches up");
             return;
         }
     };
@@ -84,29 +85,6 @@ async fn scheduled_run(app: &App) {
         Err(e) => {
             error!(error = %format!("{e:#}"), %period, "scheduled run failed; the next run resumes from its checkpoints")
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

@@ -34,6 +34,7 @@ fn line(revision: i32, quantity: Decimal, amount: Decimal) -> LedgerLine {
         external_id: None,
         push_marker: None,
         last_error: None,
+        approval: None,
         run_id: 1,
         created_at: Utc::now(),
         updated_at: Utc::now(),

@@ -11,7 +11,7 @@ use tally::config::Settings;
 use tally::domain::{LineStatus, Period, RunStatus, Trigger};
 use tally::pipeline::{self, App, RunOptions, SimulatedCrash};
 use tally::sim::{self, RunningSims};
-use tally::store::DatabaseTarget;
+use tally::store::{DatabaseTarget, PushScope};
 
 fn period() -> Period {
     sim::DEMO_PERIOD.parse().unwrap()
@@ -363,13 +363,31 @@ async fn lines_wait_for_approval_when_it_is_required() {
     assert!(lines.iter().all(|l| l.status == LineStatus::Draft));
 
     let acme = tally::domain::BillingAccount::new("ACME-001");
-    assert_eq!(app.store.approve(period(), Some(&acme)).await.unwrap(), 1);
-    let outcome = pipeline::push_period(&app, period(), None).await.unwrap();
+    let approved = app
+        .store
+        .approve(period(), Some(&acme), "kari", None)
+        .await
+        .unwrap();
+    assert_eq!(approved.len(), 1);
+    let only = PushScope {
+        ids: Some(&approved),
+        ..PushScope::default()
+    };
+    let outcome = app.pusher().push_period(period(), &only).await.unwrap();
     assert_eq!(outcome.pushed, 1);
     assert_eq!(received(&sims), BTreeMap::from([(100001, vec![12])]));
 
-    assert_eq!(app.store.approve(period(), None).await.unwrap(), 3);
-    let outcome = pipeline::push_period(&app, period(), None).await.unwrap();
+    let approved = app
+        .store
+        .approve(period(), None, "kari", None)
+        .await
+        .unwrap();
+    assert_eq!(approved.len(), 3);
+    let outcome = app
+        .pusher()
+        .push_period(period(), &PushScope::default())
+        .await
+        .unwrap();
     assert_eq!(outcome.pushed, 3);
     assert_eq!(sims.rambase.usages().len(), 4);
 }

@@ -96,6 +96,7 @@ fn ledger_line(license: &str, revision: i32, quantity: Decimal) -> LedgerLine {
         external_id: None,
         push_marker: None,
         last_error: None,
+        approval: None,
         run_id: 1,
         created_at: Utc::now(),
         updated_at: Utc::now(),

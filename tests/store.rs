@@ -16,7 +16,7 @@ use tally::domain::{
     LineKey, LineStatus, NewRevision, Period, RunException, RunStatus, RunSummary, SourceName,
     StagedRecord, Trigger,
 };
-use tally::store::{DatabaseTarget, Store};
+use tally::store::{Busy, DatabaseTarget, PushScope, Store};
 
 macro_rules! both_backends {
     ($($story:ident),* $(,)?) => {
@@ -64,7 +64,9 @@ both_backends!(
     approval_moves_drafts_for_all_or_one_customer,
     a_push_goes_through_two_phases,
     lines_to_push_are_approved_and_pushing_revisions,
-    the_runner_lock_has_one_holder_at_a_time,
+    the_writer_lease_has_one_holder_at_a_time,
+    a_busy_writer_is_told_who_holds_the_lease,
+    runs_of_dead_processes_are_marked_abandoned_by_the_next_writer,
 );
 
 // ---- fixtures -------------------------------------------------------------------------------
@@ -120,6 +122,7 @@ fn revision(account: &str, license: &str, source_name: &str, quantity: Decimal) 
         },
         sink: "rambase".to_owned(),
         status: LineStatus::Draft,
+        approval: None,
     }
 }
 
@@ -168,7 +171,10 @@ fn line<'a>(lines: &'a [LedgerLine], account: &str, license: &str) -> &'a Ledger
 
 /// Takes a line from draft to pushed through the real transitions.
 async fn push(store: &Store, id: i64, external_id: &str) {
-    store.approve(october(), None).await.expect("approve");
+    store
+        .approve(october(), None, "kari", None)
+        .await
+        .expect("approve");
     store
         .mark_pushing(id, Some("before"))
         .await
@@ -216,6 +222,9 @@ async fn runs_are_listed_newest_first_with_their_summary(store: Store, _: &Datab
         lines_adjusted: 1,
         lines_unchanged: 3,
         lines_pushed: 8,
+        lines_waiting_approval: 4,
+        lines_back_to_review: 1,
+        lines_waiting_to_settle: 0,
         exceptions: 2,
         totals: BTreeMap::from([
             ("EUR".to_owned(), dec!(1234.50)),
@@ -724,7 +733,10 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
     assert!(updated.updated_at >= kept.updated_at);
 
     // An approved revision may still be updated in place.
-    store.approve(october(), None).await.expect("approve");
+    store
+        .approve(october(), None, "kari", None)
+        .await
+        .expect("approve");
     let values = revision("C-1", "Agent", "billable_users", dec!(12));
     store
         .apply_plan(
@@ -974,11 +986,28 @@ async fn approval_moves_drafts_for_all_or_one_customer(store: Store, _: &Databas
     let customer = BillingAccount::new("A");
     assert_eq!(
         store
-            .approve(october(), Some(&customer))
+            .approve(
+                october(),
+                Some(&customer),
+                "kari",
+                Some("checked against the contract")
+            )
             .await
-            .expect("approve A"),
+            .expect("approve A")
+            .len(),
         2
     );
+    let approved = lines(&store).await;
+    let approval = approved[0]
+        .approval
+        .as_ref()
+        .expect("who approved is recorded");
+    assert_eq!(approval.by, "kari");
+    assert_eq!(
+        approval.note.as_deref(),
+        Some("checked against the contract")
+    );
+    assert!(approved[2].approval.is_none(), "B is still a draft");
     let statuses = |ledger: Vec<LedgerLine>| {
         ledger
             .into_iter()
@@ -995,16 +1024,24 @@ async fn approval_moves_drafts_for_all_or_one_customer(store: Store, _: &Databas
     );
     assert_eq!(
         store
-            .approve(october().next(), None)
+            .approve(october().next(), None, "kari", None)
             .await
-            .expect("other period"),
+            .expect("other period")
+            .len(),
         0
     );
+    let rest = store
+        .approve(october(), None, "ola", None)
+        .await
+        .expect("approve all");
+    assert_eq!(rest.len(), 1, "only B was still a draft");
     assert_eq!(
-        store.approve(october(), None).await.expect("approve all"),
-        1
+        store
+            .approve(october(), None, "kari", None)
+            .await
+            .expect("again"),
+        Vec::<i64>::new()
     );
-    assert_eq!(store.approve(october(), None).await.expect("again"), 0);
     assert!(
         lines(&store)
             .await
@@ -1033,7 +1070,10 @@ async fn a_push_goes_through_two_phases(store: Store, _: &DatabaseTarget) {
         .await
         .expect_err("a draft is not pushed");
     assert!(format!("{not_approved:#}").contains("draft"));
-    store.approve(october(), None).await.expect("approve");
+    store
+        .approve(october(), None, "kari", None)
+        .await
+        .expect("approve");
 
     store
         .mark_pushing(a, Some("last usage id 41"))
@@ -1131,18 +1171,33 @@ async fn lines_to_push_are_approved_and_pushing_revisions(store: Store, _: &Data
             .map(|l| format!("{}:{}", l.key.billing_account, l.status))
             .collect::<Vec<_>>()
     };
-    let all = store.lines_to_push(october(), None).await.expect("all");
+    let all = store
+        .lines_to_push(october(), &PushScope::default())
+        .await
+        .expect("all");
     assert_eq!(accounts(all), ["A:pushing", "B:approved", "C:approved"]);
     let users = [source("billable_users")];
     let some = store
-        .lines_to_push(october(), Some(&users))
+        .lines_to_push(
+            october(),
+            &PushScope {
+                sources: Some(&users),
+                ..PushScope::default()
+            },
+        )
         .await
         .expect("some");
     assert_eq!(accounts(some), ["A:pushing", "B:approved"]);
     let both = [source("genesys"), source("billable_users")];
     assert_eq!(
         store
-            .lines_to_push(october(), Some(&both))
+            .lines_to_push(
+                october(),
+                &PushScope {
+                    sources: Some(&both),
+                    ..PushScope::default()
+                }
+            )
             .await
             .expect("both")
             .len(),
@@ -1150,58 +1205,127 @@ async fn lines_to_push_are_approved_and_pushing_revisions(store: Store, _: &Data
     );
     assert!(
         store
-            .lines_to_push(october(), Some(&[]))
+            .lines_to_push(
+                october(),
+                &PushScope {
+                    sources: Some(&[]),
+                    ..PushScope::default()
+                }
+            )
             .await
             .expect("none")
             .is_empty()
     );
     assert!(
         store
-            .lines_to_push(october().next(), None)
+            .lines_to_push(october().next(), &PushScope::default())
             .await
             .expect("nov")
             .is_empty()
     );
 }
 
-async fn the_runner_lock_has_one_holder_at_a_time(store: Store, target: &DatabaseTarget) {
+async fn the_writer_lease_has_one_holder_at_a_time(store: Store, target: &DatabaseTarget) {
     let first = store
-        .try_runner_lock()
+        .try_writer_lease()
         .await
         .expect("try")
         .expect("free at first");
     assert!(
-        store.try_runner_lock().await.expect("try").is_none(),
+        store.try_writer_lease().await.expect("try").is_none(),
         "held by the first"
     );
     // Another process's view: a second store on the same database.
     let other = Store::connect(target).await.expect("second store");
     assert!(
-        other.try_runner_lock().await.expect("try").is_none(),
+        other.try_writer_lease().await.expect("try").is_none(),
         "held across stores"
     );
 
     // Dropped: released (in the background on Postgres, hence the wait).
     drop(first);
     let second = eventually_locked(&other).await;
-    assert!(store.try_runner_lock().await.expect("try").is_none());
+    assert!(store.try_writer_lease().await.expect("try").is_none());
 
     // Released explicitly: free at once.
     second.release().await.expect("release");
     let third = store
-        .try_runner_lock()
+        .try_writer_lease()
         .await
         .expect("try")
         .expect("free after release");
     drop(third);
 }
 
-async fn eventually_locked(store: &Store) -> tally::store::RunnerLock {
+async fn a_busy_writer_is_told_who_holds_the_lease(store: Store, target: &DatabaseTarget) {
+    let held = store
+        .acquire_writer("run", Duration::ZERO)
+        .await
+        .expect("free at first");
+    let run_id = run(&store).await;
+    store.record_lease_run(run_id).await.expect("note the run");
+
+    let other = Store::connect(target).await.expect("second store");
+    let started = std::time::Instant::now();
+    let refused = other
+        .acquire_writer("approve", Duration::from_millis(600))
+        .await
+        .expect_err("busy");
+    assert!(started.elapsed() >= Duration::from_millis(600), "it waited");
+    let busy = refused.downcast_ref::<Busy>().expect("a Busy error");
+    let holder = busy.holder.as_ref().expect("the holder is named");
+    assert_eq!(holder.command, "run");
+    assert_eq!(holder.run_id, Some(run_id));
+    assert_eq!(holder.pid, i64::from(std::process::id()));
+    let message = refused.to_string();
+    assert!(message.contains(&format!("(run {run_id})")), "{message}");
+    assert!(message.contains("--wait"), "{message}");
+
+    // Released while the other waits: it gets the lease within its wait.
+    let waiter = tokio::spawn(async move {
+        other
+            .acquire_writer("approve", Duration::from_secs(10))
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held.release().await.expect("release");
+    waiter
+        .await
+        .expect("join")
+        .expect("taken after the release");
+}
+
+async fn runs_of_dead_processes_are_marked_abandoned_by_the_next_writer(
+    store: Store,
+    _: &DatabaseTarget,
+) {
+    // A run whose process died: started, never finished.
+    let dead = run(&store).await;
+    let lease = store
+        .acquire_writer("run", Duration::ZERO)
+        .await
+        .expect("lease");
+    let runs = store.runs(10).await.expect("runs");
+    let found = runs.iter().find(|r| r.id == dead).expect("the dead run");
+    assert_eq!(found.status, RunStatus::Abandoned);
+    assert!(found.finished_at.is_some());
+    // A run started under the lease is not touched by the same holder.
+    let alive = run(&store).await;
+    drop(lease);
+    let runs = store.runs(10).await.expect("runs");
+    assert_eq!(
+        runs.iter().find(|r| r.id == alive).map(|r| r.status),
+        Some(RunStatus::Running)
+    );
+}
+
+async fn eventually_locked(store: &Store) -> tally::store::WriterLease {
     for _ in 0..50 {
-        if let Some(lock) = store.try_runner_lock().await.expect("try") {
+        if let Some(lock) = store.try_writer_lease().await.expect("try") {
             return lock;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the runner lock was not released within 5 s of its drop");
+    panic!("the writer lease was not released within 5 s of its drop");
 }

@@ -137,6 +137,9 @@ pub struct LedgerLine {
     pub push_marker: Option<String>,
     /// The last push error, kept for the operator; the line stays retriable.
     pub last_error: Option<String>,
+    /// Who approved this revision and when; `None` while it is a draft or when no approval
+    /// is required.
+    pub approval: Option<Approval>,
     /// The run that created or last updated this revision.
     pub run_id: i64,
     pub created_at: DateTime<Utc>,
@@ -149,6 +152,19 @@ impl LedgerLine {
         self.revision > 1
     }
 }
+
+/// Who approved a revision (a person's name from `--by`, or `rule:<name>` for an approval
+/// rule), when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub note: Option<String>,
+}
+
+/// The reason an adjustment revision carries in its trace when the period's data no longer
+/// produce the line: the whole pushed line is credited.
+pub const REVERSAL_REASON: &str = "no usage in the source any more";
 
 /// A revision to write into the ledger (the reconcile stage's output).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +185,9 @@ pub struct NewRevision {
     pub sink: String,
     /// `Draft` under `require_approval`, else `Approved`.
     pub status: LineStatus,
+    /// Set when an approval rule approved it while planning (`rule:<name>`), or kept from the
+    /// revision it updates; `None` for a draft or when no approval is required.
+    pub approval: Option<Approval>,
 }
 
 /// One change to the ledger, as planned by reconcile and applied in one transaction.

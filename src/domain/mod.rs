@@ -12,7 +12,10 @@ mod run;
 
 pub use exception::{ExceptionKind, RunException};
 pub use ids::{BillingAccount, LicenseType, SourceName};
-pub use line::{Evidence, InvoiceLine, LedgerChange, LedgerLine, LineKey, LineStatus, NewRevision};
+pub use line::{
+    Approval, Evidence, InvoiceLine, LedgerChange, LedgerLine, LineKey, LineStatus, NewRevision,
+    REVERSAL_REASON,
+};
 pub use money::{Currency, RoundingMode, UnknownCurrency};
 pub use period::{Period, PeriodError};
 pub use record::{StagedRecord, UsageQuantity};

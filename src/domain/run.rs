@@ -13,6 +13,10 @@ pub enum RunStatus {
     Completed,
     CompletedWithExceptions,
     Failed,
+    /// Stopped by SIGTERM or SIGINT: what it pushed is recorded, the rest waits for the next run.
+    Interrupted,
+    /// Its process died while running (crash, SIGKILL, power cut); marked by the next writer.
+    Abandoned,
 }
 
 impl RunStatus {
@@ -22,6 +26,8 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::CompletedWithExceptions => "completed_with_exceptions",
             RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Abandoned => "abandoned",
         }
     }
 
@@ -31,16 +37,19 @@ impl RunStatus {
             "completed" => RunStatus::Completed,
             "completed_with_exceptions" => RunStatus::CompletedWithExceptions,
             "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            "abandoned" => RunStatus::Abandoned,
             _ => return None,
         })
     }
 
-    /// The process exit code for a run that ended so (README: 0, 3, 1).
+    /// The process exit code for a run that ended so (docs/LEDGER.md: 0, 3, 1, 5).
     pub fn exit_code(&self) -> i32 {
         match self {
             RunStatus::Completed => 0,
             RunStatus::CompletedWithExceptions => 3,
-            RunStatus::Running | RunStatus::Failed => 1,
+            RunStatus::Running | RunStatus::Failed | RunStatus::Abandoned => 1,
+            RunStatus::Interrupted => 5,
         }
     }
 }
@@ -90,6 +99,16 @@ pub struct RunSummary {
     pub lines_adjusted: u64,
     pub lines_unchanged: u64,
     pub lines_pushed: u64,
+    /// Draft lines of the period that wait for a person's approval (`tally approve`).
+    #[serde(default)]
+    pub lines_waiting_approval: u64,
+    /// Lines whose figures changed after they were approved: back to draft, approve again.
+    #[serde(default)]
+    pub lines_back_to_review: u64,
+    /// Revisions left `pushing` because the billing system may still be storing them (the
+    /// settle time has not passed): a later run reads the billing system and finishes them.
+    #[serde(default)]
+    pub lines_waiting_to_settle: u64,
     pub exceptions: u64,
     /// Sum of the period's line amounts per currency code, as strings in JSON.
     pub totals: BTreeMap<String, Decimal>,

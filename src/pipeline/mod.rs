@@ -8,7 +8,7 @@ pub mod compute;
 mod push;
 mod resolve;
 
-pub use push::{PushOutcome, push_period};
+pub use push::{PushOutcome, PushSettings, Pusher};
 
 use crate::config::{ConfigError, Problem, Settings};
 use crate::domain::{
@@ -17,10 +17,11 @@ use crate::domain::{
 };
 use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
-use crate::reconcile::{self, Action, Plan};
+use crate::reconcile::{self, Action, Approvals, Plan};
+use crate::shutdown::Shutdown;
 use crate::sinks::Sink;
 use crate::sources::Source;
-use crate::store::Store;
+use crate::store::{PushScope, Store};
 use anyhow::Context as _;
 use compute::{Aggregator, Rules};
 use rust_decimal::Decimal;
@@ -38,6 +39,8 @@ pub struct App {
     pub sinks: Vec<Sink>,
     /// Crash simulation for the tests; never set in production.
     pub faults: Faults,
+    /// Set by SIGTERM/SIGINT: stop at the next safe point.
+    pub shutdown: Shutdown,
 }
 
 /// Points where a test can make a run stop as a crash would, to prove that the next run
@@ -151,7 +154,19 @@ impl App {
             sources,
             sinks,
             faults: Faults::default(),
+            shutdown: Shutdown::new(),
         })
+    }
+
+    /// The push of this configuration's billing systems.
+    pub fn pusher(&self) -> Pusher<'_> {
+        pusher(
+            &self.settings,
+            &self.store,
+            &self.sinks,
+            &self.faults,
+            &self.shutdown,
+        )
     }
 
     pub fn sink(&self, name: &str) -> Option<&Sink> {
@@ -162,6 +177,59 @@ impl App {
     pub fn source_names(&self) -> Vec<String> {
         self.sources.iter().map(|s| s.name().to_string()).collect()
     }
+}
+
+/// A push with `sinks` (which may be only some of the configured ones), behaving as `settings`
+/// say.
+pub fn pusher<'a>(
+    settings: &'a Settings,
+    store: &'a Store,
+    sinks: &'a [Sink],
+    faults: &'a Faults,
+    shutdown: &'a Shutdown,
+) -> Pusher<'a> {
+    Pusher {
+        store,
+        sinks,
+        settle: settings.push.settle(longest_sink_timeout(settings)),
+        retries: settings.push.retries(),
+        retry_backoff: settings.push.retry_backoff(),
+        faults,
+        shutdown,
+    }
+}
+
+/// The longest request timeout of the configured billing systems: a request of a process that
+/// died may be in flight that long.
+fn longest_sink_timeout(settings: &Settings) -> std::time::Duration {
+    let sinks = &settings.sinks;
+    let secs = [
+        sinks.rambase.as_ref().map(|s| s.http.timeout_secs),
+        sinks.activeplatform.as_ref().map(|s| s.http.timeout_secs),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(crate::http::HttpSettings::default().timeout_secs);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Builds only the billing systems named (by their configured name): pushing needs the secrets
+/// of the billing systems it pushes to, and no others.
+pub fn build_sinks(settings: &Settings, names: &[&str]) -> Result<Vec<Sink>, Vec<Problem>> {
+    let mut only = settings.clone();
+    let sinks = &mut only.sinks;
+    if !names.contains(&"rambase") {
+        sinks.rambase = None;
+    }
+    if !names.contains(&"activeplatform") {
+        sinks.activeplatform = None;
+    }
+    if !names.contains(&"file") {
+        sinks.file = None;
+    }
+    only.sources = Default::default();
+    build_connectors(&only).map(|(_, sinks)| sinks)
 }
 
 /// What a run is asked to do.
@@ -193,6 +261,10 @@ pub struct UsageError(pub String);
 /// One run of the pipeline. Source failures do not abort the run: the other sources go on and
 /// the run ends `failed`. An `Err` means the run itself could not go on (database down, a
 /// simulated crash) — whatever was committed stays, and the next run resumes from it.
+///
+/// A run that writes must hold the store's writer lease (`Store::acquire_writer`), as every
+/// command does: two runs at once would take each other's staged records and send lines twice.
+/// A stop request (`app.shutdown`) ends the run `interrupted` at the next page or push.
 #[instrument(skip_all, fields(period = %options.period, dry_run = options.dry_run))]
 pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let selected: Vec<&Source> = match &options.source {
@@ -221,11 +293,12 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let run_id = if options.dry_run {
         None
     } else {
-        Some(
-            app.store
-                .start_run(options.trigger, period, options.source.as_deref())
-                .await?,
-        )
+        let id = app
+            .store
+            .start_run(options.trigger, period, options.source.as_deref())
+            .await?;
+        app.store.record_lease_run(id).await?;
+        Some(id)
     };
     info!(run_id, sources = selected.len(), "run started");
 
@@ -235,16 +308,22 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let mut exceptions = Vec::new();
     let mut completed_sources: Vec<SourceName> = Vec::new();
     let mut pages_staged = 0u64;
+    let mut interrupted = false;
     for source in &selected {
         let usage = match run_id {
             Some(run_id) => extract(app, source, period, run_id, &mut pages_staged).await,
-            None => extract_in_memory(source, period).await,
+            None => extract_in_memory(app, source, period).await,
         };
         let usage = match usage {
             Ok(usage) => usage,
             Err(e) => {
                 if e.downcast_ref::<SimulatedCrash>().is_some() {
                     return Err(e);
+                }
+                if e.downcast_ref::<Interrupted>().is_some() {
+                    warn!(source = %source.name(), "stopped during extraction; its checkpoint is kept and the next run resumes there");
+                    interrupted = true;
+                    break;
                 }
                 warn!(source = %source.name(), error = %format!("{e:#}"), "source failed; its checkpoint is kept and the other sources go on");
                 failed_sources.push(SourceFailure {
@@ -285,14 +364,16 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
         exceptions.extend(computed.exceptions);
         completed_sources.push(source.name().clone());
     }
+    if interrupted {
+        // Nothing is planned from a partial extraction: the next run resumes it.
+        completed_sources.clear();
+        lines.clear();
+        exceptions.clear();
+    }
 
     let ledger: Vec<LedgerLine> = app.store.ledger_lines(period, None).await?;
-    let plan = reconcile::plan(
-        &lines,
-        &ledger,
-        &completed_sources,
-        app.settings.billing.require_approval,
-    );
+    let approvals = approvals(app, period).await?;
+    let plan = reconcile::plan(&lines, &ledger, &completed_sources, &approvals);
     for conflict in &plan.conflicts {
         exceptions.push(RunException {
             period,
@@ -311,28 +392,63 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
 
     let mut errors = Vec::new();
     let mut lines_pushed = 0;
+    let mut waiting_to_settle = 0;
+    let mut waiting_approval = 0;
     if let Some(run_id) = run_id {
-        app.store
-            .apply_plan(
-                run_id,
-                period,
-                &completed_sources,
-                &plan.changes,
-                &exceptions,
-            )
-            .await?;
+        if !interrupted {
+            app.store
+                .apply_plan(
+                    run_id,
+                    period,
+                    &completed_sources,
+                    &plan.changes,
+                    &exceptions,
+                )
+                .await?;
+        }
         if !completed_sources.is_empty() {
-            let outcome = push_period(app, period, Some(&completed_sources)).await?;
+            let scope = PushScope {
+                sources: Some(&completed_sources),
+                ..PushScope::default()
+            };
+            let outcome = app.pusher().push_period(period, &scope).await?;
             lines_pushed = outcome.pushed;
             errors = outcome.errors;
+            waiting_to_settle = outcome.waiting;
+            interrupted |= outcome.interrupted;
+            waiting_approval = app
+                .store
+                .count_drafts(period, Some(&completed_sources))
+                .await?;
         }
+    } else {
+        // A dry run counts the drafts its plan would leave.
+        waiting_approval = plan
+            .changes
+            .iter()
+            .filter(|c| match c {
+                reconcile_change @ crate::domain::LedgerChange::Insert(v)
+                | reconcile_change @ crate::domain::LedgerChange::Update { values: v, .. } => {
+                    let _ = reconcile_change;
+                    v.status == crate::domain::LineStatus::Draft
+                }
+                crate::domain::LedgerChange::Delete { .. } => false,
+            })
+            .count() as u64;
+    }
+    if waiting_to_settle > 0 {
+        errors.push(format!(
+            "{waiting_to_settle} revision(s) were sent earlier and are not in the billing system yet; they are not sent again before their settle time (push.settle_secs) has passed: run again later"
+        ));
     }
 
     let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
     for line in &lines {
         *totals.entry(line.currency.code().to_owned()).or_default() += line.amount;
     }
-    let status = if !failed_sources.is_empty() || !errors.is_empty() {
+    let status = if interrupted {
+        RunStatus::Interrupted
+    } else if !failed_sources.is_empty() || !errors.is_empty() {
         RunStatus::Failed
     } else if !exceptions.is_empty() {
         RunStatus::CompletedWithExceptions
@@ -349,6 +465,9 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
         lines_adjusted: plan.count(Action::Adjust) + plan.count(Action::Update),
         lines_unchanged: plan.count(Action::Unchanged),
         lines_pushed,
+        lines_waiting_approval: waiting_approval,
+        lines_back_to_review: plan.back_to_review(),
+        lines_waiting_to_settle: waiting_to_settle,
         exceptions: exceptions.len() as u64,
         totals,
         failed_sources,
@@ -367,6 +486,28 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
         exceptions,
     })
 }
+
+/// How this run's lines get approved: as configured, with the amounts the approval rules
+/// compare with (read only when there are rules).
+async fn approvals(app: &App, period: Period) -> anyhow::Result<Approvals> {
+    let billing = &app.settings.billing;
+    let previous = if billing.require_approval && !billing.approval_rules.is_empty() {
+        app.store.last_pushed_amounts(period).await?
+    } else {
+        HashMap::new()
+    };
+    Ok(Approvals {
+        required: billing.require_approval,
+        rules: billing.approval_rules.clone(),
+        previous,
+        now: chrono::Utc::now(),
+    })
+}
+
+/// A stop was requested (SIGTERM/SIGINT) during extraction.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by a signal")]
+pub struct Interrupted;
 
 /// A crash simulated by [`Faults`].
 #[derive(Debug, thiserror::Error)]
@@ -401,6 +542,9 @@ async fn extract(
         let mut pages = 0u64;
         let mut records = 0u64;
         loop {
+            if app.shutdown.requested() {
+                return Err(Interrupted.into());
+            }
             let page = source
                 .fetch_page(&scope, period, cursor.as_deref())
                 .await
@@ -448,12 +592,19 @@ async fn extract(
 
 /// A dry run's extraction: the same pages, kept in memory, nothing written. Records are
 /// de-duplicated by (scope, record key) as the staging table does.
-async fn extract_in_memory(source: &Source, period: Period) -> anyhow::Result<Vec<UsageQuantity>> {
+async fn extract_in_memory(
+    app: &App,
+    source: &Source,
+    period: Period,
+) -> anyhow::Result<Vec<UsageQuantity>> {
     let name = source.name();
     let mut seen: HashMap<(String, String), crate::domain::StagedRecord> = HashMap::new();
     for scope in source.scopes() {
         let mut cursor: Option<String> = None;
         loop {
+            if app.shutdown.requested() {
+                return Err(Interrupted.into());
+            }
             let page = source
                 .fetch_page(&scope, period, cursor.as_deref())
                 .await

@@ -2,12 +2,73 @@
 //! mark `pushed` with the external id (commit). A revision found `pushing` is resolved by
 //! reading the billing system before anything is sent again, so a crash at any instant
 //! neither loses nor duplicates a line.
+//!
+//! Two timings keep a slow billing system from receiving a second copy:
+//! - **settle time** (`push.settle_secs`): a billing system may store a request seconds after
+//!   it received it, or a request of a process that died may still be in flight. "Not there"
+//!   is believed only once this long has passed since the revision was sent; before that the
+//!   revision waits (`pushing`) for a later read. "There" is believed at once.
+//! - **retries** (`push.retries`): a revision whose answer was uncertain (5xx, timeout) and that
+//!   the billing system still does not hold once settled is sent again within the run, a
+//!   bounded number of times, with a growing pause.
+//!
+//! A stop request (SIGTERM/SIGINT) is honoured between requests: the request in flight
+//! finishes and is recorded, nothing new starts.
 
-use super::{App, SimulatedCrash};
-use crate::domain::{LineStatus, Period, SourceName};
-use crate::sinks::PushError;
+use super::{Faults, SimulatedCrash};
+use crate::domain::{LedgerLine, LineKey, LineStatus, Period};
+use crate::shutdown::Shutdown;
+use crate::sinks::{PushError, Sink};
+use crate::store::{PushScope, Store};
+use chrono::Utc;
+use serde::Deserialize;
+use std::collections::HashSet;
 use std::time::Duration;
+use tokio::time::Instant;
 use tracing::{error, info, instrument, warn};
+
+/// `[push]`: how carefully lines are pushed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    /// Seconds after sending before "the billing system does not hold it" is believed. Default:
+    /// the longest request timeout of the configured billing systems plus 30 s.
+    pub settle_secs: Option<u64>,
+    /// Times a revision whose answer was uncertain and that is confirmed absent is sent again
+    /// within one run (default 2).
+    pub retries: Option<u32>,
+    /// Seconds before the first such retry, doubled for each next one (default 2).
+    pub retry_backoff_secs: Option<u64>,
+}
+
+impl PushSettings {
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(2)
+    }
+
+    pub fn retry_backoff(&self) -> Duration {
+        Duration::from_secs(self.retry_backoff_secs.unwrap_or(2))
+    }
+
+    /// The settle time, given the longest request timeout of the billing systems.
+    pub fn settle(&self, longest_request_timeout: Duration) -> Duration {
+        self.settle_secs
+            .map(Duration::from_secs)
+            .unwrap_or(longest_request_timeout + Duration::from_secs(30))
+    }
+}
+
+/// Everything a push needs: the ledger, the billing systems and how to behave.
+#[derive(Debug, Clone, Copy)]
+pub struct Pusher<'a> {
+    pub store: &'a Store,
+    pub sinks: &'a [Sink],
+    pub settle: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub faults: &'a Faults,
+    pub shutdown: &'a Shutdown,
+}
 
 /// What a push did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -16,89 +77,174 @@ pub struct PushOutcome {
     pub pushed: u64,
     /// Revisions that could not be pushed, one message each; they stay retriable.
     pub errors: Vec<String>,
+    /// Revisions left `pushing` until their settle time has passed (a later run finishes them).
+    pub waiting: u64,
+    /// A stop was requested: revisions not reached are left for the next run.
+    pub interrupted: bool,
 }
 
-/// How long to wait after an uncertain answer before reading the billing system, so that a
-/// request still in flight has landed.
-const SETTLE: Duration = Duration::from_secs(1);
+/// How long to wait after an uncertain answer before a first read of the billing system: most
+/// lost answers are of writes already stored, and finding one there ends the matter.
+const QUICK_LOOK: Duration = Duration::from_secs(1);
 
-/// Pushes every approved revision of the period (of some sources only, if given) and
-/// resolves every revision left `pushing`. `Err` only when the ledger itself cannot be written.
-#[instrument(skip_all, fields(%period))]
-pub async fn push_period(
-    app: &App,
-    period: Period,
-    sources: Option<&[SourceName]>,
-) -> anyhow::Result<PushOutcome> {
-    let mut outcome = PushOutcome::default();
-    let mut accepted = 0u64;
-    // Lines left `pushing` are resolved before anything new is sent, so that a sink that
-    // recognises its own writes by what is new since a marker never sees two at once.
-    let mut lines = app.store.lines_to_push(period, sources).await?;
-    lines.sort_by_key(|l| l.status != LineStatus::Pushing);
-    for line in lines {
-        let Some(sink) = app.sink(&line.sink) else {
-            let message = format!(
-                "{}: billing system {:?} is not configured any more; configure it or re-route the account",
-                line.idempotency_key, line.sink
-            );
-            app.store.record_push_error(line.id, &message).await?;
-            outcome.errors.push(message);
-            continue;
-        };
-        let mut line = line;
-        if line.status == LineStatus::Pushing {
-            // Phase one committed earlier, phase two never happened: ask the billing system.
-            match sink.find(&line).await {
-                Ok(Some(external_id)) => {
-                    info!(key = %line.idempotency_key, %external_id, "recovered: the billing system already holds this revision");
-                    app.store.mark_pushed(line.id, &external_id).await?;
-                    outcome.pushed += 1;
-                    continue;
+/// A revision sent with an uncertain answer, not resolved yet.
+struct Unsure {
+    line: LedgerLine,
+    sent_at: Instant,
+    reason: String,
+}
+
+impl Pusher<'_> {
+    fn sink(&self, name: &str) -> Option<&Sink> {
+        self.sinks.iter().find(|s| s.name() == name)
+    }
+
+    /// Pushes every approved revision of the period within `scope`, and resolves every revision
+    /// left `pushing`. `Err` only when the ledger itself cannot be written.
+    #[instrument(skip_all, fields(%period))]
+    pub async fn push_period(
+        &self,
+        period: Period,
+        scope: &PushScope<'_>,
+    ) -> anyhow::Result<PushOutcome> {
+        let mut outcome = PushOutcome::default();
+        let mut accepted = 0u64;
+        // Lines left `pushing` are resolved before anything new is sent, so that a sink that
+        // recognises its own writes by what is new since a marker never sees two at once; for
+        // the same reason a line with an unresolved revision sends nothing else this run.
+        let mut lines = self.store.lines_to_push(period, scope).await?;
+        lines.sort_by_key(|l| l.status != LineStatus::Pushing);
+        let mut unresolved: HashSet<LineKey> = HashSet::new();
+        let mut unsure: Vec<Unsure> = Vec::new();
+        for line in lines {
+            if self.shutdown.requested() {
+                outcome.interrupted = true;
+                break;
+            }
+            if unresolved.contains(&line.key) {
+                outcome.waiting += 1;
+                continue;
+            }
+            let Some(sink) = self.sink(&line.sink) else {
+                let message = format!(
+                    "{}: billing system {:?} is not configured any more; configure it again to push this revision",
+                    line.idempotency_key, line.sink
+                );
+                self.store.record_push_error(line.id, &message).await?;
+                outcome.errors.push(message);
+                unresolved.insert(line.key.clone());
+                continue;
+            };
+            let mut line = line;
+            if line.status == LineStatus::Pushing {
+                match self.resolve_left_pushing(sink, &line, &mut outcome).await? {
+                    Resolved::Done => continue,
+                    Resolved::SendAgain => line.status = LineStatus::Approved,
+                    Resolved::Unresolved => {
+                        unresolved.insert(line.key.clone());
+                        continue;
+                    }
                 }
-                Ok(None) => {
-                    info!(key = %line.idempotency_key, "recovered: the billing system does not hold this revision; sending it again");
-                    app.store.reset_to_approved(line.id).await?;
-                    line.status = LineStatus::Approved;
-                }
-                Err(e) => {
-                    let message = format!(
-                        "{}: cannot tell whether {} holds it: {e:#}",
-                        line.idempotency_key, line.sink
-                    );
-                    error!(%message, "revision left pushing; an operator must check the billing system");
-                    app.store.record_push_error(line.id, &message).await?;
-                    outcome.errors.push(message);
-                    continue;
+            }
+            if line.status != LineStatus::Approved {
+                continue;
+            }
+            match self.send(sink, line, &mut accepted, &mut outcome).await? {
+                None => {}
+                Some(left) => {
+                    unresolved.insert(left.line.key.clone());
+                    unsure.push(left);
                 }
             }
         }
-        if line.status != LineStatus::Approved {
-            continue;
+        self.settle_unsure(unsure, &mut accepted, &mut outcome)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// A revision found `pushing` from an earlier run: the billing system holds it (done), surely
+    /// does not (send again), or it cannot be told yet.
+    async fn resolve_left_pushing(
+        &self,
+        sink: &Sink,
+        line: &LedgerLine,
+        outcome: &mut PushOutcome,
+    ) -> anyhow::Result<Resolved> {
+        match sink.find(line).await {
+            Ok(Some(external_id)) => {
+                info!(key = %line.idempotency_key, %external_id, "recovered: the billing system already holds this revision");
+                self.store.mark_pushed(line.id, &external_id).await?;
+                outcome.pushed += 1;
+                Ok(Resolved::Done)
+            }
+            Ok(None) => {
+                let marked = line.updated_at;
+                let settled_at = marked
+                    + chrono::Duration::from_std(self.settle).unwrap_or(chrono::Duration::MAX);
+                if Utc::now() < settled_at {
+                    let message = format!(
+                        "{}: sent to {} at {} and not found there yet; a billing system may store a request late, so it is not sent again before {} — run again after that",
+                        line.idempotency_key,
+                        line.sink,
+                        marked.format("%H:%M:%S UTC"),
+                        settled_at.format("%H:%M:%S UTC")
+                    );
+                    warn!(%message, "revision waits for its settle time");
+                    self.store.record_push_error(line.id, &message).await?;
+                    outcome.waiting += 1;
+                    return Ok(Resolved::Unresolved);
+                }
+                info!(key = %line.idempotency_key, "recovered: the billing system does not hold this revision; sending it again");
+                self.store.reset_to_approved(line.id).await?;
+                Ok(Resolved::SendAgain)
+            }
+            Err(e) => {
+                let message = format!(
+                    "{}: cannot tell whether {} holds it: {e:#}",
+                    line.idempotency_key, line.sink
+                );
+                error!(%message, "revision left pushing; the next run reads the billing system again");
+                self.store.record_push_error(line.id, &message).await?;
+                outcome.errors.push(message);
+                Ok(Resolved::Unresolved)
+            }
         }
+    }
+
+    /// Phase one, the request, phase two. `Some` when the answer was uncertain: the revision is
+    /// left `pushing` for [`Self::settle_unsure`].
+    async fn send(
+        &self,
+        sink: &Sink,
+        mut line: LedgerLine,
+        accepted: &mut u64,
+        outcome: &mut PushOutcome,
+    ) -> anyhow::Result<Option<Unsure>> {
         let marker = match sink.prepare(&line).await {
             Ok(marker) => marker,
             Err(e) => {
                 let message = format!("{}: {e:#}", line.idempotency_key);
-                app.store.record_push_error(line.id, &message).await?;
+                self.store.record_push_error(line.id, &message).await?;
                 outcome.errors.push(message);
-                continue;
+                return Ok(None);
             }
         };
-        app.store.mark_pushing(line.id, marker.as_deref()).await?;
+        self.store.mark_pushing(line.id, marker.as_deref()).await?;
         line.status = LineStatus::Pushing;
         line.push_marker = marker;
+        let sent_at = Instant::now();
         match sink.push(&line).await {
             Ok(external_id) => {
-                accepted += 1;
-                if app.faults.crash_after_accepted_pushes == Some(accepted) {
+                *accepted += 1;
+                if self.faults.crash_after_accepted_pushes == Some(*accepted) {
                     return Err(SimulatedCrash(format!(
                         "after the billing system accepted {accepted} revision(s), before the ledger recorded it"
                     ))
                     .into());
                 }
-                app.store.mark_pushed(line.id, &external_id).await?;
+                self.store.mark_pushed(line.id, &external_id).await?;
                 outcome.pushed += 1;
+                Ok(None)
             }
             Err(PushError::Rejected(reason)) => {
                 let message = format!(
@@ -106,36 +252,131 @@ pub async fn push_period(
                     line.idempotency_key, line.sink
                 );
                 warn!(%message, "push refused; the line stays approved and is retried on the next run");
-                app.store.reset_to_approved(line.id).await?;
-                app.store.record_push_error(line.id, &message).await?;
+                self.store.reset_to_approved(line.id).await?;
+                self.store.record_push_error(line.id, &message).await?;
                 outcome.errors.push(message);
+                Ok(None)
             }
             Err(PushError::Uncertain(reason)) => {
-                tokio::time::sleep(SETTLE).await;
-                match sink.find(&line).await {
-                    Ok(Some(external_id)) => {
-                        info!(key = %line.idempotency_key, %external_id, "the answer was lost but the billing system holds the revision");
-                        app.store.mark_pushed(line.id, &external_id).await?;
-                        outcome.pushed += 1;
-                    }
-                    other => {
-                        // Not found yet, or unreadable: never send blindly; the next run reads
-                        // the billing system again before deciding.
-                        let detail = match other {
-                            Err(e) => format!("; reading it back failed too: {e:#}"),
-                            _ => String::new(),
-                        };
-                        let message = format!(
-                            "{}: {} did not confirm the push ({reason}){detail}; left pushing, resolved on the next run",
-                            line.idempotency_key, line.sink
-                        );
-                        warn!(%message, "uncertain push");
-                        app.store.record_push_error(line.id, &message).await?;
-                        outcome.errors.push(message);
-                    }
-                }
+                warn!(key = %line.idempotency_key, %reason, "uncertain answer; reading the billing system before anything is sent again");
+                Ok(Some(Unsure {
+                    line,
+                    sent_at,
+                    reason,
+                }))
             }
         }
     }
-    Ok(outcome)
+
+    /// Resolves the revisions sent with an uncertain answer: found → pushed; absent once
+    /// settled → sent again (at most `retries` times per revision, pausing longer each time);
+    /// anything else stays `pushing` with its reason, for the next run.
+    async fn settle_unsure(
+        &self,
+        mut unsure: Vec<Unsure>,
+        accepted: &mut u64,
+        outcome: &mut PushOutcome,
+    ) -> anyhow::Result<()> {
+        let mut attempt = 0u32;
+        let mut quick = true;
+        while !unsure.is_empty() {
+            let wait = if quick {
+                QUICK_LOOK
+            } else {
+                // Until the last one sent has settled.
+                let newest = unsure
+                    .iter()
+                    .map(|u| u.sent_at)
+                    .max()
+                    .unwrap_or_else(Instant::now);
+                (newest + self.settle).saturating_duration_since(Instant::now())
+            };
+            if !self.shutdown.sleep(wait).await {
+                outcome.interrupted = true;
+                return self
+                    .leave_pushing(unsure, "a stop was requested", outcome)
+                    .await;
+            }
+            let mut absent = Vec::new();
+            for u in unsure {
+                let Some(sink) = self.sink(&u.line.sink) else {
+                    continue;
+                };
+                match sink.find(&u.line).await {
+                    Ok(Some(external_id)) => {
+                        info!(key = %u.line.idempotency_key, %external_id, "the answer was lost but the billing system holds the revision");
+                        self.store.mark_pushed(u.line.id, &external_id).await?;
+                        outcome.pushed += 1;
+                    }
+                    Ok(None) => absent.push(u),
+                    Err(e) => {
+                        let why = format!("reading it back failed too: {e:#}");
+                        self.leave_pushing(vec![u], &why, outcome).await?;
+                    }
+                }
+            }
+            if quick {
+                // Not there after a quick look: look again once settled before deciding.
+                quick = false;
+                unsure = absent;
+                continue;
+            }
+            if attempt >= self.retries {
+                return self
+                    .leave_pushing(absent, "still not there after the retries", outcome)
+                    .await;
+            }
+            let pause = self
+                .retry_backoff
+                .saturating_mul(2u32.saturating_pow(attempt));
+            attempt += 1;
+            if !absent.is_empty() && !self.shutdown.sleep(pause).await {
+                outcome.interrupted = true;
+                return self
+                    .leave_pushing(absent, "a stop was requested", outcome)
+                    .await;
+            }
+            unsure = Vec::new();
+            for u in absent {
+                info!(key = %u.line.idempotency_key, attempt, "confirmed absent after the settle time; sending it again");
+                self.store.reset_to_approved(u.line.id).await?;
+                let Some(sink) = self.sink(&u.line.sink) else {
+                    continue;
+                };
+                let mut line = u.line;
+                line.status = LineStatus::Approved;
+                line.push_marker = None;
+                if let Some(again) = self.send(sink, line, accepted, outcome).await? {
+                    unsure.push(again);
+                }
+            }
+            quick = true;
+        }
+        Ok(())
+    }
+
+    /// Records why each revision stays `pushing`; the next run reads the billing system again.
+    async fn leave_pushing(
+        &self,
+        unsure: Vec<Unsure>,
+        why: &str,
+        outcome: &mut PushOutcome,
+    ) -> anyhow::Result<()> {
+        for u in unsure {
+            let message = format!(
+                "{}: {} did not confirm the push ({}); {why}; left pushing, resolved on the next run",
+                u.line.idempotency_key, u.line.sink, u.reason
+            );
+            warn!(%message, "uncertain push");
+            self.store.record_push_error(u.line.id, &message).await?;
+            outcome.errors.push(message);
+        }
+        Ok(())
+    }
+}
+
+enum Resolved {
+    Done,
+    SendAgain,
+    Unresolved,
 }

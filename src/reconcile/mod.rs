@@ -8,13 +8,92 @@
 //!   should be now and what was sent becomes one adjustment revision (the delta);
 //! - a line that has disappeared (no records any more) is brought to zero the same way;
 //! - a line that is the same as before plans nothing, so a re-run pushes nothing.
+//!
+//! An adjustment or a reversal goes where the pushed line went: the billing system recorded on
+//! the sent revisions, never today's routing (a customer who left is usually no longer routed
+//! anywhere). A line whose routing changed after it was pushed is a conflict for a person.
+
+pub mod approval;
 
 use crate::domain::{
-    Currency, InvoiceLine, LedgerChange, LedgerLine, LineKey, LineStatus, NewRevision, SourceName,
+    Approval, BillingAccount, Currency, InvoiceLine, LedgerChange, LedgerLine, LicenseType,
+    LineKey, LineStatus, NewRevision, REVERSAL_REASON, SourceName,
 };
+use approval::ApprovalRule;
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// A line across periods: what approval rules compare with the line's last pushed period.
+pub type LineIdentity = (BillingAccount, LicenseType, SourceName);
+
+/// How the planned lines get approved.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    /// `billing.require_approval`: new figures wait as drafts unless a rule approves them.
+    pub required: bool,
+    /// `billing.approval_rules`, tried in order.
+    pub rules: Vec<ApprovalRule>,
+    /// The amount each line was last pushed with in an earlier period (total of its sent
+    /// revisions in the latest such period).
+    pub previous: HashMap<LineIdentity, Decimal>,
+    /// When a rule's approval is recorded as made.
+    pub now: DateTime<Utc>,
+}
+
+impl Approvals {
+    /// No approval required: every planned revision is approved as it is planned.
+    pub fn not_required() -> Self {
+        Approvals {
+            required: false,
+            rules: Vec::new(),
+            previous: HashMap::new(),
+            now: Utc::now(),
+        }
+    }
+
+    /// Every planned revision waits for a person.
+    pub fn by_person() -> Self {
+        Approvals {
+            required: true,
+            ..Approvals::not_required()
+        }
+    }
+
+    /// The status and approval of a revision bringing the line to `amount` (`reversal`: the
+    /// line's data vanished).
+    fn decide(
+        &self,
+        key: &LineKey,
+        amount: Decimal,
+        reversal: bool,
+    ) -> (LineStatus, Option<Approval>) {
+        if !self.required {
+            return (LineStatus::Approved, None);
+        }
+        if reversal {
+            return (LineStatus::Draft, None);
+        }
+        let identity = (
+            key.billing_account.clone(),
+            key.license_type.clone(),
+            key.source.clone(),
+        );
+        match approval::first_approving(&self.rules, amount, self.previous.get(&identity).copied())
+        {
+            Some(rule) => (
+                LineStatus::Approved,
+                Some(Approval {
+                    by: rule.approver(),
+                    at: self.now,
+                    note: None,
+                }),
+            ),
+            None => (LineStatus::Draft, None),
+        }
+    }
+}
 
 /// What the plan does to one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,6 +121,8 @@ pub struct PlanEntry {
     /// What changes in the billing system: the revision to send (delta for an adjustment).
     pub delta_quantity: Decimal,
     pub delta_amount: Decimal,
+    /// The line had been approved and its figures changed: it is a draft again.
+    pub back_to_review: bool,
 }
 
 /// A line that cannot be reconciled automatically; reported, never pushed.
@@ -63,6 +144,11 @@ impl Plan {
     pub fn count(&self, action: Action) -> u64 {
         self.entries.iter().filter(|e| e.action == action).count() as u64
     }
+
+    /// Lines whose figures changed after approval, now drafts again.
+    pub fn back_to_review(&self) -> u64 {
+        self.entries.iter().filter(|e| e.back_to_review).count() as u64
+    }
 }
 
 /// Plans the ledger changes for `computed` lines.
@@ -74,13 +160,8 @@ pub fn plan(
     computed: &[InvoiceLine],
     ledger: &[LedgerLine],
     sources: &[SourceName],
-    require_approval: bool,
+    approvals: &Approvals,
 ) -> Plan {
-    let new_status = if require_approval {
-        LineStatus::Draft
-    } else {
-        LineStatus::Approved
-    };
     let mut history: BTreeMap<&LineKey, Vec<&LedgerLine>> = BTreeMap::new();
     for revision in ledger.iter().filter(|l| sources.contains(&l.key.source)) {
         history.entry(&revision.key).or_default().push(revision);
@@ -105,7 +186,7 @@ pub fn plan(
             key,
             wanted.get(key).copied(),
             &revisions,
-            new_status,
+            approvals,
             &mut plan,
         );
     }
@@ -116,7 +197,7 @@ fn plan_line(
     key: &LineKey,
     wanted: Option<&InvoiceLine>,
     revisions: &[&LedgerLine],
-    new_status: LineStatus,
+    approvals: &Approvals,
     plan: &mut Plan,
 ) {
     let sent: Vec<&LedgerLine> = revisions
@@ -152,6 +233,20 @@ fn plan_line(
             });
         return;
     }
+    // Where the billing system holds the line: adjustments and reversals go there.
+    let sent_sink = sent.last().map(|r| r.sink.as_str());
+    if let (Some(pushed_to), Some(w)) = (sent_sink, wanted)
+        && pushed_to != w.sink
+    {
+        plan.conflicts.push(Conflict {
+            key: key.clone(),
+            message: format!(
+                "the line was pushed to {pushed_to} and the account is now billed in {}; an adjustment cannot move a line between billing systems — credit it in {pushed_to} by hand or route the account back",
+                w.sink
+            ),
+        });
+        return;
+    }
     let (quantity, amount) = wanted.map(|w| (w.quantity, w.amount)).unwrap_or_default();
     let delta_quantity = quantity - sent_quantity;
     let delta_amount = amount - sent_amount;
@@ -164,6 +259,7 @@ fn plan_line(
         currency,
         delta_quantity,
         delta_amount,
+        back_to_review: false,
     };
 
     // Several unsent revisions cannot arise from this planner; if they do, keep the newest and
@@ -187,16 +283,19 @@ fn plan_line(
         return;
     }
 
-    let values = revision_values(
+    let (new_status, new_approval) = approvals.decide(key, amount, wanted.is_none());
+    let mut values = revision_values(
         key,
         wanted,
         currency,
-        delta_quantity,
-        delta_amount,
-        quantity,
-        amount,
+        (delta_quantity, delta_amount),
+        (quantity, amount),
         new_status,
     );
+    values.approval = new_approval;
+    if let Some(pushed_to) = sent_sink {
+        values.sink = pushed_to.to_owned();
+    }
     match keep {
         Some(draft) => {
             let values = NewRevision {
@@ -209,21 +308,29 @@ fn plan_line(
                 // New evidence or trace with the same money keeps the draft's approval.
                 let money_changed =
                     draft.quantity != values.quantity || draft.amount != values.amount;
-                let status = if money_changed {
-                    new_status
+                let (status, approval) = if money_changed {
+                    (new_status, values.approval.clone())
                 } else {
-                    draft.status
+                    (draft.status, draft.approval.clone())
                 };
+                let back_to_review = money_changed
+                    && draft.status == LineStatus::Approved
+                    && status == LineStatus::Draft;
                 plan.changes.push(LedgerChange::Update {
                     id: draft.id,
-                    values: NewRevision { status, ..values },
+                    values: NewRevision {
+                        status,
+                        approval,
+                        ..values
+                    },
                 });
-                plan.entries
-                    .push(entry(match (money_changed, sent.is_empty()) {
-                        (false, _) => Action::Unchanged,
-                        (true, true) => Action::Update,
-                        (true, false) => Action::Adjust,
-                    }));
+                let mut line = entry(match (money_changed, sent.is_empty()) {
+                    (false, _) => Action::Unchanged,
+                    (true, true) => Action::Update,
+                    (true, false) => Action::Adjust,
+                });
+                line.back_to_review = back_to_review;
+                plan.entries.push(line);
             }
         }
         None => {
@@ -240,15 +347,14 @@ fn plan_line(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The revision bringing `key` to `total` (quantity, amount) by `delta`. With nothing computed
+/// any more, it is the reversal of the pushed line, with its reason in the trace.
 fn revision_values(
     key: &LineKey,
     wanted: Option<&InvoiceLine>,
     currency: Currency,
-    delta_quantity: Decimal,
-    delta_amount: Decimal,
-    total_quantity: Decimal,
-    total_amount: Decimal,
+    (delta_quantity, delta_amount): (Decimal, Decimal),
+    (total_quantity, total_amount): (Decimal, Decimal),
     status: LineStatus,
 ) -> NewRevision {
     NewRevision {
@@ -261,12 +367,13 @@ fn revision_values(
         total_quantity,
         total_amount,
         price_ref: wanted.map(|w| w.price_ref.clone()).unwrap_or_default(),
-        trace: wanted.map(|w| w.trace.clone()).unwrap_or_else(
-            || serde_json::json!({"reason": "no billable records in this period any more"}),
-        ),
+        trace: wanted
+            .map(|w| w.trace.clone())
+            .unwrap_or_else(|| serde_json::json!({ "reason": REVERSAL_REASON })),
         evidence: wanted.map(|w| w.evidence.clone()).unwrap_or_default(),
         sink: wanted.map(|w| w.sink.clone()).unwrap_or_default(),
         status,
+        approval: None,
     }
 }
 
@@ -341,6 +448,7 @@ mod tests {
             external_id: None,
             push_marker: None,
             last_error: None,
+            approval: values.approval.clone(),
             run_id: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),
@@ -368,7 +476,7 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let new = inserted(&plan);
         assert_eq!(new.len(), 1);
@@ -385,7 +493,7 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            true,
+            &Approvals::by_person(),
         );
         assert_eq!(inserted(&plan)[0].status, LineStatus::Draft);
     }
@@ -396,14 +504,14 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let again = plan(
             &[computed("A", dec!(3), dec!(30.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         assert!(again.changes.is_empty());
         assert_eq!(again.count(Action::Unchanged), 1);
@@ -415,14 +523,14 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            true,
+            &Approvals::by_person(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Draft)];
         let again = plan(
             &[computed("A", dec!(3), dec!(30.00))],
             &ledger,
             &sources(),
-            true,
+            &Approvals::by_person(),
         );
         assert!(again.changes.is_empty(), "{:?}", again.changes);
     }
@@ -433,14 +541,14 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let ledger = vec![stored(7, inserted(&first)[0], LineStatus::Approved)];
         let again = plan(
             &[computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         match again.changes.as_slice() {
             [LedgerChange::Update { id: 7, values }] => {
@@ -459,14 +567,14 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let again = plan(
             &[computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let new = inserted(&again);
         assert_eq!(new.len(), 1);
@@ -484,7 +592,7 @@ mod tests {
             &[computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         assert!(third.changes.is_empty());
     }
@@ -495,21 +603,21 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let mut ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let second = plan(
             &[computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         ledger.push(stored(2, inserted(&second)[0], LineStatus::Approved));
         let third = plan(
             &[computed("A", dec!(4), dec!(40.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         match third.changes.as_slice() {
             [LedgerChange::Update { id: 2, values }] => {
@@ -527,21 +635,21 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let mut ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let second = plan(
             &[computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         ledger.push(stored(2, inserted(&second)[0], LineStatus::Approved));
         let third = plan(
             &[computed("A", dec!(3), dec!(30.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         assert_eq!(third.changes, vec![LedgerChange::Delete { id: 2 }]);
         assert_eq!(third.count(Action::Unchanged), 1);
@@ -553,10 +661,10 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
-        let again = plan(&[], &ledger, &sources(), false);
+        let again = plan(&[], &ledger, &sources(), &Approvals::not_required());
         let new = inserted(&again);
         assert_eq!(new.len(), 1);
         assert_eq!(new[0].quantity, dec!(-3));
@@ -570,10 +678,10 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            true,
+            &Approvals::by_person(),
         );
         let ledger = vec![stored(4, inserted(&first)[0], LineStatus::Draft)];
-        let again = plan(&[], &ledger, &sources(), true);
+        let again = plan(&[], &ledger, &sources(), &Approvals::by_person());
         assert_eq!(again.changes, vec![LedgerChange::Delete { id: 4 }]);
     }
 
@@ -583,10 +691,15 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
-        let again = plan(&[], &ledger, &[SourceName::new("ccc")], false);
+        let again = plan(
+            &[],
+            &ledger,
+            &[SourceName::new("ccc")],
+            &Approvals::not_required(),
+        );
         assert!(again.changes.is_empty());
         assert!(again.entries.is_empty());
     }
@@ -597,14 +710,14 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushing)];
         let again = plan(
             &[computed("A", dec!(4), dec!(40.00))],
             &ledger,
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         // The revision in flight counts as sent: the change becomes an adjustment.
         let new = inserted(&again);
@@ -619,14 +732,14 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            true,
+            &Approvals::by_person(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Approved)];
         let again = plan(
             &[computed("A", dec!(4), dec!(40.00))],
             &ledger,
             &sources(),
-            true,
+            &Approvals::by_person(),
         );
         match again.changes.as_slice() {
             [LedgerChange::Update { values, .. }] => assert_eq!(values.status, LineStatus::Draft),
@@ -640,13 +753,150 @@ mod tests {
             &[computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
-            false,
+            &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let mut usd = computed("A", dec!(3), dec!(33.00));
         usd.currency = "USD".parse().unwrap();
-        let again = plan(&[usd], &ledger, &sources(), false);
+        let again = plan(&[usd], &ledger, &sources(), &Approvals::not_required());
         assert!(again.changes.is_empty());
         assert_eq!(again.conflicts.len(), 1);
+    }
+
+    #[test]
+    fn a_vanished_line_is_reversed_in_the_billing_system_it_was_pushed_to() {
+        let first = plan(
+            &[computed("A", dec!(7), dec!(70.00))],
+            &[],
+            &sources(),
+            &Approvals::not_required(),
+        );
+        let mut pushed = stored(1, inserted(&first)[0], LineStatus::Pushed);
+        // Pushed to ActivePlatform; today's routing no longer knows the account at all.
+        pushed.sink = "activeplatform".into();
+        let again = plan(&[], &[pushed], &sources(), &Approvals::not_required());
+        let new = inserted(&again);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].sink, "activeplatform");
+        assert_eq!(new[0].key.billing_account.as_str(), "A");
+        assert_eq!(new[0].quantity, dec!(-7));
+        assert_eq!(new[0].amount, dec!(-70.00));
+        assert_eq!(new[0].trace["reason"], REVERSAL_REASON);
+        assert_eq!(again.count(Action::Adjust), 1);
+    }
+
+    #[test]
+    fn an_unsent_reversal_with_a_lost_billing_system_is_repaired() {
+        let first = plan(
+            &[computed("A", dec!(7), dec!(70.00))],
+            &[],
+            &sources(),
+            &Approvals::not_required(),
+        );
+        let pushed = stored(1, inserted(&first)[0], LineStatus::Pushed);
+        let again = plan(
+            &[],
+            std::slice::from_ref(&pushed),
+            &sources(),
+            &Approvals::not_required(),
+        );
+        // What an earlier tally stored: the reversal with no billing system.
+        let mut broken = stored(2, inserted(&again)[0], LineStatus::Approved);
+        broken.sink = String::new();
+        let repaired = plan(
+            &[],
+            &[pushed, broken],
+            &sources(),
+            &Approvals::not_required(),
+        );
+        match repaired.changes.as_slice() {
+            [LedgerChange::Update { id: 2, values }] => assert_eq!(values.sink, "rambase"),
+            other => panic!("expected the reversal re-routed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pushed_line_now_routed_elsewhere_is_a_conflict() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            &Approvals::not_required(),
+        );
+        let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
+        let mut moved = computed("A", dec!(4), dec!(40.00));
+        moved.sink = "file".into();
+        let again = plan(&[moved], &ledger, &sources(), &Approvals::not_required());
+        assert!(again.changes.is_empty());
+        assert_eq!(again.conflicts.len(), 1);
+        assert!(again.conflicts[0].message.contains("pushed to rambase"));
+    }
+
+    #[test]
+    fn an_approved_line_whose_figures_change_is_back_in_review() {
+        let first = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            &Approvals::by_person(),
+        );
+        let mut approved = stored(1, inserted(&first)[0], LineStatus::Approved);
+        approved.approval = Some(Approval {
+            by: "kari".into(),
+            at: Utc::now(),
+            note: None,
+        });
+        let again = plan(
+            &[computed("A", dec!(4), dec!(40.00))],
+            &[approved],
+            &sources(),
+            &Approvals::by_person(),
+        );
+        match again.changes.as_slice() {
+            [LedgerChange::Update { values, .. }] => {
+                assert_eq!(values.status, LineStatus::Draft);
+                assert_eq!(values.approval, None, "the old approval is void");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(again.back_to_review(), 1);
+    }
+
+    #[test]
+    fn a_rule_approves_a_steady_line_and_leaves_an_outlier_waiting() {
+        let mut approvals = Approvals::by_person();
+        approvals.rules = vec![ApprovalRule {
+            name: "steady".into(),
+            below_amount: None,
+            max_change_percent: Some(dec!(10)),
+            max_change_amount: None,
+        }];
+        for account in ["A", "B"] {
+            approvals.previous.insert(
+                (
+                    BillingAccount::new(account),
+                    LicenseType::new("Agent"),
+                    SourceName::new("billable_users"),
+                ),
+                dec!(100.00),
+            );
+        }
+        let planned = plan(
+            &[
+                computed("A", dec!(10.5), dec!(105.00)),
+                computed("B", dec!(20), dec!(200.00)),
+            ],
+            &[],
+            &sources(),
+            &approvals,
+        );
+        let new = inserted(&planned);
+        assert_eq!(new[0].status, LineStatus::Approved);
+        assert_eq!(
+            new[0].approval.as_ref().map(|a| a.by.as_str()),
+            Some("rule:steady")
+        );
+        assert_eq!(new[1].status, LineStatus::Draft, "doubled: a person looks");
+        assert_eq!(new[1].approval, None);
     }
 }

@@ -2,7 +2,8 @@
 //! that each store method is written once and compiled for both (see `with_backend!`).
 //!
 //! The differences: how a `Decimal` is stored (NUMERIC in Postgres, its exact string in SQLite),
-//! and how a writing transaction starts (SQLite takes the write lock up front).
+//! how a writing transaction starts (SQLite takes the write lock up front), and what a
+//! migration needs around it (SQLite rebuilds a table with foreign keys off).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -35,6 +36,11 @@ impl Pg {
     pub(super) async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
         pool.begin().await
     }
+
+    /// Postgres changes constraints in place: nothing to set around a migration.
+    pub(super) async fn foreign_keys(_: &mut sqlx::PgConnection, _on: bool) -> sqlx::Result<()> {
+        Ok(())
+    }
 }
 
 /// SQLite: decimals go in and out as their exact string, never as REAL.
@@ -57,6 +63,24 @@ impl Lite {
     pub(super) async fn begin(pool: &SqlitePool) -> sqlx::Result<Transaction<'static, Sqlite>> {
         pool.begin_with("BEGIN IMMEDIATE").await
     }
+
+    /// Foreign keys off (or back on) on the migration's connection. SQLite changes a table's
+    /// constraints only by rebuilding it (copy, drop, rename), which its documentation says to do
+    /// with foreign keys off; the pragma cannot change inside the migration's transaction, so it
+    /// is set around it.
+    pub(super) async fn foreign_keys(
+        conn: &mut sqlx::SqliteConnection,
+        on: bool,
+    ) -> sqlx::Result<()> {
+        use sqlx::Executor;
+        conn.execute(if on {
+            "PRAGMA foreign_keys = ON"
+        } else {
+            "PRAGMA foreign_keys = OFF"
+        })
+        .await
+        .map(|_| ())
+    }
 }
 
 /// Typed column access with the column's name in every error, for both row types.
@@ -64,6 +88,7 @@ pub(super) trait Columns {
     fn text(&self, col: &str) -> anyhow::Result<String>;
     fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>>;
     fn int(&self, col: &str) -> anyhow::Result<i64>;
+    fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>>;
     fn int32(&self, col: &str) -> anyhow::Result<i32>;
     fn flag(&self, col: &str) -> anyhow::Result<bool>;
     fn decimal(&self, col: &str) -> anyhow::Result<Decimal>;
@@ -86,6 +111,10 @@ macro_rules! impl_columns {
                     .with_context(|| format!("reading text column {col}"))
             }
             fn int(&self, col: &str) -> anyhow::Result<i64> {
+                self.try_get(col)
+                    .with_context(|| format!("reading integer column {col}"))
+            }
+            fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
                 self.try_get(col)
                     .with_context(|| format!("reading integer column {col}"))
             }

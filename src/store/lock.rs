@@ -1,10 +1,12 @@
-//! The runner lock: one process at a time runs the schedule against one store.
+//! The writer lease: one process at a time writes the ledger or pushes (`tally run`, `approve`,
+//! `push`, the daemon's runs), so that two runs can neither send a line twice nor take each
+//! other's staged records away. Readers (`lines`, `runs`) and dry runs take no lease.
 //!
 //! Postgres: a session-level advisory lock, held by a connection taken out of the pool for as long
 //! as the lock lives, so that the lock ends with the session: on drop, or when the process dies
 //! and the server sees the socket close.
 //!
-//! SQLite: an OS file lock (`flock`) on `<database file>.runner-lock` next to the database. The
+//! SQLite: an OS file lock (`flock`) on `<database file>.writer-lock` next to the database. The
 //! database is one machine's, and the OS drops the lock when the process dies, so a crashed runner
 //! never leaves a stale lock behind (which a lock row in the database would).
 
@@ -13,14 +15,26 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 
-/// The advisory lock key of the runner: "tally_rn" in ASCII, so that it is recognisable in
+/// The advisory lock key of the writer lease: "tally_rn" in ASCII, so that it is recognisable in
 /// `pg_locks` and unlikely to collide with another application's key in the same database.
 const RUNNER_LOCK_KEY: i64 = 0x7461_6c6c_795f_726e;
 
-/// Held while a process runs the schedule; released on drop (or when the process dies).
+/// Held while a process writes the ledger; released on drop (or when the process dies).
 #[derive(Debug)]
-pub struct RunnerLock {
+pub struct WriterLease {
     held: Held,
+}
+
+/// This machine's name, for naming a lease's holder. Read from the kernel (Linux) or `HOSTNAME`:
+/// a crate for one string read is not worth a dependency, and a wrong name only makes a message
+/// less helpful.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
 #[derive(Debug)]
@@ -31,23 +45,23 @@ enum Held {
     Sqlite(#[allow(dead_code)] File),
 }
 
-impl RunnerLock {
+impl WriterLease {
     /// Tries the Postgres advisory lock on a connection of its own.
-    pub(super) async fn try_postgres(pool: &PgPool) -> anyhow::Result<Option<RunnerLock>> {
+    pub(super) async fn try_postgres(pool: &PgPool) -> anyhow::Result<Option<WriterLease>> {
         // Detached: the connection must never go back to the pool while it holds the lock,
         // or another task of this process would silently share the lock's session.
         let mut conn = pool
             .acquire()
             .await
-            .context("taking a connection for the runner lock")?
+            .context("taking a connection for the writer lease")?
             .detach();
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(RUNNER_LOCK_KEY)
             .fetch_one(&mut conn)
             .await
-            .context("trying the runner's advisory lock (pg_try_advisory_lock)")?;
+            .context("trying the writer lease's advisory lock (pg_try_advisory_lock)")?;
         if locked {
-            Ok(Some(RunnerLock {
+            Ok(Some(WriterLease {
                 held: Held::Postgres(Some(conn)),
             }))
         } else {
@@ -58,9 +72,9 @@ impl RunnerLock {
     }
 
     /// Tries the lock file next to the SQLite database.
-    pub(super) fn try_sqlite(database: &Path) -> anyhow::Result<Option<RunnerLock>> {
+    pub(super) fn try_sqlite(database: &Path) -> anyhow::Result<Option<WriterLease>> {
         let mut path = database.as_os_str().to_owned();
-        path.push(".runner-lock");
+        path.push(".writer-lock");
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -68,18 +82,18 @@ impl RunnerLock {
             .open(&path)
             .with_context(|| {
                 format!(
-                    "opening the runner lock file {}",
+                    "opening the writer lease's lock file {}",
                     Path::new(&path).display()
                 )
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(RunnerLock {
+            Ok(()) => Ok(Some(WriterLease {
                 held: Held::Sqlite(file),
             })),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(err)) => Err(err).with_context(|| {
                 format!(
-                    "locking the runner lock file {}",
+                    "locking the writer lease's lock file {}",
                     Path::new(&path).display()
                 )
             }),
@@ -94,7 +108,7 @@ impl RunnerLock {
         {
             unlock_and_close(conn)
                 .await
-                .context("releasing the runner's advisory lock")?;
+                .context("releasing the writer lease's advisory lock")?;
         }
         // A SQLite lock file is unlocked when `self` drops here.
         Ok(())
@@ -109,7 +123,7 @@ async fn unlock_and_close(mut conn: PgConnection) -> sqlx::Result<()> {
     conn.close().await
 }
 
-impl Drop for RunnerLock {
+impl Drop for WriterLease {
     fn drop(&mut self) {
         let Held::Postgres(conn) = &mut self.held else {
             return;
@@ -124,7 +138,7 @@ impl Drop for RunnerLock {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     if let Err(err) = unlock_and_close(conn).await {
-                        tracing::warn!(error = %err, "releasing the runner lock failed; it ends with the session");
+                        tracing::warn!(error = %err, "releasing the writer lease failed; it ends with the session");
                     }
                 });
             }

@@ -7,7 +7,7 @@
 //!
 //! Each method is written once: `with_backend!` compiles its body for both pools, and the few
 //! dialect differences (how a decimal is stored, how a write transaction starts) live in
-//! `dialect`. Row-to-domain conversions are in `rows`, the runner lock in `lock`.
+//! `dialect`. Row-to-domain conversions are in `rows`, the writer lease in `lock`.
 //!
 //! Exactly-once rests on what this module guarantees: a page and its checkpoint commit together;
 //! a reconcile plan commits whole or not at all; a revision that may be in the billing system
@@ -19,15 +19,17 @@ mod lock;
 mod rows;
 mod scratch;
 
-pub use lock::RunnerLock;
+pub use lock::{WriterLease, this_host};
 
 use crate::domain::{
-    BillingAccount, LedgerChange, LedgerLine, NewRevision, Period, RunException, RunStatus,
-    RunSummary, SourceName, StagedRecord, Trigger,
+    BillingAccount, LedgerChange, LedgerLine, LicenseType, NewRevision, Period, RunException,
+    RunStatus, RunSummary, SourceName, StagedRecord, Trigger,
 };
+use crate::reconcile::LineIdentity;
 use anyhow::{Context, anyhow, bail, ensure};
 use chrono::{DateTime, Utc};
 use dialect::Columns;
+use rust_decimal::Decimal;
 use sqlx::migrate::Migrate;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -138,7 +140,7 @@ macro_rules! describe_revision {
     }};
 }
 
-/// Rows per multi-row INSERT. The widest row (a ledger revision) binds 22 values: 1,000 rows stay
+/// Rows per multi-row INSERT. The widest row (a ledger revision) binds 25 values: 1,000 rows stay
 /// below SQLite's 32,766 and Postgres' 65,535 bound parameters per statement.
 const ROWS_PER_INSERT: usize = 1000;
 
@@ -146,7 +148,7 @@ const ROWS_PER_INSERT: usize = 1000;
 const LINE_COLUMNS: &str = "id, line_key, period, billing_account, license_type, source, \
      revision, idempotency_key, quantity, amount, rate, currency, total_quantity, total_amount, \
      price_ref, trace, evidence_count, evidence_hash, sink, status, external_id, push_marker, \
-     last_error, run_id, created_at, updated_at, pushed_at";
+     last_error, approved_by, approved_at, approval_note, run_id, created_at, updated_at, pushed_at";
 
 /// The columns a [`RunException`] is read from (`rows::exception`).
 const EXCEPTION_COLUMNS: &str = "period, source, kind, customer_key, item, billing_account, \
@@ -238,10 +240,14 @@ impl Store {
                 .await
                 .with_context(|| format!("migrating the {backend} store: listing migrations"))?
                 .len();
-            D::migrator()
-                .run(&mut *conn)
+            D::foreign_keys(&mut conn, false)
                 .await
-                .with_context(|| format!("migrating the {backend} store"))?;
+                .with_context(|| format!("migrating the {backend} store: foreign keys off"))?;
+            let migrated = D::migrator().run(&mut *conn).await;
+            D::foreign_keys(&mut conn, true)
+                .await
+                .with_context(|| format!("migrating the {backend} store: foreign keys on"))?;
+            migrated.with_context(|| format!("migrating the {backend} store"))?;
             let after = conn
                 .list_applied_migrations()
                 .await
@@ -273,14 +279,16 @@ impl Store {
     ) -> anyhow::Result<i64> {
         with_backend!(self, |pool, D| {
             sqlx::query_scalar(
-                "INSERT INTO runs (triggered_by, period, source_filter, status, started_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO runs (triggered_by, period, source_filter, status, started_at, host, pid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
             .bind(trigger.as_str())
             .bind(period.to_string())
             .bind(source_filter)
             .bind(RunStatus::Running.as_str())
             .bind(Utc::now())
+            .bind(this_host())
+            .bind(i64::from(std::process::id()))
             .fetch_one(pool)
             .await
             .with_context(|| format!("start_run: inserting a run of {period} into runs"))
@@ -566,7 +574,8 @@ impl Store {
                     "UPDATE ledger_lines SET quantity = $4, amount = $5, rate = $6, \
                      currency = $7, total_quantity = $8, total_amount = $9, price_ref = $10, \
                      trace = $11, evidence_count = $12, evidence_hash = $13, sink = $14, \
-                     status = $15, run_id = $16, updated_at = $17 \
+                     status = $15, run_id = $16, updated_at = $17, approved_by = $18, \
+                     approved_at = $19, approval_note = $20 \
                      WHERE id = $1 AND line_key = $2 AND revision = $3 \
                      AND status IN ('draft', 'approved')",
                 )
@@ -587,6 +596,9 @@ impl Store {
                 .bind(values.status.as_str())
                 .bind(run_id)
                 .bind(now)
+                .bind(values.approval.as_ref().map(|a| a.by.as_str()))
+                .bind(values.approval.as_ref().map(|a| a.at))
+                .bind(values.approval.as_ref().and_then(|a| a.note.as_deref()))
                 .execute(&mut *tx)
                 .await
                 .with_context(|| format!("apply_plan: updating ledger revision {id}"))?
@@ -609,7 +621,8 @@ impl Store {
                     "INSERT INTO ledger_lines (line_key, period, billing_account, license_type, \
                      source, revision, idempotency_key, quantity, amount, rate, currency, \
                      total_quantity, total_amount, price_ref, trace, evidence_count, \
-                     evidence_hash, sink, status, run_id, created_at, updated_at) ",
+                     evidence_hash, sink, status, run_id, created_at, updated_at, approved_by, \
+                     approved_at, approval_note) ",
                 );
                 insert.push_values(batch, |mut b, row| {
                     let values = row.values;
@@ -634,7 +647,10 @@ impl Store {
                         .push_bind(values.status.as_str())
                         .push_bind(run_id)
                         .push_bind(now)
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(values.approval.as_ref().map(|a| a.by.as_str()))
+                        .push_bind(values.approval.as_ref().map(|a| a.at))
+                        .push_bind(values.approval.as_ref().and_then(|a| a.note.as_deref()));
                 });
                 insert.build().execute(&mut *tx).await.with_context(|| {
                     format!(
@@ -692,15 +708,17 @@ impl Store {
         })
     }
 
-    /// Revisions of the period that are `approved` or `pushing` (optionally of some sources
-    /// only), ordered by line key then revision: what a push must send or resolve. An empty list
-    /// of sources selects nothing.
+    /// Revisions of the period that are `approved` or `pushing`, within `scope`, ordered by line
+    /// key then revision: what a push must send or resolve. An empty list of sources or of ids
+    /// selects nothing.
     pub async fn lines_to_push(
         &self,
         period: Period,
-        sources: Option<&[SourceName]>,
+        scope: &PushScope<'_>,
     ) -> anyhow::Result<Vec<LedgerLine>> {
-        if sources.is_some_and(|sources| sources.is_empty()) {
+        if scope.sources.is_some_and(|sources| sources.is_empty())
+            || scope.ids.is_some_and(|ids| ids.is_empty())
+        {
             return Ok(Vec::new());
         }
         with_backend!(self, |pool, D| {
@@ -709,11 +727,24 @@ impl Store {
                  AND period = "
             ));
             select.push_bind(period.to_string());
-            if let Some(sources) = sources {
+            if let Some(sources) = scope.sources {
                 select.push(" AND source IN (");
                 let mut list = select.separated(", ");
                 for source in sources {
                     list.push_bind(source.as_str());
+                }
+                list.push_unseparated(")");
+            }
+            if let Some(customer) = scope.customer {
+                select
+                    .push(" AND billing_account = ")
+                    .push_bind(customer.as_str());
+            }
+            if let Some(ids) = scope.ids {
+                select.push(" AND id IN (");
+                let mut list = select.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
                 }
                 list.push_unseparated(")");
             }
@@ -805,13 +836,14 @@ impl Store {
         })
     }
 
-    /// Keeps the last push error on the revision (its status is unchanged).
+    /// Keeps the last push error on the revision. Its status and `updated_at` are unchanged:
+    /// `updated_at` of a `pushing` revision is when it was sent, which its settle time counts
+    /// from.
     pub async fn record_push_error(&self, id: i64, error: &str) -> anyhow::Result<()> {
         let done = with_backend!(self, |pool, D| {
-            sqlx::query("UPDATE ledger_lines SET last_error = $2, updated_at = $3 WHERE id = $1")
+            sqlx::query("UPDATE ledger_lines SET last_error = $2 WHERE id = $1")
                 .bind(id)
                 .bind(error)
-                .bind(Utc::now())
                 .execute(pool)
                 .await
                 .with_context(|| format!("record_push_error: updating ledger revision {id}"))?
@@ -824,17 +856,27 @@ impl Store {
         Ok(())
     }
 
-    /// `draft` → `approved` for the period (and one billing account, if given); returns how many.
+    /// `draft` → `approved` for the period (and one billing account, if given), recording who,
+    /// when and why; returns the ids of exactly the revisions this call approved.
     pub async fn approve(
         &self,
         period: Period,
         customer: Option<&BillingAccount>,
-    ) -> anyhow::Result<u64> {
+        by: &str,
+        note: Option<&str>,
+    ) -> anyhow::Result<Vec<i64>> {
+        let now = Utc::now();
         with_backend!(self, |pool, D| {
             let mut update =
                 QueryBuilder::new("UPDATE ledger_lines SET status = 'approved', updated_at = ");
             update
-                .push_bind(Utc::now())
+                .push_bind(now)
+                .push(", approved_at = ")
+                .push_bind(now)
+                .push(", approved_by = ")
+                .push_bind(by)
+                .push(", approval_note = ")
+                .push_bind(note)
                 .push(" WHERE status = 'draft' AND period = ")
                 .push_bind(period.to_string());
             if let Some(customer) = customer {
@@ -842,13 +884,79 @@ impl Store {
                     .push(" AND billing_account = ")
                     .push_bind(customer.as_str());
             }
-            Ok(update
-                .build()
-                .execute(pool)
+            update.push(" RETURNING id");
+            let mut ids: Vec<i64> = update
+                .build_query_scalar()
+                .fetch_all(pool)
                 .await
-                .with_context(|| format!("approve: approving drafts of {period}"))?
-                .rows_affected())
+                .with_context(|| format!("approve: approving drafts of {period}"))?;
+            ids.sort_unstable();
+            Ok(ids)
         })
+    }
+
+    /// How many draft revisions of the period (of some sources, if given) wait for approval.
+    pub async fn count_drafts(
+        &self,
+        period: Period,
+        sources: Option<&[SourceName]>,
+    ) -> anyhow::Result<u64> {
+        let lines = self.ledger_lines(period, None).await?;
+        Ok(lines
+            .iter()
+            .filter(|l| l.status == crate::domain::LineStatus::Draft)
+            .filter(|l| sources.is_none_or(|s| s.contains(&l.key.source)))
+            .count() as u64)
+    }
+
+    /// For every line pushed in a period before `period`: the total it was pushed with in the
+    /// latest such period (what approval rules compare with).
+    pub async fn last_pushed_amounts(
+        &self,
+        period: Period,
+    ) -> anyhow::Result<HashMap<LineIdentity, Decimal>> {
+        let found: Vec<(String, String, String, String, Decimal)> =
+            with_backend!(self, |pool, D| {
+                let rows = sqlx::query(
+                "SELECT period, billing_account, license_type, source, amount FROM ledger_lines \
+                 WHERE period < $1 AND status = 'pushed' ORDER BY period",
+            )
+            .bind(period.to_string())
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("last_pushed_amounts: reading pushed lines before {period}"))?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.text("period")?,
+                            row.text("billing_account")?,
+                            row.text("license_type")?,
+                            row.text("source")?,
+                            row.decimal("amount")?,
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            });
+        // Ordered by period: a later period replaces an earlier one's total.
+        let mut latest: HashMap<LineIdentity, (String, Decimal)> = HashMap::new();
+        for (period, account, license, source, amount) in found {
+            let identity = (
+                BillingAccount::new(account),
+                LicenseType::new(license),
+                SourceName::new(source),
+            );
+            let entry = latest
+                .entry(identity)
+                .or_insert_with(|| (period.clone(), Decimal::ZERO));
+            if entry.0 != period {
+                *entry = (period, Decimal::ZERO);
+            }
+            entry.1 = entry
+                .1
+                .checked_add(amount)
+                .context("last_pushed_amounts: a line's total overflows")?;
+        }
+        Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
     }
 
     /// The period's current exceptions (of every source), ordered by source, kind, customer.
@@ -866,15 +974,175 @@ impl Store {
         })
     }
 
-    /// One runner at a time across processes: Postgres advisory lock, on a connection held by
-    /// the [`RunnerLock`]. SQLite: the database file is one machine's, so an OS lock on the file
-    /// `<database>.runner-lock` suffices (and, unlike a lock row, dies with its process). `None`
-    /// when another process (or another holder in this one) has it.
-    pub async fn try_runner_lock(&self) -> anyhow::Result<Option<RunnerLock>> {
-        match &self.backend {
-            Backend::Postgres(pool) => RunnerLock::try_postgres(pool).await,
-            Backend::Sqlite { path, .. } => RunnerLock::try_sqlite(path),
+    // ---- the writer lease -------------------------------------------------------------------
+
+    /// Takes the writer lease for `command`, waiting up to `wait` for another holder to finish.
+    /// Once held, runs left `running` by a process that died are marked `abandoned` (only the
+    /// lease holder runs, so any other `running` run is dead). [`Busy`] names the holder when
+    /// the wait ends first.
+    pub async fn acquire_writer(
+        &self,
+        command: &str,
+        wait: Duration,
+    ) -> anyhow::Result<WriterLease> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(lease) = self.try_writer_lease().await? {
+                self.record_lease_holder(command).await?;
+                let abandoned = self.abandon_dead_runs().await?;
+                for run in abandoned {
+                    tracing::warn!(
+                        run_id = run,
+                        "a run whose process died was still marked running; marked abandoned"
+                    );
+                }
+                return Ok(lease);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Busy {
+                    holder: self.lease_holder().await.unwrap_or(None),
+                    waited: wait,
+                }
+                .into());
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(250))).await;
         }
+    }
+
+    /// The lease without waiting or bookkeeping; `None` when another holder has it (another
+    /// process, or another holder in this one).
+    pub async fn try_writer_lease(&self) -> anyhow::Result<Option<WriterLease>> {
+        match &self.backend {
+            Backend::Postgres(pool) => WriterLease::try_postgres(pool).await,
+            Backend::Sqlite { path, .. } => WriterLease::try_sqlite(path),
+        }
+    }
+
+    /// Notes the run the lease holder is doing, for a writer that finds the lease taken.
+    pub async fn record_lease_run(&self, run_id: i64) -> anyhow::Result<()> {
+        with_backend!(self, |pool, D| {
+            sqlx::query("UPDATE writer_lease SET run_id = $1 WHERE id = 1")
+                .bind(run_id)
+                .execute(pool)
+                .await
+                .context("record_lease_run: updating writer_lease")?;
+            Ok(())
+        })
+    }
+
+    async fn record_lease_holder(&self, command: &str) -> anyhow::Result<()> {
+        with_backend!(self, |pool, D| {
+            sqlx::query(
+                "INSERT INTO writer_lease (id, command, run_id, host, pid, since) \
+                 VALUES (1, $1, NULL, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET \
+                 command = excluded.command, run_id = NULL, host = excluded.host, \
+                 pid = excluded.pid, since = excluded.since",
+            )
+            .bind(command)
+            .bind(this_host())
+            .bind(i64::from(std::process::id()))
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .context("record_lease_holder: writing writer_lease")?;
+            Ok(())
+        })
+    }
+
+    /// Who holds (or last held) the writer lease.
+    pub async fn lease_holder(&self) -> anyhow::Result<Option<LeaseHolder>> {
+        with_backend!(self, |pool, D| {
+            let row = sqlx::query(
+                "SELECT command, run_id, host, pid, since FROM writer_lease WHERE id = 1",
+            )
+            .fetch_optional(pool)
+            .await
+            .context("lease_holder: reading writer_lease")?;
+            row.map(|row| {
+                Ok(LeaseHolder {
+                    command: row.text("command")?,
+                    run_id: row.opt_int("run_id")?,
+                    host: row.text("host")?,
+                    pid: row.int("pid")?,
+                    since: row.time("since")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Marks every run still `running` as `abandoned`; returns their ids. Call only while
+    /// holding the writer lease.
+    async fn abandon_dead_runs(&self) -> anyhow::Result<Vec<i64>> {
+        with_backend!(self, |pool, D| {
+            sqlx::query_scalar(
+                "UPDATE runs SET status = 'abandoned', finished_at = $1 \
+                 WHERE status = 'running' RETURNING id",
+            )
+            .bind(Utc::now())
+            .fetch_all(pool)
+            .await
+            .context("abandon_dead_runs: updating runs")
+        })
+    }
+}
+
+/// Which revisions a push takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushScope<'a> {
+    /// Only these sources' lines (`None`: every source).
+    pub sources: Option<&'a [SourceName]>,
+    /// Only this billing account's lines.
+    pub customer: Option<&'a BillingAccount>,
+    /// Only these revisions (what an approval just approved).
+    pub ids: Option<&'a [i64]>,
+}
+
+/// Who holds the writer lease, as the holder recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseHolder {
+    pub command: String,
+    pub run_id: Option<i64>,
+    pub host: String,
+    pub pid: i64,
+    pub since: DateTime<Utc>,
+}
+
+impl std::fmt::Display for LeaseHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`tally {}`", self.command)?;
+        if let Some(run) = self.run_id {
+            write!(f, " (run {run})")?;
+        }
+        write!(
+            f,
+            " on host {}, pid {}, since {}",
+            self.host,
+            self.pid,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Another process writes the ledger (exit code 4).
+#[derive(Debug, thiserror::Error)]
+pub struct Busy {
+    pub holder: Option<LeaseHolder>,
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.holder {
+            Some(holder) => write!(f, "another tally is writing the ledger: {holder}")?,
+            None => write!(f, "another tally is writing the ledger")?,
+        }
+        write!(
+            f,
+            "; waited {} s. Try again when it has finished, or wait for it with --wait SECS",
+            self.waited.as_secs()
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 use super::dialect::Columns;
 use super::{Checkpoint, RunRecord};
 use crate::domain::{
-    BillingAccount, Currency, Evidence, ExceptionKind, LedgerLine, LicenseType, LineKey,
+    Approval, BillingAccount, Currency, Evidence, ExceptionKind, LedgerLine, LicenseType, LineKey,
     LineStatus, Period, RunException, RunStatus, RunSummary, SourceName, StagedRecord, Trigger,
 };
 use anyhow::{Context, anyhow};
@@ -106,6 +106,16 @@ pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
             external_id: row.opt_text("external_id")?,
             push_marker: row.opt_text("push_marker")?,
             last_error: row.opt_text("last_error")?,
+            approval: match row.opt_text("approved_by")? {
+                Some(by) => Some(Approval {
+                    by,
+                    at: row
+                        .opt_time("approved_at")?
+                        .ok_or_else(|| anyhow!("approved_by is set but approved_at is not"))?,
+                    note: row.opt_text("approval_note")?,
+                }),
+                None => None,
+            },
             run_id: row.int("run_id")?,
             created_at: row.time("created_at")?,
             updated_at: row.time("updated_at")?,
