@@ -432,3 +432,114 @@ async fn the_csv_form_of_the_billable_users_bills_exactly_what_the_json_form_bil
     );
     assert_eq!(json_report.summary.totals, csv_report.summary.totals);
 }
+
+/// The demo month pushed, then one customer leaves each billing system: Acme Corporation's
+/// people stop appearing in the billable-users API (RamBase, plan 100001) and Acme's CCC service
+/// has no users any more (ActivePlatform account 2000036).
+async fn pushed_then_customers_leave(sims: &RunningSims, app: &App) {
+    let first = pipeline::run(app, &options(None)).await.unwrap();
+    assert_eq!(first.summary.lines_pushed, 12, "{:?}", first.summary);
+    let stayed: Vec<_> = sims
+        .billable_users
+        .people(period())
+        .into_iter()
+        .filter(|p| p.organization != "Acme Corporation")
+        .collect();
+    sims.billable_users.set_people(period(), stayed);
+    sims.ccc
+        .add_service("a1c3e5f7-0b2d-4e6f-8a1c-3e5f7a9b0001", Vec::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_whose_records_vanish_is_reversed_once_where_it_was_pushed() {
+    let sims = sims().await;
+    let app = app(&sims, |_| {}).await;
+    pushed_then_customers_leave(&sims, &app).await;
+    let corrections_before = corrections(&sims);
+
+    let rerun = pipeline::run(&app, &options(None)).await.unwrap();
+    assert!(
+        rerun.summary.errors.is_empty(),
+        "nothing may fail: {:?}",
+        rerun.summary.errors
+    );
+    // RamBase: a negative usage on the plan item the line was pushed to.
+    let mut usages: Vec<(u64, i64)> = sims
+        .rambase
+        .usages()
+        .iter()
+        .map(|u| (u.plan_id, u.quantity))
+        .collect();
+    usages.sort();
+    assert_eq!(
+        usages,
+        vec![
+            (100001, -12),
+            (100001, 12),
+            (100002, 7),
+            (100003, 25),
+            (100004, 3)
+        ]
+    );
+    // ActivePlatform: a negative correction of each of the CCC service's two lines, on Acme's
+    // account.
+    let mut new: Vec<(u64, String)> = corrections(&sims);
+    for old in &corrections_before {
+        let at = new.iter().position(|c| c == old).expect("kept");
+        new.remove(at);
+    }
+    new.sort();
+    assert_eq!(
+        new,
+        vec![
+            (2000036, "-7.50".to_owned()),
+            (2000036, "-72.00".to_owned())
+        ]
+    );
+    assert_eq!(rerun.summary.lines_pushed, 3);
+
+    // The reversals say why, and the ledger's totals of both lines are zero.
+    let lines = app.store.ledger_lines(period(), None).await.unwrap();
+    let reversals: Vec<_> = lines.iter().filter(|l| l.revision == 2).collect();
+    assert_eq!(reversals.len(), 3);
+    for r in &reversals {
+        assert_eq!(r.trace["reason"], tally::domain::REVERSAL_REASON);
+        assert_eq!(r.total_amount, Decimal::ZERO);
+        assert_eq!(r.status, LineStatus::Pushed);
+    }
+    let sinks: BTreeSet<&str> = reversals.iter().map(|r| r.sink.as_str()).collect();
+    assert_eq!(sinks, BTreeSet::from(["activeplatform", "rambase"]));
+
+    // The next run of the month pushes nothing and does not fail.
+    let again = pipeline::run(&app, &options(None)).await.unwrap();
+    assert_eq!(again.summary.lines_pushed, 0, "{:?}", again.summary);
+    assert_ne!(
+        again.summary.status,
+        RunStatus::Failed,
+        "{:?}",
+        again.summary
+    );
+    assert_eq!(sims.rambase.usages().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_or_unselected_source_reverses_nothing() {
+    let sims = sims().await;
+    let app = app(&sims, |_| {}).await;
+    pushed_then_customers_leave(&sims, &app).await;
+    let corrections_before = corrections(&sims);
+
+    // Only CCC runs: billable users' vanished Acme line is not its business.
+    let ccc_only = pipeline::run(&app, &options(Some("ccc"))).await.unwrap();
+    assert_eq!(ccc_only.summary.lines_pushed, 2, "the CCC reversals only");
+    assert_eq!(sims.rambase.usages().len(), 4, "RamBase untouched");
+
+    // Billable users fails: its lines stay as pushed.
+    sims.billable_users.fail_next(1000, 503);
+    let failed = pipeline::run(&app, &options(Some("billable_users")))
+        .await
+        .unwrap();
+    assert_eq!(failed.summary.status, RunStatus::Failed);
+    assert_eq!(sims.rambase.usages().len(), 4, "nothing reversed");
+    assert_eq!(corrections(&sims).len(), corrections_before.len() + 2);
+}

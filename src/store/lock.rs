@@ -100,6 +100,25 @@ impl WriterLease {
         }
     }
 
+    /// Waits for the lock file that serialises migrations of one SQLite database across
+    /// processes (SQLite has no migration lock of its own: two processes starting on a fresh file
+    /// would both create the tables). Held until the returned file is dropped.
+    pub(super) async fn sqlite_migration_lock(database: &Path) -> anyhow::Result<File> {
+        let mut path = database.as_os_str().to_owned();
+        path.push(".migrate-lock");
+        let path = std::path::PathBuf::from(path);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening the migration lock file {}", path.display()))?;
+        tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .context("waiting for the migration lock")?
+            .with_context(|| format!("locking the migration lock file {}", path.display()))
+    }
+
     /// Releases the lock now and waits until it is released (drop releases it in the
     /// background).
     pub async fn release(mut self) -> anyhow::Result<()> {

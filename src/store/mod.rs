@@ -157,6 +157,10 @@ const EXCEPTION_COLUMNS: &str = "period, source, kind, customer_key, item, billi
 impl Store {
     /// Connects (creating a SQLite file and its folder if needed) and runs pending migrations.
     pub async fn connect(target: &DatabaseTarget) -> anyhow::Result<Store> {
+        // SQLite: creating the file, switching it to WAL and migrating it are serialised across
+        // processes by a lock file (SQLite answers "database is locked" at once to a second
+        // process switching the journal mode, whatever the busy timeout).
+        let mut sqlite_guard = None;
         let backend = match target {
             DatabaseTarget::Postgres(url) => {
                 let options = PgConnectOptions::from_str(url)
@@ -189,6 +193,7 @@ impl Store {
                         )
                     })?;
                 }
+                sqlite_guard = Some(WriterLease::sqlite_migration_lock(path).await?);
                 let options = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
@@ -211,12 +216,23 @@ impl Store {
             }
         };
         let store = Store { backend };
-        store.migrate().await?;
+        store.migrate_locked().await?;
+        drop(sqlite_guard);
         Ok(store)
     }
 
     /// Runs pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
+        // Held until the end of the migration (Postgres takes its own lock inside).
+        let _sqlite_guard = match &self.backend {
+            Backend::Sqlite { path, .. } => Some(WriterLease::sqlite_migration_lock(path).await?),
+            Backend::Postgres(_) => None,
+        };
+        self.migrate_locked().await
+    }
+
+    /// [`Self::migrate`] with SQLite's migration lock file already held by the caller.
+    async fn migrate_locked(&self) -> anyhow::Result<usize> {
         let backend = self.backend();
         with_backend!(self, |pool, D| {
             let mut conn = pool
@@ -1001,7 +1017,7 @@ impl Store {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Err(Busy {
-                    holder: self.lease_holder().await.unwrap_or(None),
+                    holder: self.current_lease_holder().await,
                     waited: wait,
                 }
                 .into());
@@ -1070,6 +1086,25 @@ impl Store {
             })
             .transpose()
         })
+    }
+
+    /// The holder of a lease found taken. It writes its row just after taking the lock, so a
+    /// row that is missing, or left by a process of this host that is gone, is read again for a
+    /// moment; `None` if it never shows.
+    async fn current_lease_holder(&self) -> Option<LeaseHolder> {
+        let host = this_host();
+        for _ in 0..20 {
+            if let Ok(Some(holder)) = self.lease_holder().await {
+                let gone = holder.host == host
+                    && std::path::Path::new("/proc/self").exists()
+                    && !std::path::Path::new(&format!("/proc/{}", holder.pid)).exists();
+                if !gone {
+                    return Some(holder);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     /// Marks every run still `running` as `abandoned`; returns their ids. Call only while
