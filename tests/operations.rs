@@ -43,11 +43,13 @@ struct Proxy {
     client: reqwest::Client,
     /// Create requests received (not yet necessarily stored).
     writes: Arc<AtomicU64>,
+    /// Create requests still to refuse with a 500 without storing them.
+    refuse_writes: Arc<AtomicU64>,
 }
 
 /// Starts a proxy in front of `target` that holds every POST for `delay` before forwarding it;
-/// returns its base URL and the count of POSTs received.
-async fn slow_proxy(target: &str, delay: Duration) -> (String, Arc<AtomicU64>) {
+/// returns its base URL, the count of POSTs received and the count of POSTs still to refuse.
+async fn slow_proxy(target: &str, delay: Duration) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
     let proxy = Proxy {
         target: target.trim_end_matches('/').to_owned(),
         delay,
@@ -56,13 +58,15 @@ async fn slow_proxy(target: &str, delay: Duration) -> (String, Arc<AtomicU64>) {
             .build()
             .unwrap(),
         writes: Arc::new(AtomicU64::new(0)),
+        refuse_writes: Arc::new(AtomicU64::new(0)),
     };
     let writes = proxy.writes.clone();
+    let refuse = proxy.refuse_writes.clone();
     let app = axum::Router::new().fallback(forward).with_state(proxy);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, writes)
+    (url, writes, refuse)
 }
 
 async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
@@ -79,6 +83,19 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let is_write = method == reqwest::Method::POST && path.contains("/usages");
     if is_write {
         proxy.writes.fetch_add(1, Ordering::SeqCst);
+        let refuse = proxy
+            .refuse_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return Response::builder()
+                .status(500)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    r#"{"httpStatusCode":500,"message":"Internal Server Error","errorMessage":{"errorMessageId":500}}"#,
+                ))
+                .unwrap();
+        }
     }
     // Detached: the write lands even if the client gave up or died meanwhile.
     let task = tokio::spawn(async move {
@@ -115,6 +132,7 @@ struct Setup {
     target: DatabaseTarget,
     sims: RunningSims,
     rambase_writes: Arc<AtomicU64>,
+    rambase_refuse: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Copy)]
@@ -136,7 +154,7 @@ async fn setup(db: Db, delay: Duration, extra: &str) -> Setup {
     let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
         .await
         .unwrap();
-    let (rambase_url, rambase_writes) = slow_proxy(&sims.rambase_url, delay).await;
+    let (rambase_url, rambase_writes, rambase_refuse) = slow_proxy(&sims.rambase_url, delay).await;
     let target = match db {
         Db::Postgres => common::fresh_postgres().await,
         Db::Sqlite => common::fresh_sqlite(&dir),
@@ -164,6 +182,7 @@ async fn setup(db: Db, delay: Duration, extra: &str) -> Setup {
         target,
         sims,
         rambase_writes,
+        rambase_refuse,
     }
 }
 
@@ -388,6 +407,27 @@ async fn a_killed_run_is_abandoned_and_its_late_write_is_not_sent_again() {
     assert_eq!(last.status.code(), Some(3), "{}", text(&last));
     assert_eq!(setup.rambase_targets_once().len(), 4);
     assert_eq!(setup.corrections_once(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_refused_with_a_5xx_and_confirmed_absent_is_sent_again_in_the_run() {
+    let setup = setup(
+        Db::Postgres,
+        Duration::ZERO,
+        "[push]\nsettle_secs = 1\nretry_backoff_secs = 1\n",
+    )
+    .await;
+    setup.rambase_refuse.store(2, Ordering::SeqCst);
+    let run = output(setup.command(&["run", "--period", "2026-10", "--output", "json"])).await;
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary["lines_pushed"], 12, "{}", text(&run));
+    assert_eq!(setup.rambase_targets_once().len(), 4);
+    assert_eq!(
+        setup.rambase_writes.load(Ordering::SeqCst),
+        6,
+        "4 lines, 2 sent again"
+    );
 }
 
 // ---- approval -------------------------------------------------------------------------------

@@ -577,6 +577,23 @@ async fn extract(
         }
         info!(%scope, pages, records, "extraction complete");
     }
+    // The staged records are this run's extraction's: it restarted or resumed every scope, and
+    // the writer lease keeps any other run out. Checked, because totalling another run's records
+    // would bill what this run did not read.
+    for scope in source.scopes() {
+        let owner = app
+            .store
+            .checkpoint(name, &scope, period)
+            .await?
+            .map(|cp| cp.run_id);
+        anyhow::ensure!(
+            owner == Some(run_id),
+            "extracting {name} ({scope}) for {period}: the staged records belong to run {} now, not to this run {run_id}; another tally wrote the ledger without the writer lease — run again",
+            owner
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "none".into())
+        );
+    }
     let mut aggregator = Aggregator::default();
     let mut after = 0;
     loop {
