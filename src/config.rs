@@ -19,59 +19,7 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// One problem found while validating configuration, with the key's full path (or
-/// `file:row:column`) so that the operator knows where to look.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// `sources.billable_users.base_url`, or `config/pricing.csv:4:unit_price`.
-    pub at: String,
-    /// What is wrong and, where it helps, what to do.
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            at: at.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
-    }
-}
-
-/// Configuration that could not be loaded or is not valid: every problem found.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", render(.0))]
-pub struct ConfigError(pub Vec<Problem>);
-
-impl ConfigError {
-    /// `Ok` when there is no problem; else an error listing every one (a connector's `new`).
-    pub fn check(problems: Vec<Problem>) -> Result<(), ConfigError> {
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(problems))
-        }
-    }
-}
-
-fn render(problems: &[Problem]) -> String {
-    let mut text = format!(
-        "the configuration has {} problem{}:",
-        problems.len(),
-        if problems.len() == 1 { "" } else { "s" }
-    );
-    for p in problems {
-        text.push_str("\n  - ");
-        text.push_str(&p.to_string());
-    }
-    text
-}
+pub use crate::problem::{ConfigError, Problem, env_var_for};
 
 /// Keys whose values are secrets: accepted from the environment only.
 const SECRET_KEYS: &[&str] = &["token", "client_secret", "password", "api_token"];
@@ -614,26 +562,9 @@ fn find_secrets(value: &serde_json::Value, prefix: &str, file: &Path, problems: 
     }
 }
 
-/// The environment variable that sets a key: `sources.billable_users.token` →
-/// `TALLY__SOURCES__BILLABLE_USERS__TOKEN`.
-pub fn env_var_for(key_path: &str) -> String {
-    format!(
-        "TALLY__{}",
-        key_path.replace('.', "__").to_ascii_uppercase()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_var_names_follow_the_key_path() {
-        assert_eq!(
-            env_var_for("sources.billable_users.token"),
-            "TALLY__SOURCES__BILLABLE_USERS__TOKEN"
-        );
-    }
 
     #[test]
     fn a_secret_in_a_file_is_refused_with_the_variable_to_set() {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod mapping;
 pub mod pipeline;
 pub mod pricing;
+pub mod problem;
 pub mod reconcile;
 pub mod report;
 pub mod schedule;

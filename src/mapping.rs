@@ -7,8 +7,8 @@
 // Customer map: `customers.csv` (source, source_customer) → billing account.
 // ===========================================================================================
 
-use crate::config::Problem;
 use crate::domain::BillingAccount;
+use crate::problem::Problem;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::Path;

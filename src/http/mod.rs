@@ -47,8 +47,8 @@ impl Default for HttpSettings {
 
 impl HttpSettings {
     /// Every problem of the `http` table of the source or sink at `at` (e.g. `sources.ccc`).
-    pub fn validate(&self, at: &str) -> Vec<crate::config::Problem> {
-        use crate::config::Problem;
+    pub fn validate(&self, at: &str) -> Vec<crate::problem::Problem> {
+        use crate::problem::Problem;
         let mut problems = Vec::new();
         if self.timeout_secs == 0 {
             problems.push(Problem::new(

@@ -31,8 +31,8 @@
 mod engine;
 mod table;
 
-use crate::config::Problem;
 use crate::domain::{BillingAccount, Currency, LicenseType, Period, RoundingMode};
+use crate::problem::Problem;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;

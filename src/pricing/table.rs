@@ -6,8 +6,8 @@
 //! problem and not a cascade.
 
 use super::{Model, Price, Tier};
-use crate::config::Problem;
 use crate::domain::{BillingAccount, Currency, LicenseType};
+use crate::problem::Problem;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};

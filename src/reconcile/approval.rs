@@ -13,7 +13,7 @@
 //! The first rule that holds approves the line as `rule:<name>`. A reversal (the line's data
 //! vanished) is never approved by a rule: a customer who stops appearing is for a person to see.
 
-use crate::config::Problem;
+use crate::problem::Problem;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 

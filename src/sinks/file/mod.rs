@@ -6,8 +6,8 @@
 //! a torn row left by a crash is cut off before the next append. One tally process writes at a
 //! time (the runner lock); within it, a mutex serialises check-then-append.
 
-use crate::config::Problem;
 use crate::domain::{LedgerLine, Period};
+use crate::problem::Problem;
 use crate::sinks::PushError;
 use anyhow::Context;
 use serde::Deserialize;
@@ -91,7 +91,7 @@ pub struct FileSink {
 impl FileSink {
     /// Creates the directory if needed.
     pub fn new(settings: &FileSinkSettings) -> anyhow::Result<Self> {
-        crate::config::ConfigError::check(settings.validate("sinks.file"))?;
+        crate::problem::ConfigError::check(settings.validate("sinks.file"))?;
         std::fs::create_dir_all(&settings.dir)
             .with_context(|| format!("creating {}", settings.dir.display()))?;
         Ok(Self {

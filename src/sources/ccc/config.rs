@@ -2,8 +2,8 @@
 
 use super::guid;
 use super::usage::Metric;
-use crate::config::Problem;
 use crate::http::HttpSettings;
+use crate::problem::Problem;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -118,7 +118,7 @@ impl CccSettings {
             ));
         }
         if self.enabled {
-            let env = crate::config::env_var_for(&format!("{at}.password"));
+            let env = crate::problem::env_var_for(&format!("{at}.password"));
             match &self.password {
                 None => problems.push(Problem::new(
                     key("password"),

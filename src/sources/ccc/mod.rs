@@ -52,7 +52,7 @@ pub struct Ccc {
 impl Ccc {
     /// Checks `settings` (every problem at once) and builds the source, named `ccc`.
     pub fn new(settings: &CccSettings) -> anyhow::Result<Self> {
-        crate::config::ConfigError::check(settings.validate(AT))?;
+        crate::problem::ConfigError::check(settings.validate(AT))?;
         // `validate` has refused a missing password and bad GUIDs; these only keep the code
         // free of `expect`.
         let password = settings

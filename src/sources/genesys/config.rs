@@ -1,7 +1,7 @@
 //! `[sources.genesys]`: the settings of the Genesys Cloud billing connector and their checks.
 
-use crate::config::Problem;
 use crate::http::HttpSettings;
+use crate::problem::Problem;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -241,7 +241,7 @@ impl GenesysSettings {
 /// The environment variable that carries org `name`'s client secret:
 /// `TALLY__SOURCES__GENESYS__ORGS__ACME__CLIENT_SECRET` for `sources.genesys` and `acme`.
 pub fn secret_env_var(at: &str, name: &str) -> String {
-    crate::config::env_var_for(&format!("{at}.orgs.{name}.client_secret"))
+    crate::problem::env_var_for(&format!("{at}.orgs.{name}.client_secret"))
 }
 
 /// The org id in its canonical spelling (lower case, hyphenated), or why it is not a UUID.

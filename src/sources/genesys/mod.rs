@@ -47,7 +47,7 @@ pub struct Genesys {
 impl Genesys {
     /// Checks `settings` (every problem at once) and builds the source, named `genesys`.
     pub fn new(settings: &GenesysSettings) -> anyhow::Result<Self> {
-        crate::config::ConfigError::check(settings.validate(AT))?;
+        crate::problem::ConfigError::check(settings.validate(AT))?;
         let mut orgs = BTreeMap::new();
         for (name, org) in &settings.orgs {
             let env = secret_env_var(AT, name);
