@@ -13,7 +13,6 @@ pub mod pipeline;
 pub mod pricing;
 pub mod problem;
 pub mod reconcile;
-pub mod report;
 pub mod schedule;
 pub mod shutdown;
 pub mod sim;

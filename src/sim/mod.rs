@@ -3,20 +3,14 @@
 //! simulator is in its own file; this module holds the demo's data set and wiring.
 
 pub mod activeplatform;
-mod bench;
 pub mod billable_users;
 pub mod ccc;
 pub mod genesys;
 pub mod rambase;
 mod server;
 
-pub use bench::bench;
-
-use crate::cli::{DemoArgs, SimArgs};
 use crate::config::Settings;
-use crate::domain::{Period, Trigger};
-use crate::pipeline::{self, App, RunOptions};
-use crate::report;
+use crate::domain::Period;
 use activeplatform::ActivePlatformSim;
 use anyhow::Context as _;
 use billable_users::{BillableUsersSim, Person};
@@ -296,111 +290,4 @@ pub fn demo_settings(data_dir: &Path) -> anyhow::Result<Settings> {
     settings.general.data_dir = data_dir.to_path_buf();
     settings.database.url = None;
     Ok(settings)
-}
-
-/// `tally demo`.
-pub async fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
-    let mut settings = demo_settings(&args.data_dir)?;
-    crate::cli::init_tracing(&settings, None);
-    let sims = start_sims(&settings, Some(&args.data_dir.join("sim")), SimPorts::ANY).await?;
-    point_at(&mut settings, &sims);
-    let usages_before = sims.rambase.usages().len();
-    let corrections_before = sims.activeplatform.corrections().len();
-    let app = App::build(settings).await?;
-    let period: Period = DEMO_PERIOD.parse()?;
-    println!(
-        "tally demo: billing {period} from three sources (billable users, CCC, Genesys Cloud) into two billing systems (RamBase, ActivePlatform), all simulated"
-    );
-    println!(
-        "  state: {}   simulators' state: {}\n",
-        app.settings.general.data_dir.join("tally.db").display(),
-        args.data_dir.join("sim").display()
-    );
-    let report = pipeline::run(
-        &app,
-        &RunOptions {
-            period,
-            source: None,
-            dry_run: false,
-            trigger: Trigger::Demo,
-        },
-    )
-    .await?;
-    let lines = app.store.ledger_lines(period, None).await?;
-    println!("invoice lines of {period}:");
-    print!("{}", report::lines_table(&lines));
-    if !report.exceptions.is_empty() {
-        println!("\nexceptions (reported, not billed):");
-        print!("{}", report::exceptions_table(&report.exceptions));
-    }
-    println!();
-    print!("{}", report::summary_text(&report.summary));
-    let usages_after = sims.rambase.usages().len();
-    let corrections_after = sims.activeplatform.corrections().len();
-    println!(
-        "\nRamBase simulator: received {} new usage(s) in this run; it holds {usages_after} in all.",
-        usages_after - usages_before
-    );
-    println!(
-        "ActivePlatform simulator: received {} new correction(s) in this run; it holds {corrections_after} in all.",
-        corrections_after - corrections_before
-    );
-    if usages_after == usages_before && corrections_after == corrections_before {
-        println!(
-            "Nothing new was pushed: run the demo as often as you like, it never bills twice."
-        );
-    } else {
-        println!("Run `cargo run --release -- demo` again: the second run pushes nothing.");
-    }
-    Ok(
-        if report.summary.status == crate::domain::RunStatus::Failed {
-            crate::cli::exit::FAILED
-        } else {
-            crate::cli::exit::OK
-        },
-    )
-}
-
-/// `tally sim`: serves the five simulators until Ctrl-C.
-pub async fn serve_command(args: &SimArgs) -> anyhow::Result<()> {
-    let settings = demo_settings(Path::new("data"))?;
-    crate::cli::init_tracing(&settings, Some("info"));
-    let sims = start_sims(
-        &settings,
-        Some(&args.data_dir),
-        SimPorts {
-            billable_users: args.billable_users_port,
-            rambase: args.rambase_port,
-            ccc: args.ccc_port,
-            genesys: args.genesys_port,
-            activeplatform: args.activeplatform_port,
-        },
-    )
-    .await?;
-    println!(
-        "Simulators of {DEMO_PERIOD}'s demo data (state in {}):",
-        args.data_dir.display()
-    );
-    println!("  billable-users API  {}", sims.billable_users_url);
-    println!("    headers: Authorization: Bearer {DEMO_TOKEN}   X-4me-Account: {DEMO_ACCOUNT}");
-    println!("  CCC                 {}", sims.ccc_url);
-    println!("    sign in: username {DEMO_CCC_USERNAME}, password {DEMO_CCC_PASSWORD}");
-    println!("  Genesys Cloud       {} (api and login)", sims.genesys_url);
-    for (name, org_id, client_id, secret) in genesys::DEMO_ORGS {
-        println!("    org {name}: {org_id}, client {client_id} / {secret}");
-    }
-    println!("  RamBase             {}", sims.rambase_url);
-    println!(
-        "    token: POST {}oauth2/access_token with client_id={DEMO_CLIENT_ID} client_secret={DEMO_CLIENT_SECRET}",
-        sims.rambase_url
-    );
-    println!("  ActivePlatform      {}", sims.activeplatform_url);
-    println!("    api_token {DEMO_AP_TOKEN}, reseller {DEMO_AP_RESELLER}");
-    println!("config/demo.toml points at these ports; give tally the secrets with:");
-    for (var, value) in demo_secrets() {
-        println!("  export {var}={value}");
-    }
-    println!("Ctrl-C stops them.");
-    tokio::signal::ctrl_c().await?;
-    Ok(())
 }

@@ -2,12 +2,11 @@
 //! simulator, a Postgres state store, pricing, the ledger and the RamBase simulator — and
 //! reports records per second and memory. The figures go in docs/PERFORMANCE.md.
 
-use super::billable_users::BillableUsersSim;
-use super::rambase::RamBaseSim;
-use super::{DEMO_ACCOUNT, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN};
-use crate::cli::BenchArgs;
 use crate::domain::{Period, Trigger};
 use crate::pipeline::{self, App, RunOptions};
+use crate::sim::billable_users::BillableUsersSim;
+use crate::sim::rambase::RamBaseSim;
+use crate::sim::{DEMO_ACCOUNT, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN};
 use crate::store::Store;
 use anyhow::Context as _;
 use secrecy::SecretString;
@@ -15,12 +14,22 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Organizations in the generated month.
+    #[arg(long, default_value_t = 1_000)]
+    pub orgs: usize,
+    /// Billable people per organization.
+    #[arg(long, default_value_t = 100)]
+    pub people_per_org: usize,
+}
+
 /// Runs the benchmark; prints the figures.
-pub async fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
+pub async fn execute(args: &BenchArgs) -> anyhow::Result<i32> {
     let server = std::env::var("DATABASE_URL").context(
         "DATABASE_URL is not set: the benchmark measures the Postgres store (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)",
     )?;
-    let period: Period = super::DEMO_PERIOD.parse()?;
+    let period: Period = crate::sim::DEMO_PERIOD.parse()?;
     let work = tempfile::tempdir().context("creating a scratch folder")?;
 
     // The data: `orgs` organizations, each its own billing account on its own RamBase item.
@@ -73,7 +82,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         .await?;
 
     let database = Store::create_scratch_database(&server, "tally_bench").await?;
-    let mut settings = super::demo_settings(work.path())?;
+    let mut settings = crate::sim::demo_settings(work.path())?;
     settings.database.url = Some(database.clone());
     settings.billing.pricing_file = pricing_file;
     settings.billing.customers_file = customers_file;
@@ -93,7 +102,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         s.items = items;
         s.period_ids = [(period.to_string(), period_id)].into_iter().collect();
     }
-    crate::cli::init_tracing(&settings, Some("warn"));
+    super::init_tracing(&settings, Some("warn"));
     let app = App::build(settings).await?;
 
     let baseline = memory_kib("VmRSS");
@@ -161,9 +170,9 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(if ok {
-        crate::cli::exit::OK
+        super::exit::OK
     } else {
-        crate::cli::exit::FAILED
+        super::exit::FAILED
     })
 }
 

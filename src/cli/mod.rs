@@ -1,0 +1,273 @@
+//! The command line: what each command does, parsed with clap, and how its result becomes
+//! output and an exit code (0 completed, 3 completed with exceptions, 1 failed, 2 bad usage
+//! or configuration, 4 another tally is writing, 5 stopped by a signal).
+//!
+//! One file per command family: `run`, `ledger` (lines, runs), `approve` (approve, push),
+//! `demo`, `sim`, `bench`, `daemon`; `render` turns results into text, CSV and JSON. This
+//! module parses, dispatches and maps errors to exit codes.
+
+pub mod approve;
+pub mod bench;
+pub mod daemon;
+pub mod demo;
+pub mod ledger;
+pub mod render;
+pub mod run;
+pub mod sim;
+
+use crate::config::Settings;
+use crate::domain::RunStatus;
+use crate::pipeline::{self, UsageError};
+use crate::problem::ConfigError;
+use crate::shutdown::Shutdown;
+use crate::store::{Busy, Store, WriterLease};
+use approve::{ApproveArgs, PushArgs};
+use bench::BenchArgs;
+use clap::{Parser, Subcommand};
+use demo::DemoArgs;
+use ledger::{LinesArgs, RunsArgs};
+use run::RunArgs;
+use sim::SimArgs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Reads the configuration, when the command needs it (`--config` or the layered files).
+pub type Load<'a> = &'a dyn Fn() -> anyhow::Result<Settings>;
+
+/// Exit codes, as docs/LEDGER.md documents them.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const EXCEPTIONS: i32 = 3;
+    /// Another tally holds the writer lease (`--wait` ran out).
+    pub const BUSY: i32 = 4;
+    /// Stopped by SIGTERM or SIGINT; the next run resumes.
+    pub const INTERRUPTED: i32 = crate::shutdown::EXIT_INTERRUPTED;
+}
+
+/// The exit codes of a command that runs or pushes, for its `--help`.
+const RUN_EXIT_CODES: &str = "Exit codes:\n  \
+    0  completed: every line is in the billing systems (or waits for approval)\n  \
+    3  completed with exceptions: records that could not be billed are listed; fix and re-run\n  \
+    1  failed: a source or a push failed, or a revision waits for its settle time; re-run\n  \
+    2  bad usage or configuration (every problem is listed)\n  \
+    4  busy: another tally is writing the ledger (the holder is named); use --wait SECS\n  \
+    5  interrupted by SIGTERM/SIGINT: what was done is recorded; the next run resumes";
+
+/// The exit codes of a command that only reads.
+const READ_EXIT_CODES: &str = "Exit codes:\n  \
+    0  done\n  \
+    1  the state database could not be read\n  \
+    2  bad usage or configuration";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Turns usage in SaaS systems into invoice lines in a billing system.",
+    long_about = "Turns usage in SaaS systems into invoice lines in a billing system.\n\n\
+        Every run pulls billable users and usage from the configured sources, maps each record \
+        to a billing account and a license type (config/customers.csv and the sources' rules), \
+        prices it (config/pricing.csv), records the lines in a ledger, and pushes them to the \
+        billing systems, exactly once.\n\n\
+        Configuration: config/default.toml, then config/$TALLY_ENV.toml, then TALLY__SECTION__KEY \
+        environment variables (secrets only there). The state lives in Postgres (DATABASE_URL) \
+        or, by default, in data/tally.db.\n\n\
+        Exit codes: 0 completed, 3 completed with exceptions, 1 failed, 2 bad usage or \
+        configuration, 4 another tally is writing the ledger, 5 stopped by SIGTERM/SIGINT \
+        (docs/LEDGER.md).\n\n\
+        Try it: `tally demo`.",
+    after_help = "Run `tally <command> --help` for what a command does."
+)]
+pub struct Cli {
+    /// Read this configuration file instead of config/default.toml and config/$TALLY_ENV.toml.
+    #[arg(long, global = true, env = "TALLY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs (or re-runs) one billing period: extract, map, price, record and push.
+    ///
+    /// A re-run never bills twice: unchanged lines push nothing, a changed line that was
+    /// already pushed gets one adjustment (the difference). An extraction interrupted by a
+    /// crash resumes at its last committed page. One writer at a time: a second `tally run`,
+    /// `approve` or `push` on the same database waits (`--wait`) or exits 4.
+    #[command(
+        after_help = RUN_EXIT_CODES,
+        after_long_help = concat!(
+            "Examples:\n  tally run --period 2026-10 --dry-run   # the plan, nothing written\n  ",
+            "tally run --period 2026-10             # record and push\n  ",
+            "tally run --period 2026-10 --source ccc --wait 600\n\n",
+            "Exit codes:\n  0  completed\n  3  completed with exceptions\n  1  failed\n  ",
+            "2  bad usage or configuration\n  4  busy: another tally is writing the ledger\n  ",
+            "5  interrupted by SIGTERM/SIGINT"
+        )
+    )]
+    Run(RunArgs),
+    /// Shows the ledger's invoice lines of a period (every revision), with totals per currency.
+    #[command(after_help = READ_EXIT_CODES)]
+    Lines(LinesArgs),
+    /// Lists recent runs with their outcome and counts.
+    #[command(after_help = READ_EXIT_CODES)]
+    Runs(RunsArgs),
+    /// Approves the draft lines of a period (billing.require_approval) and pushes exactly those.
+    ///
+    /// Records who approved (--by), when, and why (--note). Approving needs only the
+    /// database; pushing needs the secrets of the billing systems the approved lines go to.
+    #[command(
+        after_help = RUN_EXIT_CODES,
+        after_long_help = concat!(
+            "Examples:\n  tally approve --period 2026-10 --customer ACME --by kari --note \"checked\"\n  ",
+            "tally approve --period 2026-10 --no-push   # approve now, push later with `tally push`\n\n",
+            "Exit codes:\n  0  done\n  1  a push failed (the line stays approved; run `tally push`)\n  ",
+            "2  bad usage or configuration\n  4  busy: another tally is writing the ledger\n  ",
+            "5  interrupted by SIGTERM/SIGINT"
+        )
+    )]
+    Approve(ApproveArgs),
+    /// Pushes the approved lines of a period (of one customer, if given) and resolves lines
+    /// left `pushing`.
+    #[command(
+        after_help = RUN_EXIT_CODES,
+        after_long_help = concat!(
+            "Examples:\n  tally push --period 2026-10\n  tally push --period 2026-10 --customer ACME\n\n",
+            "Exit codes:\n  0  every approved line is in the billing systems\n  ",
+            "1  a push failed or waits for its settle time; run again\n  ",
+            "2  bad usage or configuration\n  4  busy: another tally is writing the ledger\n  ",
+            "5  interrupted by SIGTERM/SIGINT"
+        )
+    )]
+    Push(PushArgs),
+    /// Creates or updates the state database's tables, then exits.
+    Migrate,
+    /// Checks the configuration, the pricing table and the customer map; lists every problem.
+    CheckConfig,
+    /// Serves the five simulators on loopback ports: billable users, CCC, Genesys Cloud,
+    /// RamBase and ActivePlatform.
+    ///
+    /// A sandbox for trying configurations: the simulators enforce the vendors' auth, paging,
+    /// limits and error shapes, with the demo's data set; config/demo.toml points at their
+    /// default ports. It prints the secrets to export. Stop with Ctrl-C.
+    Sim(SimArgs),
+    /// Runs the demo: simulators in-process, an SQLite file under ./data/, one sync of the demo
+    /// month from three sources into two billing systems, the run summary and the invoice
+    /// lines. Run it twice: the second pushes nothing.
+    Demo(DemoArgs),
+    /// Runs the nightly schedule from [schedule] (one runner at a time across instances).
+    Daemon,
+    /// Times a sync of many billable users through the simulators (see docs/PERFORMANCE.md).
+    Bench(BenchArgs),
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub async fn execute(cli: Cli) -> i32 {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some()
+            {
+                exit::USAGE
+            } else if e.downcast_ref::<Busy>().is_some() {
+                exit::BUSY
+            } else {
+                exit::FAILED
+            };
+            eprintln!("error: {e:#}");
+            code
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let config = cli.config.clone();
+    let load = move || Ok(Settings::load(config.as_deref())?);
+    let load: Load<'_> = &load;
+    match cli.command {
+        Command::Run(args) => run::execute(args, load).await,
+        Command::Lines(args) => ledger::lines(args, load).await,
+        Command::Runs(args) => ledger::runs(args, load).await,
+        Command::Approve(args) => approve::approve(args, load).await,
+        Command::Push(args) => approve::push(args, load).await,
+        Command::Migrate => {
+            let settings = load()?;
+            init_tracing(&settings, None);
+            let store = Store::connect(&settings.database_target()).await?;
+            let applied = store.migrate().await?;
+            println!(
+                "{} database is up to date ({applied} migration(s) applied now)",
+                store.backend()
+            );
+            Ok(exit::OK)
+        }
+        Command::CheckConfig => {
+            let settings = load()?;
+            let problems = pipeline::check(&settings);
+            if problems.is_empty() {
+                let files: Vec<String> = settings
+                    .loaded_from
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                println!(
+                    "configuration is valid ({})",
+                    if files.is_empty() {
+                        "defaults and environment".into()
+                    } else {
+                        files.join(" + ")
+                    }
+                );
+                Ok(exit::OK)
+            } else {
+                Err(ConfigError(problems).into())
+            }
+        }
+        Command::Sim(args) => {
+            sim::execute(&args).await?;
+            Ok(exit::OK)
+        }
+        Command::Demo(args) => demo::execute(&args).await,
+        Command::Daemon => daemon::execute(load).await,
+        Command::Bench(args) => bench::execute(&args).await,
+    }
+}
+
+/// Logs to stderr, as text or JSON per `[log]`; `RUST_LOG` wins over the configured level.
+pub fn init_tracing(settings: &Settings, default_level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_level.unwrap_or(&settings.log.level)));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.log.format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Takes the writer lease for `command`, waiting up to `wait_secs` (a [`Busy`] error, exit 4,
+/// names the holder).
+pub(crate) async fn writer_lease(
+    store: &Store,
+    command: &str,
+    wait_secs: u64,
+) -> anyhow::Result<WriterLease> {
+    store
+        .acquire_writer(command, Duration::from_secs(wait_secs))
+        .await
+}
+
+pub(crate) fn listen_for_signals(settings: &Settings, shutdown: &Shutdown) {
+    shutdown.listen_for_signals(Duration::from_secs(settings.general.shutdown_timeout_secs));
+}
+
+/// The exit code of a finished run's status.
+pub fn exit_code_of(status: RunStatus) -> i32 {
+    status.exit_code()
+}
