@@ -2,8 +2,12 @@
 //! rate limits, retries and refusals, and signing in with OAuth client credentials whose tokens
 //! expire, end to end over real HTTP.
 
+mod common;
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
 use secrecy::SecretString;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tally::domain::Period;
@@ -557,7 +561,7 @@ async fn client_credentials_whose_token_expires_mid_run_extract_every_record_exa
         .map(|p| format!("{}@{}", p.id, p.organization))
         .collect();
     assert_eq!(keys, expected, "every person once, in the API's order");
-    let mut per_customer = std::collections::BTreeMap::new();
+    let mut per_customer = BTreeMap::new();
     for record in pages.iter().flat_map(|p| &p.records) {
         *per_customer
             .entry(record.customer_key.as_str())
@@ -565,7 +569,7 @@ async fn client_credentials_whose_token_expires_mid_run_extract_every_record_exa
     }
     assert_eq!(
         per_customer,
-        std::collections::BTreeMap::from([("Org 0001", 15), ("Org 0002", 15), ("Org 0003", 15)])
+        BTreeMap::from([("Org 0001", 15), ("Org 0002", 15), ("Org 0003", 15)])
     );
     assert_eq!(sim.token_requests(), 2, "one token, then one renewal");
     // Page 3 was refused with the dead token and asked for again; none was skipped.
@@ -738,4 +742,111 @@ async fn the_simulator_issues_tokens_only_for_the_documented_form_request() {
     );
     // The personal token keeps working beside the OAuth application.
     assert_eq!(raw_get(&list_url, Some(ACCOUNT)).await.status(), 200);
+}
+
+/// The demo (billable users into RamBase, as in tests/pipeline.rs) signed in with client
+/// credentials instead of the demo's personal token.
+async fn demo_app_with_client_credentials(sims: &tally::sim::RunningSims) -> tally::pipeline::App {
+    let mut settings = tally::sim::demo_settings(std::path::Path::new("data")).unwrap();
+    settings.database.url = match common::fresh_postgres().await {
+        tally::store::DatabaseTarget::Postgres(url) => Some(url),
+        tally::store::DatabaseTarget::Sqlite(path) => Some(format!("sqlite://{}", path.display())),
+    };
+    tally::sim::point_at(&mut settings, sims);
+    settings.sources.ccc = None;
+    settings.sources.genesys = None;
+    settings.sinks.activeplatform = None;
+    settings
+        .billing
+        .accounts
+        .retain(|a| a.sink.as_deref() != Some("activeplatform"));
+    let oauth_url = sims
+        .billable_users_url
+        .strip_suffix("/v1")
+        .unwrap_or(&sims.billable_users_url)
+        .to_owned();
+    let source = settings.sources.billable_users.as_mut().unwrap();
+    source.token = None;
+    source.client_id = Some(CLIENT_ID.into());
+    source.client_secret = Some(SecretString::from(CLIENT_SECRET));
+    source.oauth_url = Some(oauth_url);
+    source.per_page = 10;
+    source.http.backoff_ms = 10;
+    if let Some(s) = settings.sinks.rambase.as_mut() {
+        s.http.backoff_ms = 10;
+    }
+    tally::pipeline::App::build(settings).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_run_signed_in_with_client_credentials_bills_every_person_once_across_a_token_expiry() {
+    let settings = tally::sim::demo_settings(std::path::Path::new("data")).unwrap();
+    let sims = tally::sim::start_sims(&settings, None, tally::sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let api = &sims.billable_users;
+    api.add_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    // Two requests a second: after each pair of pages tally waits about a second for the window
+    // to reset, by which time the token (0.5 s, not announced) has expired mid-run.
+    api.set_token_lifetime(Duration::from_millis(500));
+    api.send_expires_in(false);
+    api.set_rate_limit(2, Duration::from_secs(1));
+    let app = demo_app_with_client_credentials(&sims).await;
+    let period: Period = tally::sim::DEMO_PERIOD.parse().unwrap();
+
+    let report = tally::pipeline::run(
+        &app,
+        &tally::pipeline::RunOptions {
+            period,
+            source: None,
+            dry_run: false,
+            trigger: tally::domain::Trigger::Manual,
+        },
+    )
+    .await
+    .unwrap();
+
+    // The same figures as the personal-token run of tests/pipeline.rs.
+    assert_eq!(report.summary.records_read, 51);
+    assert_eq!(report.summary.lines_pushed, 4);
+    let mut amounts: BTreeMap<String, Decimal> = BTreeMap::new();
+    for line in app.store.ledger_lines(period, None).await.unwrap() {
+        *amounts
+            .entry(line.key.billing_account.to_string())
+            .or_insert(Decimal::ZERO) += line.amount;
+    }
+    assert_eq!(
+        amounts,
+        BTreeMap::from([
+            ("ACME-001".to_owned(), dec!(145.00)),
+            ("GLOBEX-002".to_owned(), dec!(945.00)),
+            ("INITECH-003".to_owned(), dec!(262.50)),
+            ("UMBRELLA-004".to_owned(), dec!(100.00)),
+        ])
+    );
+    let mut quantities: Vec<(u64, i64)> = sims
+        .rambase
+        .usages()
+        .iter()
+        .map(|u| (u.plan_id, u.quantity))
+        .collect();
+    quantities.sort();
+    assert_eq!(
+        quantities,
+        [(100001, 12), (100002, 7), (100003, 25), (100004, 3)]
+    );
+    assert!(
+        api.token_requests() >= 2,
+        "the token was renewed mid-run ({} token requests)",
+        api.token_requests()
+    );
+    // Every page was answered once; the only repeats are pages refused with an expired token.
+    let pages = pages_requested(api);
+    let distinct: HashSet<&String> = pages.iter().collect();
+    assert_eq!(distinct.len(), 6, "{pages:?}");
+    assert_eq!(
+        pages.len() as u64,
+        6 + api.token_requests() - 1,
+        "one retry per renewal: {pages:?}"
+    );
 }
