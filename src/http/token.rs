@@ -11,10 +11,12 @@ use tokio::time::Instant;
 /// token that expires in flight.
 const MARGIN: Duration = Duration::from_secs(60);
 
-/// Lifetime assumed when a peer does not say (`expires_in` missing).
+/// Lifetime assumed when a peer does not say (`expires_in` missing) and its connector does not
+/// know better (see [`TokenCache::with_default_lifetime`]).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 
-/// What a token endpoint answered.
+/// What a token endpoint answered. `Debug` shows the token redacted.
+#[derive(Debug)]
 pub struct FetchedToken {
     pub value: SecretString,
     /// `expires_in`, if the peer said.
@@ -27,9 +29,16 @@ struct Cached {
 }
 
 /// One client's token. A tokio mutex: one task fetches while the others wait for its token.
-#[derive(Default)]
 pub struct TokenCache {
     cached: tokio::sync::Mutex<Option<Cached>>,
+    /// What a token without `expires_in` is taken to live.
+    default_lifetime: Duration,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::with_default_lifetime(DEFAULT_LIFETIME)
+    }
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -41,6 +50,15 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A cache for a peer whose documentation states its tokens' lifetime (e.g. 1 h for the
+    /// billable-users API, APIS.md §1), used when a token answer carries no `expires_in`.
+    pub fn with_default_lifetime(default_lifetime: Duration) -> Self {
+        Self {
+            cached: tokio::sync::Mutex::new(None),
+            default_lifetime,
+        }
     }
 
     /// The cached token, or a new one from `fetch` when there is none, it is due for renewal,
@@ -56,7 +74,7 @@ impl TokenCache {
         }
         *cached = None;
         let fetched = fetch().await?;
-        let lifetime = fetched.expires_in.unwrap_or(DEFAULT_LIFETIME);
+        let lifetime = fetched.expires_in.unwrap_or(self.default_lifetime);
         let early = if lifetime > MARGIN * 2 {
             lifetime - MARGIN
         } else {
@@ -105,6 +123,34 @@ mod tests {
         cache.get(false, || fetch(&fetches, 3600)).await.unwrap();
         let renewed = cache.get(true, || fetch(&fetches, 3600)).await.unwrap();
         assert_eq!(renewed.expose_secret(), "token-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_without_expires_in_lives_the_documented_default() {
+        let fetches = AtomicU32::new(0);
+        let counter = &fetches;
+        let undated = move || async move {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok::<_, String>(FetchedToken {
+                value: SecretString::from(format!("token-{n}")),
+                expires_in: None,
+            })
+        };
+        let hourly = TokenCache::with_default_lifetime(Duration::from_secs(3600));
+        hourly.get(false, undated).await.unwrap();
+        // Past the general default of 5 minutes, still short of 1 h less the margin.
+        tokio::time::advance(Duration::from_secs(3600 - 61)).await;
+        let kept = hourly.get(false, undated).await.unwrap();
+        assert_eq!(kept.expose_secret(), "token-1");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let renewed = hourly.get(false, undated).await.unwrap();
+        assert_eq!(renewed.expose_secret(), "token-2");
+
+        let general = TokenCache::new();
+        general.get(false, undated).await.unwrap();
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let renewed = general.get(false, undated).await.unwrap();
+        assert_eq!(renewed.expose_secret(), "token-4");
     }
 
     #[tokio::test(start_paused = true)]

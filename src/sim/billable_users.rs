@@ -1,7 +1,8 @@
 //! A simulator of the "Billable Users" API (APIS.md §1), served in-process on a loopback port
 //! for tests and the benchmark.
 //!
-//! Faithful to the contract: bearer token and `X-4me-Account` enforced, `page`/`per_page`
+//! Faithful to the contract: bearer token (a personal token, or an access token issued by
+//! `POST /token` for OAuth client credentials) and `X-4me-Account` enforced, `page`/`per_page`
 //! paging (default 20, larger than 100 silently capped) with `X-Pagination-*` and `Link`
 //! headers, an hourly `X-RateLimit-*` window that answers a real 429 when used up, and error
 //! bodies `{"message": ...}` (422 adds `errors: [[field, message]]`). It offers nothing the
@@ -24,24 +25,38 @@
 //!   `.csv`) as the JSON form; its header row is the nine field names in the JSON order, with
 //!   empty cells for null, CRLF line ends, and a tab before values beginning with `= + - @`.
 //!   Refusals stay JSON `{"message": ...}`, as they are for the real API's `.csv` URLs.
+//! - OAuth (APIS.md §1, and the vendor's published client-credentials grant): the real service
+//!   lives on another host (`oauth.<host>`); here `POST /token` is served on the same port, at
+//!   the root, so a connector's `oauth_url` is `http://127.0.0.1:PORT`. It takes only a form
+//!   body (`application/x-www-form-urlencoded`) with `grant_type=client_credentials`,
+//!   `client_id` and `client_secret`, and answers `{"access_token", "token_type": "Bearer",
+//!   "expires_in", "created_at"}`. Refusals are `400 {"error", "error_description"}` (the
+//!   vendor documents 400 for every invalid request): `invalid_request` (not a form, a field
+//!   missing), `unsupported_grant_type`, `invalid_client` (unknown client or wrong secret).
+//!   Issued tokens stop working after their lifetime (1 h, or what a test sets), or when a test
+//!   calls [`BillableUsersSim::expire_tokens`]; the API then answers the same 401 as for any
+//!   unknown token. Token requests do not count against the API's rate limit (another host).
 
 pub use super::server::SimHandle;
 use crate::domain::Period;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The documented hourly allowance.
 const HOURLY_LIMIT: u32 = 3_600;
+/// The documented lifetime of an access token issued for client credentials (APIS.md §1).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
 const DEFAULT_PER_PAGE: usize = 20;
 const MAX_PER_PAGE: usize = 100;
 /// The CSV export's columns, as the JSON form names and orders the fields.
@@ -94,6 +109,8 @@ struct Inner {
     token: String,
     account: String,
     requests: AtomicU64,
+    /// `POST /token` requests, refused ones included.
+    token_requests: AtomicU64,
     state: Mutex<SimState>,
 }
 
@@ -117,6 +134,14 @@ struct SimState {
     /// A raw line the next CSV answer carries after its rows (a broken export).
     csv_corrupt_next: Option<String>,
     received: Vec<Received>,
+    /// OAuth applications: client id → client secret.
+    oauth_clients: HashMap<String, String>,
+    /// Access tokens issued by `POST /token`, and when each stops working.
+    issued: HashMap<String, Instant>,
+    /// How long tokens issued from now on work.
+    token_lifetime: Duration,
+    /// Whether token answers carry `expires_in` (the field is optional in OAuth 2.0).
+    send_expires_in: bool,
 }
 
 impl BillableUsersSim {
@@ -127,6 +152,7 @@ impl BillableUsersSim {
                 token: token.to_owned(),
                 account: account.to_owned(),
                 requests: AtomicU64::new(0),
+                token_requests: AtomicU64::new(0),
                 state: Mutex::new(SimState {
                     people: HashMap::new(),
                     rate_limit_next: 0,
@@ -141,6 +167,10 @@ impl BillableUsersSim {
                     csv_guard: true,
                     csv_corrupt_next: None,
                     received: Vec::new(),
+                    oauth_clients: HashMap::new(),
+                    issued: HashMap::new(),
+                    token_lifetime: TOKEN_LIFETIME,
+                    send_expires_in: true,
                 }),
             }),
         }
@@ -255,12 +285,46 @@ impl BillableUsersSim {
         self.state().csv_corrupt_next = Some(line.to_owned());
     }
 
+    /// Registers an OAuth application that may sign in with client credentials at
+    /// `POST /token`; the personal token keeps working beside it.
+    pub fn add_oauth_client(&self, client_id: &str, client_secret: &str) {
+        self.state()
+            .oauth_clients
+            .insert(client_id.to_owned(), client_secret.to_owned());
+    }
+
+    /// How long access tokens issued from now on work (documented: 1 h), so that a test can
+    /// make one expire in the middle of a run. Their `expires_in` says the same, in whole
+    /// seconds rounded down, unless [`send_expires_in`](Self::send_expires_in) is off.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.state().token_lifetime = lifetime;
+    }
+
+    /// Whether token answers carry `expires_in` (default true). Without it a client must rely
+    /// on the documented hour, and finds out about an earlier expiry from a 401.
+    pub fn send_expires_in(&self, on: bool) {
+        self.state().send_expires_in = on;
+    }
+
+    /// Every access token issued so far stops working now, as when the application is
+    /// disabled or its tokens revoked.
+    pub fn expire_tokens(&self) {
+        self.state().issued.clear();
+    }
+
+    /// `POST /token` requests received so far, refused ones included. [`requests`](Self::requests)
+    /// and [`received`](Self::received) count the API's requests only.
+    pub fn token_requests(&self) -> u64 {
+        self.inner.token_requests.load(Ordering::SeqCst)
+    }
+
     /// Binds `addr` (port 0 picks a free one) and serves until the handle is shut down or
     /// dropped.
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
         let router = Router::new()
             .route("/v1/account/billable_users", get(list_json))
             .route("/v1/account/billable_users.csv", get(list_csv))
+            .route("/token", post(issue_token))
             .with_state(self.clone());
         super::server::spawn("billable users", router, addr, "/v1").await
     }
@@ -328,7 +392,7 @@ fn list(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer != Some(sim.inner.token.as_str()) {
+    if !bearer.is_some_and(|token| admits(sim, token)) {
         return message(
             StatusCode::UNAUTHORIZED,
             "The access token is missing, invalid or expired",
@@ -429,6 +493,101 @@ fn list(
         out.insert(header::LINK, value);
     }
     response
+}
+
+/// Whether `token` is the personal token or an issued access token that has not expired.
+fn admits(sim: &BillableUsersSim, token: &str) -> bool {
+    if token == sim.inner.token {
+        return true;
+    }
+    let mut state = sim.state();
+    match state.issued.get(token) {
+        Some(expires_at) if Instant::now() < *expires_at => true,
+        Some(_) => {
+            state.issued.remove(token);
+            false
+        }
+        None => false,
+    }
+}
+
+/// `POST /token`: client credentials for an access token (see the module's notes).
+async fn issue_token(
+    State(sim): State<BillableUsersSim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sim.inner.token_requests.fetch_add(1, Ordering::SeqCst);
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let form = match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
+        Ok(form) if is_form => form,
+        _ => {
+            return oauth_error(
+                "invalid_request",
+                "The request must be sent as application/x-www-form-urlencoded.",
+            );
+        }
+    };
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match field("grant_type") {
+        None => return oauth_error("invalid_request", "Missing required parameter: grant_type."),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return oauth_error(
+                "unsupported_grant_type",
+                "The authorization grant type is not supported by the authorization server.",
+            );
+        }
+    }
+    let mut state = sim.state();
+    let known = match (field("client_id"), field("client_secret")) {
+        (Some(id), Some(secret)) => state
+            .oauth_clients
+            .get(id)
+            .is_some_and(|expected| expected == secret),
+        _ => false,
+    };
+    if !known {
+        return oauth_error(
+            "invalid_client",
+            "Client authentication failed due to unknown client, no client authentication \
+             included, or unsupported authentication method.",
+        );
+    }
+    let access_token = format!("sim-access-{:032x}", fastrand::u128(..));
+    let lifetime = state.token_lifetime;
+    state
+        .issued
+        .insert(access_token.clone(), Instant::now() + lifetime);
+    let mut answer = serde_json::json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "created_at": epoch_secs_ceil(SystemTime::now()),
+    });
+    if state.send_expires_in {
+        answer["expires_in"] = serde_json::json!(lifetime.as_secs());
+    }
+    axum::Json(answer).into_response()
+}
+
+/// The OAuth service's refusal: `400 {"error", "error_description"}`.
+fn oauth_error(error: &str, description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
 }
 
 /// A fault a test asked for, consumed one request at a time.

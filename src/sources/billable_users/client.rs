@@ -1,15 +1,25 @@
 //! One page of `GET /account/billable_users` (or its `.csv` form) over the shared
-//! [`HttpClient`], and what each refusal means for the operator.
+//! [`HttpClient`], signed in with a personal token or OAuth client credentials, and what each
+//! refusal means for the operator.
 
-use super::config::{Format, TOKEN_ENV};
+use super::config::{CLIENT_SECRET_ENV, Format, TOKEN_ENV};
 use super::link;
+use super::oauth::OAuthClient;
 use crate::domain::Period;
 use crate::http::{HttpClient, HttpError, Idempotency, redact_url};
 use anyhow::anyhow;
-use reqwest::Method;
-use reqwest::Url;
 use reqwest::header::{ACCEPT, LINK};
+use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
+
+/// How every request signs in. `Debug` shows the secrets redacted.
+#[derive(Debug)]
+pub enum Auth {
+    /// A personal API token, sent as is: when the API refuses it, only the operator can help.
+    Token(SecretString),
+    /// An OAuth application whose access tokens expire after 1 h and can be renewed.
+    ClientCredentials(OAuthClient),
+}
 
 /// The account-scoped endpoint of one API root, with its credentials.
 #[derive(Debug)]
@@ -17,7 +27,7 @@ pub struct Client {
     /// `{base_url}/account/billable_users` (or `.../billable_users.csv`), without a query.
     endpoint: Url,
     format: Format,
-    token: SecretString,
+    auth: Auth,
     http: HttpClient,
 }
 
@@ -46,7 +56,7 @@ impl Client {
     pub fn new(
         base_url: &str,
         format: Format,
-        token: SecretString,
+        auth: Auth,
         http: HttpClient,
     ) -> anyhow::Result<Self> {
         let mut endpoint = Url::parse(base_url.trim())
@@ -68,12 +78,26 @@ impl Client {
         Ok(Self {
             endpoint,
             format,
-            token,
+            auth,
             http,
         })
     }
 
+    /// The bearer token for the next request: the personal token, or the OAuth access token
+    /// (a new one when it is due, or when `renew` says the API just refused the cached one).
+    async fn bearer(&self, renew: bool) -> anyhow::Result<SecretString> {
+        match &self.auth {
+            Auth::Token(token) => Ok(token.clone()),
+            Auth::ClientCredentials(oauth) => oauth.token(&self.http, renew).await,
+        }
+    }
+
     /// Fetches page `page` (1-based) of `account`'s billable people in `period`.
+    ///
+    /// With client credentials, a 401 means the access token expired (or was revoked) before
+    /// tally expected: the token is renewed once and the same page asked for again. A second
+    /// 401 is an error, so a peer that refuses every token cannot keep tally in a loop, and no
+    /// page is skipped.
     pub async fn fetch(
         &self,
         account: &str,
@@ -89,24 +113,39 @@ impl Client {
             .append_pair("per_page", &per_page.to_string());
         let shown = redact_url(url.as_str());
 
-        let response = self
-            .http
-            .send(Idempotency::Idempotent, |client| {
-                client
-                    .get(url.clone())
-                    .bearer_auth(self.token.expose_secret())
-                    .header("X-4me-Account", account)
-                    .header(
-                        ACCEPT,
-                        match self.format {
-                            Format::Json => "application/json",
-                            // Errors still come as JSON `{"message": ...}`.
-                            Format::Csv => "text/csv, application/json;q=0.5",
-                        },
-                    )
-            })
-            .await
-            .map_err(|e| explain(e, account))?;
+        let mut renewed = false;
+        let response = loop {
+            let token = self.bearer(renewed).await?;
+            let result = self
+                .http
+                .send(Idempotency::Idempotent, |client| {
+                    client
+                        .get(url.clone())
+                        .bearer_auth(token.expose_secret())
+                        .header("X-4me-Account", account)
+                        .header(
+                            ACCEPT,
+                            match self.format {
+                                Format::Json => "application/json",
+                                // Errors still come as JSON `{"message": ...}`.
+                                Format::Csv => "text/csv, application/json;q=0.5",
+                            },
+                        )
+                })
+                .await;
+            match result {
+                Ok(response) => break response,
+                Err(e)
+                    if e.status() == Some(StatusCode::UNAUTHORIZED)
+                        && !renewed
+                        && matches!(self.auth, Auth::ClientCredentials(_)) =>
+                {
+                    tracing::info!(url = %shown, "the API refused the access token (expired or revoked); renewing it and asking for the page again");
+                    renewed = true;
+                }
+                Err(e) => return Err(explain(e, account, &self.auth)),
+            }
+        };
 
         let link_values: Vec<&str> = response
             .headers()
@@ -188,7 +227,7 @@ fn next_page(link_values: &[&str], request: &Url, page: u32) -> Result<Option<u3
 
 /// Turns a failed call into a message that says what to do. The [`HttpError`] stays in the
 /// chain so that a caller can still branch on the status.
-fn explain(error: HttpError, account: &str) -> anyhow::Error {
+fn explain(error: HttpError, account: &str, auth: &Auth) -> anyhow::Error {
     let vendor = error.body().map(vendor_message).unwrap_or_default();
     let message = match &error {
         HttpError::Status {
@@ -199,10 +238,20 @@ fn explain(error: HttpError, account: &str) -> anyhow::Error {
         } => {
             let what = format!("{method} {url} answered {status}");
             match status.as_u16() {
-                401 => format!(
-                    "{what}: the token was refused; check {TOKEN_ENV} (a token lives 1 h when \
-                     issued by OAuth client credentials){vendor}"
-                ),
+                401 => match auth {
+                    Auth::Token(_) => {
+                        format!("{what}: the token was refused; check {TOKEN_ENV}{vendor}")
+                    }
+                    // Only after a renewal: the first 401 of a page is retried.
+                    Auth::ClientCredentials(oauth) => format!(
+                        "{what}: the API refused an access token just issued by {}{vendor}; check \
+                         that the OAuth application of sources.billable_users.client_id is \
+                         enabled and its user may use the API, and that \
+                         sources.billable_users.oauth_url is the OAuth service of base_url's \
+                         region (the secret is in {CLIENT_SECRET_ENV})",
+                        oauth.token_url()
+                    ),
+                },
                 403 => format!(
                     "{what}: the token has no access to account {account:?}; ask the account's \
                      administrator to grant it, or fix sources.billable_users.account{vendor}"
@@ -328,7 +377,7 @@ mod tests {
                 let client = Client::new(
                     base,
                     format,
-                    SecretString::from("t"),
+                    Auth::Token(SecretString::from("t")),
                     HttpClient::new(&crate::http::HttpSettings::default()).unwrap(),
                 )
                 .unwrap();

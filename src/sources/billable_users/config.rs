@@ -1,4 +1,8 @@
 //! `[sources.billable_users]`: the settings of the Billable Users connector and their checks.
+//!
+//! The API takes either of two credentials (APIS.md §1): a personal API token, or an OAuth
+//! application's client credentials exchanged for a 1-hour access token. Exactly one must be
+//! configured, so that nobody has to guess which one a run used.
 
 use crate::config::Problem;
 use crate::http::HttpSettings;
@@ -8,6 +12,10 @@ use serde::Deserialize;
 /// The one place the token may come from; named in every message about a missing or refused
 /// token so that the operator knows what to set.
 pub const TOKEN_ENV: &str = "TALLY__SOURCES__BILLABLE_USERS__TOKEN";
+
+/// The one place the OAuth client secret may come from; named in every message about a
+/// missing or refused secret.
+pub const CLIENT_SECRET_ENV: &str = "TALLY__SOURCES__BILLABLE_USERS__CLIENT_SECRET";
 
 /// The largest page the API serves (APIS.md §1); asking for more is silently capped, so a
 /// larger setting would only make the checkpoints lie about page sizes.
@@ -44,6 +52,20 @@ pub struct BillableUsersSettings {
     /// `TALLY__SOURCES__BILLABLE_USERS__TOKEN`, never in a file; `Debug` shows it redacted.
     #[serde(default)]
     pub token: Option<SecretString>,
+    /// The client ID of an OAuth application (client credentials grant), instead of `token`.
+    /// Not a secret, so it lives in the file; it needs `client_secret` and `oauth_url`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The OAuth application's client secret. Set it ONLY through the environment variable
+    /// `TALLY__SOURCES__BILLABLE_USERS__CLIENT_SECRET`, never in a file; `Debug` shows it
+    /// redacted. It is sent to `oauth_url` only, never to `base_url`.
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// The OAuth service of the API's region, e.g. `https://oauth.example.com` (the API lives on
+    /// `api.<host>`, the OAuth service on `oauth.<host>`; the simulator: `http://127.0.0.1:PORT`).
+    /// Tokens are requested at `<oauth_url>/token`.
+    #[serde(default)]
+    pub oauth_url: Option<String>,
     /// Records per page, 1..=100. The largest page is the default because the API allows
     /// 3,600 requests an hour (DESIGN.md "Talking to peers").
     #[serde(default = "default_per_page")]
@@ -99,22 +121,7 @@ impl BillableUsersSettings {
                 ),
             ));
         }
-        if self.enabled {
-            let env = crate::config::env_var_for(&format!("{at}.token"));
-            match &self.token {
-                None => problems.push(Problem::new(
-                    key("token"),
-                    format!("is missing: set the environment variable {env}"),
-                )),
-                Some(token) if token.expose_secret().trim().is_empty() => {
-                    problems.push(Problem::new(
-                        key("token"),
-                        format!("is empty: set the environment variable {env}"),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
+        problems.extend(self.validate_credentials(at));
         if !(1..=MAX_PER_PAGE).contains(&self.per_page) {
             problems.push(Problem::new(
                 key("per_page"),
@@ -133,6 +140,136 @@ impl BillableUsersSettings {
         problems.extend(self.http.validate(at));
         problems
     }
+
+    /// The credentials to sign in with, once [`validate`](Self::validate) has found none
+    /// missing; `None` otherwise.
+    pub fn credentials(&self) -> Option<Credentials<'_>> {
+        fn filled(value: Option<&str>) -> Option<&str> {
+            value.filter(|v| !v.trim().is_empty())
+        }
+        match (&self.token, self.uses_client_credentials()) {
+            (Some(token), false) => filled(Some(token.expose_secret()))
+                .is_some()
+                .then_some(Credentials::Token(token)),
+            (None, true) => {
+                let secret = self.client_secret.as_ref()?;
+                filled(Some(secret.expose_secret()))?;
+                Some(Credentials::ClientCredentials {
+                    client_id: filled(self.client_id.as_deref())?.trim(),
+                    client_secret: secret,
+                    oauth_url: filled(self.oauth_url.as_deref())?.trim(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether any part of the client credentials is configured: a part alone is a mistake to
+    /// report, not a reason to fall back to the token silently.
+    fn uses_client_credentials(&self) -> bool {
+        self.client_id.is_some() || self.client_secret.is_some() || self.oauth_url.is_some()
+    }
+
+    /// Exactly one of `token` and the client credentials, each complete.
+    ///
+    /// The file's keys (`client_id`, `oauth_url`) are checked even when the source is disabled;
+    /// the secrets from the environment only when it is enabled, as for `token`.
+    fn validate_credentials(&self, at: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let key = |field: &str| format!("{at}.{field}");
+        let token_env = crate::config::env_var_for(&format!("{at}.token"));
+        let secret_env = crate::config::env_var_for(&format!("{at}.client_secret"));
+        let in_file = self.client_id.is_some() || self.oauth_url.is_some();
+        let oauth = self.uses_client_credentials();
+
+        if oauth && (self.enabled || in_file) {
+            match self.client_id.as_deref().map(str::trim) {
+                None => problems.push(Problem::new(
+                    key("client_id"),
+                    "is missing: set the client ID of the OAuth application (client \
+                     credentials grant) that tally signs in with",
+                )),
+                Some("") => problems.push(Problem::new(
+                    key("client_id"),
+                    "is empty: set the client ID of the OAuth application that tally signs in with",
+                )),
+                Some(_) => {}
+            }
+            match self.oauth_url.as_deref() {
+                None => problems.push(Problem::new(
+                    key("oauth_url"),
+                    "is missing: set the OAuth service URL of the API's region, e.g. \
+                     https://oauth.example.com when base_url is https://api.example.com/v1 \
+                     (tokens are requested at <oauth_url>/token)",
+                )),
+                Some(url) => {
+                    if let Err(message) = crate::http::check_base_url(
+                        url,
+                        "e.g. https://oauth.example.com",
+                        &format!("set the client secret in {secret_env} instead"),
+                    ) {
+                        problems.push(Problem::new(key("oauth_url"), message));
+                    }
+                }
+            }
+        }
+        if !self.enabled {
+            return problems;
+        }
+        match (&self.token, oauth) {
+            (Some(_), true) => problems.push(Problem::new(
+                key("token"),
+                format!(
+                    "is set together with OAuth client credentials ({}): configure exactly \
+                     one; unset {token_env} to sign in with the client credentials, or remove \
+                     client_id and oauth_url and unset {secret_env} to use the token",
+                    key("client_id")
+                ),
+            )),
+            (None, false) => problems.push(Problem::new(
+                key("token"),
+                format!(
+                    "is missing: set the environment variable {token_env} (a personal API \
+                     token), or sign in with OAuth client credentials: client_id and oauth_url \
+                     in the file and the secret in {secret_env}"
+                ),
+            )),
+            (Some(token), false) if token.expose_secret().trim().is_empty() => {
+                problems.push(Problem::new(
+                    key("token"),
+                    format!("is empty: set the environment variable {token_env}"),
+                ))
+            }
+            (Some(_), false) => {}
+            (None, true) => match &self.client_secret {
+                None => problems.push(Problem::new(
+                    key("client_secret"),
+                    format!("is missing: set the environment variable {secret_env}"),
+                )),
+                Some(secret) if secret.expose_secret().trim().is_empty() => {
+                    problems.push(Problem::new(
+                        key("client_secret"),
+                        format!("is empty: set the environment variable {secret_env}"),
+                    ))
+                }
+                Some(_) => {}
+            },
+        }
+        problems
+    }
+}
+
+/// How the source signs in, borrowed from validated settings.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// A personal API token, sent as is.
+    Token(&'a SecretString),
+    /// An OAuth application, exchanged at `<oauth_url>/token` for 1-hour access tokens.
+    ClientCredentials {
+        client_id: &'a str,
+        client_secret: &'a SecretString,
+        oauth_url: &'a str,
+    },
 }
 
 #[cfg(test)]
@@ -145,11 +282,29 @@ mod tests {
             base_url: "https://api.example.com/v1".into(),
             account: "wdc".into(),
             token: Some(SecretString::from("s3cret-token")),
+            client_id: None,
+            client_secret: None,
+            oauth_url: None,
             per_page: 100,
             license_type: "Service desk user".into(),
             format: Format::Json,
             http: HttpSettings::default(),
         }
+    }
+
+    /// Valid settings that sign in with OAuth client credentials instead of the token.
+    fn oauth() -> BillableUsersSettings {
+        BillableUsersSettings {
+            token: None,
+            client_id: Some("tally-app".into()),
+            client_secret: Some(SecretString::from("cl1ent-s3cret")),
+            oauth_url: Some("https://oauth.example.com".into()),
+            ..valid()
+        }
+    }
+
+    fn keys(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.at.as_str()).collect()
     }
 
     #[test]
@@ -234,6 +389,150 @@ mod tests {
     }
 
     #[test]
+    fn client_credentials_alone_are_valid_and_chosen() {
+        let settings = oauth();
+        assert_eq!(settings.validate("sources.billable_users"), vec![]);
+        match settings.credentials() {
+            Some(Credentials::ClientCredentials {
+                client_id,
+                oauth_url,
+                ..
+            }) => {
+                assert_eq!(client_id, "tally-app");
+                assert_eq!(oauth_url, "https://oauth.example.com");
+            }
+            other => panic!("expected client credentials, got {other:?}"),
+        }
+        assert!(matches!(valid().credentials(), Some(Credentials::Token(_))));
+    }
+
+    #[test]
+    fn a_token_and_client_credentials_together_are_refused() {
+        let settings = BillableUsersSettings {
+            token: Some(SecretString::from("s3cret-token")),
+            ..oauth()
+        };
+        let problems = settings.validate("sources.billable_users");
+        assert_eq!(keys(&problems), ["sources.billable_users.token"]);
+        let message = &problems[0].message;
+        assert!(message.contains("exactly one"), "{message}");
+        assert!(message.contains(TOKEN_ENV), "{message}");
+        assert!(message.contains(CLIENT_SECRET_ENV), "{message}");
+        assert!(settings.credentials().is_none());
+    }
+
+    #[test]
+    fn neither_a_token_nor_client_credentials_names_both_ways_to_sign_in() {
+        let settings = BillableUsersSettings {
+            token: None,
+            ..valid()
+        };
+        let problems = settings.validate("sources.billable_users");
+        assert_eq!(keys(&problems), ["sources.billable_users.token"]);
+        let message = &problems[0].message;
+        assert!(message.contains(TOKEN_ENV), "{message}");
+        assert!(message.contains(CLIENT_SECRET_ENV), "{message}");
+        assert!(message.contains("client_id"), "{message}");
+        assert!(settings.credentials().is_none());
+    }
+
+    #[test]
+    fn incomplete_client_credentials_name_every_missing_part_at_once() {
+        let id_only = BillableUsersSettings {
+            client_secret: None,
+            oauth_url: None,
+            ..oauth()
+        };
+        let problems = id_only.validate("sources.billable_users");
+        assert_eq!(
+            keys(&problems),
+            [
+                "sources.billable_users.oauth_url",
+                "sources.billable_users.client_secret"
+            ]
+        );
+        assert!(problems[1].message.contains(CLIENT_SECRET_ENV));
+
+        let secret_only = BillableUsersSettings {
+            client_id: None,
+            oauth_url: None,
+            ..oauth()
+        };
+        assert_eq!(
+            keys(&secret_only.validate("sources.billable_users")),
+            [
+                "sources.billable_users.client_id",
+                "sources.billable_users.oauth_url"
+            ]
+        );
+
+        let blank = BillableUsersSettings {
+            client_id: Some(" ".into()),
+            client_secret: Some(SecretString::from("")),
+            oauth_url: Some("oauth.example.com".into()),
+            ..oauth()
+        };
+        assert_eq!(
+            keys(&blank.validate("sources.billable_users")),
+            [
+                "sources.billable_users.client_id",
+                "sources.billable_users.oauth_url",
+                "sources.billable_users.client_secret"
+            ]
+        );
+        assert!(blank.credentials().is_none());
+    }
+
+    #[test]
+    fn an_oauth_url_with_credentials_in_it_is_refused_without_echoing_them() {
+        let settings = BillableUsersSettings {
+            oauth_url: Some("https://tally-app:cl1ent-s3cret@oauth.example.com".into()),
+            ..oauth()
+        };
+        let problems = settings.validate("sources.billable_users");
+        assert_eq!(keys(&problems), ["sources.billable_users.oauth_url"]);
+        assert!(
+            !problems[0].message.contains("cl1ent-s3cret"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].message.contains(CLIENT_SECRET_ENV),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_disabled_source_checks_the_files_oauth_keys_but_not_the_secret() {
+        let settings = BillableUsersSettings {
+            enabled: false,
+            client_secret: None,
+            oauth_url: None,
+            ..oauth()
+        };
+        assert_eq!(
+            keys(&settings.validate("sources.billable_users")),
+            ["sources.billable_users.oauth_url"]
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_client_secret() {
+        let shown = format!("{:?}", oauth());
+        assert!(!shown.contains("cl1ent-s3cret"), "{shown}");
+        assert!(shown.contains("tally-app"), "{shown}");
+    }
+
+    #[test]
+    fn the_secret_variables_are_the_ones_the_configuration_reads() {
+        use crate::config::env_var_for;
+        assert_eq!(TOKEN_ENV, env_var_for("sources.billable_users.token"));
+        assert_eq!(
+            CLIENT_SECRET_ENV,
+            env_var_for("sources.billable_users.client_secret")
+        );
+    }
+
+    #[test]
     fn defaults_apply_and_unknown_keys_are_refused() {
         let settings: BillableUsersSettings = serde_json::from_value(serde_json::json!({
             "base_url": "https://api.example.com/v1",
@@ -244,6 +543,7 @@ mod tests {
         assert!(settings.enabled);
         assert_eq!(settings.per_page, 100);
         assert!(settings.token.is_none());
+        assert!(settings.client_id.is_none() && settings.oauth_url.is_none());
         assert_eq!(settings.http, HttpSettings::default());
         assert_eq!(settings.format, Format::Json);
 
@@ -254,6 +554,21 @@ mod tests {
             "perpage": 50,
         }));
         assert!(typo.unwrap_err().to_string().contains("perpage"));
+    }
+
+    #[test]
+    fn client_credentials_are_read_from_their_keys() {
+        let settings: BillableUsersSettings = serde_json::from_value(serde_json::json!({
+            "base_url": "https://api.example.com/v1",
+            "account": "wdc",
+            "license_type": "Service desk user",
+            "client_id": "tally-app",
+            "oauth_url": "https://oauth.example.com",
+            "client_secret": "cl1ent-s3cret",
+        }))
+        .unwrap();
+        assert_eq!(settings.validate("sources.billable_users"), vec![]);
+        assert_eq!(settings.client_id.as_deref(), Some("tally-app"));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The service-management "Billable Users" source (seed 000, APIS.md §1): one account's
 //! billable people per month, one staged record per (person, organization).
 //!
-//! - `config`: `[sources.billable_users]` and its checks, including `format` (`json`/`csv`).
+//! - `config`: `[sources.billable_users]` and its checks, including `format` (`json`/`csv`)
+//!   and the credentials (a personal token, or OAuth client credentials).
 //! - `client`: one page over the shared HTTP client, and what each refusal means.
+//! - `oauth`: client credentials exchanged for 1-hour access tokens, cached and renewed.
 //! - `csv_form`: the CSV export of the same list, read into rows (no I/O).
 //! - `link`: the `Link` header, which says where the next page is.
 //!
@@ -13,8 +15,11 @@ mod client;
 mod config;
 pub mod csv_form;
 mod link;
+mod oauth;
 
-pub use config::{BillableUsersSettings, Format, MAX_PER_PAGE, TOKEN_ENV};
+pub use config::{
+    BillableUsersSettings, CLIENT_SECRET_ENV, Credentials, Format, MAX_PER_PAGE, TOKEN_ENV,
+};
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
 use crate::http::HttpClient;
@@ -43,18 +48,31 @@ impl BillableUsers {
     /// Checks `settings` (every problem at once) and builds the source, named `billable_users`.
     pub fn new(settings: &BillableUsersSettings) -> anyhow::Result<Self> {
         crate::config::ConfigError::check(settings.validate(AT))?;
-        // `validate` has refused a missing token; this only keeps the code free of `expect`.
-        let token = settings
-            .token
-            .clone()
-            .ok_or_else(|| anyhow!("{AT}.token is missing: set {TOKEN_ENV}"))?;
+        // `validate` has refused missing or doubled credentials; this only keeps the code free
+        // of `expect`.
+        let auth = match settings.credentials() {
+            Some(Credentials::Token(token)) => client::Auth::Token(token.clone()),
+            Some(Credentials::ClientCredentials {
+                client_id,
+                client_secret,
+                oauth_url,
+            }) => client::Auth::ClientCredentials(oauth::OAuthClient::new(
+                oauth_url,
+                client_id,
+                client_secret.clone(),
+            )?),
+            None => bail!(
+                "{AT}: set exactly one of the token ({TOKEN_ENV}) or OAuth client credentials \
+                 (client_id, oauth_url and {CLIENT_SECRET_ENV})"
+            ),
+        };
         let http = HttpClient::new(&settings.http).context("building the HTTP client")?;
         Ok(Self {
             name: SourceName::new("billable_users"),
             account: settings.account.trim().to_owned(),
             per_page: settings.per_page,
             license_type: LicenseType::new(settings.license_type.trim()),
-            client: client::Client::new(&settings.base_url, settings.format, token, http)?,
+            client: client::Client::new(&settings.base_url, settings.format, auth, http)?,
         })
     }
 
@@ -206,6 +224,9 @@ mod tests {
             base_url: "https://api.example.com/v1".into(),
             account: "wdc".into(),
             token: Some(SecretString::from("s3cret-token")),
+            client_id: None,
+            client_secret: None,
+            oauth_url: None,
             per_page: 100,
             license_type: "Service desk user".into(),
             format: Format::Json,
@@ -302,5 +323,20 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.to_string().contains(TOKEN_ENV), "{error}");
+    }
+
+    #[test]
+    fn a_source_with_client_credentials_never_shows_the_secret() {
+        let source = BillableUsers::new(&BillableUsersSettings {
+            token: None,
+            client_id: Some("tally-app".into()),
+            client_secret: Some(SecretString::from("cl1ent-s3cret")),
+            oauth_url: Some("https://oauth.example.com".into()),
+            ..settings()
+        })
+        .unwrap();
+        let shown = format!("{source:?}");
+        assert!(!shown.contains("cl1ent-s3cret"), "{shown}");
+        assert!(shown.contains("oauth.example.com"), "{shown}");
     }
 }
