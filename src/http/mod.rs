@@ -207,7 +207,10 @@ impl HttpError {
 /// it by reference; one per connector instance so that pacing is per peer.
 #[derive(Debug)]
 pub struct HttpClient {
+    /// For reads: follows a redirect only within the same origin.
     client: reqwest::Client,
+    /// For writes: follows no redirect at all (a 307/308 would re-send the body elsewhere).
+    writer: reqwest::Client,
     settings: HttpSettings,
     /// When the peer said its rate-limit window resets after it reported 0 requests remaining.
     paused_until: Mutex<Option<Instant>>,
@@ -215,13 +218,19 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(settings: &HttpSettings) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(settings.timeout_secs))
-            .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
-            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(settings.timeout_secs))
+                .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
+                .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
+        };
+        let client = builder().redirect(same_origin_redirects()).build()?;
+        let writer = builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             client,
+            writer,
             settings: settings.clone(),
             paused_until: Mutex::new(None),
         })
@@ -256,7 +265,12 @@ impl HttpClient {
                 })?;
             let method = request.method().clone();
             let url = redact_url(request.url().as_str());
-            let result = self.client.execute(request).await;
+            let client = if matches!(method, Method::GET | Method::HEAD) {
+                &self.client
+            } else {
+                &self.writer
+            };
+            let result = client.execute(request).await;
             let error = match result {
                 Ok(response) => {
                     self.note_rate_limit(&response);
@@ -468,9 +482,116 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
+/// Redirects a read may follow: at most five, never to another origin (scheme, host, port).
+/// Every connector sends its credentials in headers of its own (`x-api-token`, a bearer token,
+/// a session cookie); reqwest strips only the standard ones on a cross-host redirect, so a peer
+/// answering with another address could otherwise collect a secret — or, for a source, make
+/// tally read an empty list from somewhere else and credit every line.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if first.is_some_and(|origin| origin != attempt.url().origin()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// A server that answers everything with `status` and `Location: location`, counting hits.
+    async fn redirecting(
+        status: u16,
+        location: String,
+    ) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            let location = location.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::response::Response::builder()
+                    .status(status)
+                    .header("location", location)
+                    .body(axum::body::Body::from("[]"))
+                    .unwrap_or_default()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn no_redirect_to_another_origin_and_none_on_a_write_is_followed() {
+        // The second server answers 200 with an empty list: what a hijacked redirect would serve.
+        let (elsewhere, hits) = redirecting(200, String::new()).await;
+        let (peer, _) = redirecting(307, format!("{elsewhere}/collect")).await;
+        let client = HttpClient::new(&HttpSettings {
+            max_retries: 0,
+            ..HttpSettings::default()
+        })
+        .unwrap();
+        let read = client
+            .send(Idempotency::Idempotent, |c| {
+                c.get(format!("{peer}/people"))
+                    .header("x-api-token", "s3cret")
+            })
+            .await;
+        assert!(
+            matches!(read, Err(HttpError::Status { status, .. }) if status.as_u16() == 307),
+            "{read:?}"
+        );
+        let write = client
+            .send(Idempotency::NotIdempotent, |c| {
+                c.post(format!("{peer}/corrections"))
+                    .header("x-api-token", "s3cret")
+                    .body("{\"total\":\"1.00\"}")
+            })
+            .await;
+        assert!(write.is_err(), "{write:?}");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the other server received nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_within_the_same_origin_is_followed_on_a_read() {
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new()
+            .route(
+                "/old",
+                axum::routing::get(|| async { axum::response::Redirect::permanent("/new") }),
+            )
+            .route(
+                "/new",
+                axum::routing::get(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { "ok" }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = HttpClient::new(&HttpSettings::default()).unwrap();
+        let response = client
+            .send(Idempotency::Idempotent, |c| c.get(format!("{url}/old")))
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "ok");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     /// A refused connection: reqwest's own message names the full URL, token and all; the
     /// error tally reports must carry only the redacted one.

@@ -4,8 +4,8 @@
 //! application's client credentials exchanged for a 1-hour access token. Exactly one must be
 //! configured, so that nobody has to guess which one a run used.
 
-use crate::config::Problem;
 use crate::http::HttpSettings;
+use crate::problem::Problem;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -177,8 +177,8 @@ impl BillableUsersSettings {
     fn validate_credentials(&self, at: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         let key = |field: &str| format!("{at}.{field}");
-        let token_env = crate::config::env_var_for(&format!("{at}.token"));
-        let secret_env = crate::config::env_var_for(&format!("{at}.client_secret"));
+        let token_env = crate::problem::env_var_for(&format!("{at}.token"));
+        let secret_env = crate::problem::env_var_for(&format!("{at}.client_secret"));
         let in_file = self.client_id.is_some() || self.oauth_url.is_some();
         let oauth = self.uses_client_credentials();
 
@@ -524,7 +524,7 @@ mod tests {
 
     #[test]
     fn the_secret_variables_are_the_ones_the_configuration_reads() {
-        use crate::config::env_var_for;
+        use crate::problem::env_var_for;
         assert_eq!(TOKEN_ENV, env_var_for("sources.billable_users.token"));
         assert_eq!(
             CLIENT_SECRET_ENV,

@@ -47,7 +47,7 @@ pub struct BillableUsers {
 impl BillableUsers {
     /// Checks `settings` (every problem at once) and builds the source, named `billable_users`.
     pub fn new(settings: &BillableUsersSettings) -> anyhow::Result<Self> {
-        crate::config::ConfigError::check(settings.validate(AT))?;
+        crate::problem::ConfigError::check(settings.validate(AT))?;
         // `validate` has refused missing or doubled credentials; this only keeps the code free
         // of `expect`.
         let auth = match settings.credentials() {
