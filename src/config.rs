@@ -18,6 +18,7 @@ use crate::sources::genesys::GenesysSettings;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use crate::problem::{ConfigError, Problem, env_var_for};
 
@@ -39,7 +40,7 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
-    pub push: crate::pipeline::PushSettings,
+    pub push: PushSettings,
     #[serde(default)]
     pub sources: SourcesSettings,
     #[serde(default)]
@@ -183,6 +184,37 @@ impl Default for ScheduleSettings {
             cron: "0 30 2 * * *".into(),
             timezone: "UTC".into(),
         }
+    }
+}
+
+/// `[push]`: how carefully lines are pushed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    /// Seconds after sending before "the billing system does not hold it" is believed. Default:
+    /// the longest request timeout of the configured billing systems plus 30 s.
+    pub settle_secs: Option<u64>,
+    /// Times a revision whose answer was uncertain and that is confirmed absent is sent again
+    /// within one run (default 2).
+    pub retries: Option<u32>,
+    /// Seconds before the first such retry, doubled for each next one (default 2).
+    pub retry_backoff_secs: Option<u64>,
+}
+
+impl PushSettings {
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(2)
+    }
+
+    pub fn retry_backoff(&self) -> Duration {
+        Duration::from_secs(self.retry_backoff_secs.unwrap_or(2))
+    }
+
+    /// The settle time, given the longest request timeout of the billing systems.
+    pub fn settle(&self, longest_request_timeout: Duration) -> Duration {
+        self.settle_secs
+            .map(Duration::from_secs)
+            .unwrap_or(longest_request_timeout + Duration::from_secs(30))
     }
 }
 

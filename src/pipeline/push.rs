@@ -16,47 +16,16 @@
 //! finishes and is recorded, nothing new starts.
 
 use super::{Faults, SimulatedCrash};
+pub use crate::config::PushSettings;
 use crate::domain::{LedgerLine, LineKey, LineStatus, Period};
 use crate::shutdown::Shutdown;
 use crate::sinks::{PushError, Sink};
 use crate::store::{PushScope, Store};
 use chrono::Utc;
-use serde::Deserialize;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{error, info, instrument, warn};
-
-/// `[push]`: how carefully lines are pushed.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct PushSettings {
-    /// Seconds after sending before "the billing system does not hold it" is believed. Default:
-    /// the longest request timeout of the configured billing systems plus 30 s.
-    pub settle_secs: Option<u64>,
-    /// Times a revision whose answer was uncertain and that is confirmed absent is sent again
-    /// within one run (default 2).
-    pub retries: Option<u32>,
-    /// Seconds before the first such retry, doubled for each next one (default 2).
-    pub retry_backoff_secs: Option<u64>,
-}
-
-impl PushSettings {
-    pub fn retries(&self) -> u32 {
-        self.retries.unwrap_or(2)
-    }
-
-    pub fn retry_backoff(&self) -> Duration {
-        Duration::from_secs(self.retry_backoff_secs.unwrap_or(2))
-    }
-
-    /// The settle time, given the longest request timeout of the billing systems.
-    pub fn settle(&self, longest_request_timeout: Duration) -> Duration {
-        self.settle_secs
-            .map(Duration::from_secs)
-            .unwrap_or(longest_request_timeout + Duration::from_secs(30))
-    }
-}
 
 /// Everything a push needs: the ledger, the billing systems and how to behave.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,602 @@
+//! The ledger: plans applied whole, the two-phase push's transitions, approvals, exceptions.
+
+use super::dialect::{self, Columns};
+use super::{Backend, Store};
+use super::{EXCEPTION_COLUMNS, LINE_COLUMNS, ROWS_PER_INSERT, rows};
+use crate::domain::{
+    BillingAccount, LedgerChange, LedgerLine, LicenseType, NewRevision, Period, RunException,
+    SourceName,
+};
+use crate::reconcile::LineIdentity;
+use anyhow::{Context, anyhow, bail, ensure};
+use chrono::Utc;
+use rust_decimal::Decimal;
+use sqlx::QueryBuilder;
+use sqlx::types::Json;
+use std::collections::HashMap;
+
+impl Store {
+    /// Every revision of the period's lines (of one source, if given), ordered by line key
+    /// then revision.
+    pub async fn ledger_lines(
+        &self,
+        period: Period,
+        source: Option<&SourceName>,
+    ) -> anyhow::Result<Vec<LedgerLine>> {
+        with_backend!(self, |pool, D| {
+            let mut select = QueryBuilder::new(format!(
+                "SELECT {LINE_COLUMNS} FROM ledger_lines WHERE period = "
+            ));
+            select.push_bind(period.to_string());
+            if let Some(source) = source {
+                select.push(" AND source = ").push_bind(source.as_str());
+            }
+            select.push(" ORDER BY line_key, revision");
+            let found = select
+                .build()
+                .fetch_all(pool)
+                .await
+                .with_context(|| format!("ledger_lines: reading ledger_lines of {period}"))?;
+            found.iter().map(rows::line).collect()
+        })
+    }
+
+    /// Applies a reconcile plan in ONE transaction, batched: inserts, in-place updates and
+    /// deletes of revisions not yet sent (an update or delete of a revision whose status is
+    /// `pushing` or `pushed` is refused and rolls everything back), and replaces the
+    /// exceptions of (period, source) for every source in `sources` with `exceptions`.
+    ///
+    /// Deletes go first, then updates, then inserts, so that a plan may delete a draft and insert
+    /// a revision with the same key. Every exception must belong to `period` and to one of
+    /// `sources` (else it would never be replaced and pile up): a plan that breaks this, or that
+    /// writes a revision as `pushing` or `pushed`, is refused before anything is written.
+    pub async fn apply_plan(
+        &self,
+        run_id: i64,
+        period: Period,
+        sources: &[SourceName],
+        changes: &[LedgerChange],
+        exceptions: &[RunException],
+    ) -> anyhow::Result<()> {
+        let plan = PlanRows::new(period, sources, changes, exceptions)?;
+        let now = Utc::now();
+        let period_text = period.to_string();
+        with_backend!(self, |pool, D| {
+            let mut tx = D::begin(pool)
+                .await
+                .with_context(|| format!("apply_plan for {period}: beginning the transaction"))?;
+
+            for &id in &plan.deletes {
+                let done = sqlx::query(
+                    "DELETE FROM ledger_lines WHERE id = $1 AND status IN ('draft', 'approved')",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("apply_plan: deleting ledger revision {id}"))?
+                .rows_affected();
+                if done == 0 {
+                    let state = describe_revision!(&mut *tx, id);
+                    bail!(
+                        "apply_plan: refused to delete ledger revision {id} ({state}): only a \
+                         draft or approved revision may be deleted; one the billing system may \
+                         hold gets an adjustment instead. Nothing of the plan was written."
+                    );
+                }
+            }
+
+            for (id, row) in &plan.updates {
+                let values = row.values;
+                let done = sqlx::query(
+                    "UPDATE ledger_lines SET quantity = $4, amount = $5, rate = $6, \
+                     currency = $7, total_quantity = $8, total_amount = $9, price_ref = $10, \
+                     trace = $11, evidence_count = $12, evidence_hash = $13, sink = $14, \
+                     status = $15, run_id = $16, updated_at = $17, approved_by = $18, \
+                     approved_at = $19, approval_note = $20 \
+                     WHERE id = $1 AND line_key = $2 AND revision = $3 \
+                     AND status IN ('draft', 'approved')",
+                )
+                .bind(*id)
+                .bind(row.line_key.as_str())
+                .bind(values.revision)
+                .bind(D::dec(values.quantity))
+                .bind(D::dec(values.amount))
+                .bind(D::dec(values.rate))
+                .bind(values.currency.code())
+                .bind(D::dec(values.total_quantity))
+                .bind(D::dec(values.total_amount))
+                .bind(values.price_ref.as_str())
+                .bind(Json(&values.trace))
+                .bind(row.evidence_count)
+                .bind(values.evidence.hash.as_str())
+                .bind(values.sink.as_str())
+                .bind(values.status.as_str())
+                .bind(run_id)
+                .bind(now)
+                .bind(values.approval.as_ref().map(|a| a.by.as_str()))
+                .bind(values.approval.as_ref().map(|a| a.at))
+                .bind(values.approval.as_ref().and_then(|a| a.note.as_deref()))
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("apply_plan: updating ledger revision {id}"))?
+                .rows_affected();
+                if done == 0 {
+                    let state = describe_revision!(&mut *tx, *id);
+                    bail!(
+                        "apply_plan: refused to update ledger revision {id} ({state}) as revision \
+                         {} of {}: only a draft or approved revision of the same line may be \
+                         updated in place; one the billing system may hold gets an adjustment \
+                         instead. Nothing of the plan was written.",
+                        values.revision,
+                        row.line_key
+                    );
+                }
+            }
+
+            for batch in plan.inserts.chunks(ROWS_PER_INSERT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO ledger_lines (line_key, period, billing_account, license_type, \
+                     source, revision, idempotency_key, quantity, amount, rate, currency, \
+                     total_quantity, total_amount, price_ref, trace, evidence_count, \
+                     evidence_hash, sink, status, run_id, created_at, updated_at, approved_by, \
+                     approved_at, approval_note) ",
+                );
+                insert.push_values(batch, |mut b, row| {
+                    let values = row.values;
+                    b.push_bind(row.line_key.as_str())
+                        .push_bind(values.key.period.to_string())
+                        .push_bind(values.key.billing_account.as_str())
+                        .push_bind(values.key.license_type.as_str())
+                        .push_bind(values.key.source.as_str())
+                        .push_bind(values.revision)
+                        .push_bind(row.idempotency_key.as_str())
+                        .push_bind(D::dec(values.quantity))
+                        .push_bind(D::dec(values.amount))
+                        .push_bind(D::dec(values.rate))
+                        .push_bind(values.currency.code())
+                        .push_bind(D::dec(values.total_quantity))
+                        .push_bind(D::dec(values.total_amount))
+                        .push_bind(values.price_ref.as_str())
+                        .push_bind(Json(&values.trace))
+                        .push_bind(row.evidence_count)
+                        .push_bind(values.evidence.hash.as_str())
+                        .push_bind(values.sink.as_str())
+                        .push_bind(values.status.as_str())
+                        .push_bind(run_id)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(values.approval.as_ref().map(|a| a.by.as_str()))
+                        .push_bind(values.approval.as_ref().map(|a| a.at))
+                        .push_bind(values.approval.as_ref().and_then(|a| a.note.as_deref()));
+                });
+                insert.build().execute(&mut *tx).await.with_context(|| {
+                    format!(
+                        "apply_plan: inserting {} ledger revisions (first: {})",
+                        batch.len(),
+                        batch[0].idempotency_key
+                    )
+                })?;
+            }
+
+            if !sources.is_empty() {
+                let mut delete = QueryBuilder::new("DELETE FROM exceptions WHERE period = ");
+                delete
+                    .push_bind(period_text.as_str())
+                    .push(" AND source IN (");
+                let mut list = delete.separated(", ");
+                for source in sources {
+                    list.push_bind(source.as_str());
+                }
+                list.push_unseparated(")");
+                delete
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("apply_plan: clearing exceptions of {period}"))?;
+            }
+            for batch in plan.exceptions.chunks(ROWS_PER_INSERT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO exceptions (period, source, kind, customer_key, item, \
+                     billing_account, license_type, quantity, record_count, message, run_id) ",
+                );
+                insert.push_values(batch, |mut b, (exception, record_count)| {
+                    b.push_bind(period_text.as_str())
+                        .push_bind(exception.source.as_str())
+                        .push_bind(exception.kind.as_str())
+                        .push_bind(exception.customer_key.as_str())
+                        .push_bind(exception.item.as_str())
+                        .push_bind(exception.billing_account.as_ref().map(|a| a.as_str()))
+                        .push_bind(exception.license_type.as_ref().map(|l| l.as_str()))
+                        .push_bind(D::dec(exception.quantity))
+                        .push_bind(*record_count)
+                        .push_bind(exception.message.as_str())
+                        .push_bind(run_id);
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("apply_plan: inserting exceptions of {period}"))?;
+            }
+
+            tx.commit()
+                .await
+                .with_context(|| format!("apply_plan for {period}: committing"))
+        })
+    }
+
+    /// Revisions of the period that are `approved` or `pushing`, within `scope`, ordered by line
+    /// key then revision: what a push must send or resolve. An empty list of sources or of ids
+    /// selects nothing.
+    pub async fn lines_to_push(
+        &self,
+        period: Period,
+        scope: &PushScope<'_>,
+    ) -> anyhow::Result<Vec<LedgerLine>> {
+        if scope.sources.is_some_and(|sources| sources.is_empty())
+            || scope.ids.is_some_and(|ids| ids.is_empty())
+        {
+            return Ok(Vec::new());
+        }
+        with_backend!(self, |pool, D| {
+            let mut select = QueryBuilder::new(format!(
+                "SELECT {LINE_COLUMNS} FROM ledger_lines WHERE status IN ('approved', 'pushing') \
+                 AND period = "
+            ));
+            select.push_bind(period.to_string());
+            if let Some(sources) = scope.sources {
+                select.push(" AND source IN (");
+                let mut list = select.separated(", ");
+                for source in sources {
+                    list.push_bind(source.as_str());
+                }
+                list.push_unseparated(")");
+            }
+            if let Some(customer) = scope.customer {
+                select
+                    .push(" AND billing_account = ")
+                    .push_bind(customer.as_str());
+            }
+            if let Some(ids) = scope.ids {
+                select.push(" AND id IN (");
+                let mut list = select.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(")");
+            }
+            select.push(" ORDER BY line_key, revision");
+            let found = select
+                .build()
+                .fetch_all(pool)
+                .await
+                .with_context(|| format!("lines_to_push: reading ledger_lines of {period}"))?;
+            found.iter().map(rows::line).collect()
+        })
+    }
+
+    /// Phase one: `approved` → `pushing`, with the sink's marker. Fails if the revision is not
+    /// `approved` any more (someone else got there first).
+    pub async fn mark_pushing(&self, id: i64, marker: Option<&str>) -> anyhow::Result<()> {
+        with_backend!(self, |pool, D| {
+            let done = sqlx::query(
+                "UPDATE ledger_lines SET status = 'pushing', push_marker = $2, updated_at = $3 \
+                 WHERE id = $1 AND status = 'approved'",
+            )
+            .bind(id)
+            .bind(marker)
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .with_context(|| format!("mark_pushing: updating ledger revision {id}"))?
+            .rows_affected();
+            if done == 0 {
+                let state = describe_revision!(pool, id);
+                bail!(
+                    "mark_pushing: ledger revision {id} is not approved ({state}); \
+                     someone else got there first, or it was never approved"
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// Phase two: `pushing` → `pushed`, with the billing system's id and `pushed_at`; clears
+    /// `last_error`.
+    pub async fn mark_pushed(&self, id: i64, external_id: &str) -> anyhow::Result<()> {
+        with_backend!(self, |pool, D| {
+            let done = sqlx::query(
+                "UPDATE ledger_lines SET status = 'pushed', external_id = $2, pushed_at = $3, \
+                 updated_at = $3, last_error = NULL WHERE id = $1 AND status = 'pushing'",
+            )
+            .bind(id)
+            .bind(external_id)
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .with_context(|| format!("mark_pushed: updating ledger revision {id}"))?
+            .rows_affected();
+            if done == 0 {
+                let state = describe_revision!(pool, id);
+                bail!(
+                    "mark_pushed: ledger revision {id} is not pushing ({state}); only a revision \
+                     marked pushing (phase one) can be marked pushed"
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// `pushing` → `approved` once the billing system was read and surely does not hold the
+    /// revision, so that it is sent again through phase one. Clears the marker of the push
+    /// that did not happen.
+    pub async fn reset_to_approved(&self, id: i64) -> anyhow::Result<()> {
+        with_backend!(self, |pool, D| {
+            let done = sqlx::query(
+                "UPDATE ledger_lines SET status = 'approved', push_marker = NULL, updated_at = $2 \
+                 WHERE id = $1 AND status = 'pushing'",
+            )
+            .bind(id)
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .with_context(|| format!("reset_to_approved: updating ledger revision {id}"))?
+            .rows_affected();
+            if done == 0 {
+                let state = describe_revision!(pool, id);
+                bail!(
+                    "reset_to_approved: ledger revision {id} is not pushing ({state}); only a \
+                     revision left in phase one can be reset"
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// Keeps the last push error on the revision. Its status and `updated_at` are unchanged:
+    /// `updated_at` of a `pushing` revision is when it was sent, which its settle time counts
+    /// from.
+    pub async fn record_push_error(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        let done = with_backend!(self, |pool, D| {
+            sqlx::query("UPDATE ledger_lines SET last_error = $2 WHERE id = $1")
+                .bind(id)
+                .bind(error)
+                .execute(pool)
+                .await
+                .with_context(|| format!("record_push_error: updating ledger revision {id}"))?
+                .rows_affected()
+        });
+        ensure!(
+            done == 1,
+            "record_push_error: there is no ledger revision {id}"
+        );
+        Ok(())
+    }
+
+    /// `draft` → `approved` for the period (and one billing account, if given), recording who,
+    /// when and why; returns the ids of exactly the revisions this call approved.
+    pub async fn approve(
+        &self,
+        period: Period,
+        customer: Option<&BillingAccount>,
+        by: &str,
+        note: Option<&str>,
+    ) -> anyhow::Result<Vec<i64>> {
+        let now = Utc::now();
+        with_backend!(self, |pool, D| {
+            let mut update =
+                QueryBuilder::new("UPDATE ledger_lines SET status = 'approved', updated_at = ");
+            update
+                .push_bind(now)
+                .push(", approved_at = ")
+                .push_bind(now)
+                .push(", approved_by = ")
+                .push_bind(by)
+                .push(", approval_note = ")
+                .push_bind(note)
+                .push(" WHERE status = 'draft' AND period = ")
+                .push_bind(period.to_string());
+            if let Some(customer) = customer {
+                update
+                    .push(" AND billing_account = ")
+                    .push_bind(customer.as_str());
+            }
+            update.push(" RETURNING id");
+            let mut ids: Vec<i64> = update
+                .build_query_scalar()
+                .fetch_all(pool)
+                .await
+                .with_context(|| format!("approve: approving drafts of {period}"))?;
+            ids.sort_unstable();
+            Ok(ids)
+        })
+    }
+
+    /// How many draft revisions of the period (of some sources, if given) wait for approval.
+    pub async fn count_drafts(
+        &self,
+        period: Period,
+        sources: Option<&[SourceName]>,
+    ) -> anyhow::Result<u64> {
+        let lines = self.ledger_lines(period, None).await?;
+        Ok(lines
+            .iter()
+            .filter(|l| l.status == crate::domain::LineStatus::Draft)
+            .filter(|l| sources.is_none_or(|s| s.contains(&l.key.source)))
+            .count() as u64)
+    }
+
+    /// For every line pushed in a period before `period`: the total it was pushed with in the
+    /// latest such period (what approval rules compare with).
+    pub async fn last_pushed_amounts(
+        &self,
+        period: Period,
+    ) -> anyhow::Result<HashMap<LineIdentity, Decimal>> {
+        let found: Vec<(String, String, String, String, Decimal)> =
+            with_backend!(self, |pool, D| {
+                let rows = sqlx::query(
+                "SELECT period, billing_account, license_type, source, amount FROM ledger_lines \
+                 WHERE period < $1 AND status = 'pushed' ORDER BY period",
+            )
+            .bind(period.to_string())
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("last_pushed_amounts: reading pushed lines before {period}"))?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.text("period")?,
+                            row.text("billing_account")?,
+                            row.text("license_type")?,
+                            row.text("source")?,
+                            row.decimal("amount")?,
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            });
+        // Ordered by period: a later period replaces an earlier one's total.
+        let mut latest: HashMap<LineIdentity, (String, Decimal)> = HashMap::new();
+        for (period, account, license, source, amount) in found {
+            let identity = (
+                BillingAccount::new(account),
+                LicenseType::new(license),
+                SourceName::new(source),
+            );
+            let entry = latest
+                .entry(identity)
+                .or_insert_with(|| (period.clone(), Decimal::ZERO));
+            if entry.0 != period {
+                *entry = (period, Decimal::ZERO);
+            }
+            entry.1 = entry
+                .1
+                .checked_add(amount)
+                .context("last_pushed_amounts: a line's total overflows")?;
+        }
+        Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
+    }
+
+    /// The period's current exceptions (of every source), ordered by source, kind, customer.
+    pub async fn exceptions(&self, period: Period) -> anyhow::Result<Vec<RunException>> {
+        with_backend!(self, |pool, D| {
+            let found = sqlx::query(&format!(
+                "SELECT {EXCEPTION_COLUMNS} FROM exceptions WHERE period = $1 \
+                 ORDER BY source, kind, customer_key, item, id"
+            ))
+            .bind(period.to_string())
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("exceptions: reading exceptions of {period}"))?;
+            found.iter().map(rows::exception).collect()
+        })
+    }
+}
+
+/// Which revisions a push takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushScope<'a> {
+    /// Only these sources' lines (`None`: every source).
+    pub sources: Option<&'a [SourceName]>,
+    /// Only this billing account's lines.
+    pub customer: Option<&'a BillingAccount>,
+    /// Only these revisions (what an approval just approved).
+    pub ids: Option<&'a [i64]>,
+}
+
+/// A revision with the values computed from it that may fail, computed before the transaction.
+struct RevisionRow<'a> {
+    values: &'a NewRevision,
+    line_key: String,
+    idempotency_key: String,
+    evidence_count: i64,
+}
+
+impl<'a> RevisionRow<'a> {
+    fn new(values: &'a NewRevision) -> anyhow::Result<Self> {
+        let line_key = values.key.to_string();
+        ensure!(
+            !values.status.is_sent(),
+            "apply_plan: revision {} of {line_key} is planned as {}; the ledger writes only draft \
+             or approved revisions (pushing and pushed are set by the push)",
+            values.revision,
+            values.status
+        );
+        Ok(RevisionRow {
+            values,
+            idempotency_key: values.key.idempotency_key(values.revision),
+            evidence_count: i64::try_from(values.evidence.record_count).with_context(|| {
+                format!("apply_plan: evidence count of {line_key} is too large")
+            })?,
+            line_key,
+        })
+    }
+}
+
+/// A reconcile plan checked and sorted into what each statement writes.
+struct PlanRows<'a> {
+    deletes: Vec<i64>,
+    updates: Vec<(i64, RevisionRow<'a>)>,
+    inserts: Vec<RevisionRow<'a>>,
+    /// With the record count as stored (i64).
+    exceptions: Vec<(&'a RunException, i64)>,
+}
+
+impl<'a> PlanRows<'a> {
+    fn new(
+        period: Period,
+        sources: &[SourceName],
+        changes: &'a [LedgerChange],
+        exceptions: &'a [RunException],
+    ) -> anyhow::Result<Self> {
+        let mut plan = PlanRows {
+            deletes: Vec::new(),
+            updates: Vec::new(),
+            inserts: Vec::new(),
+            exceptions: Vec::with_capacity(exceptions.len()),
+        };
+        for change in changes {
+            match change {
+                LedgerChange::Insert(values) => plan.inserts.push(RevisionRow::new(values)?),
+                LedgerChange::Update { id, values } => {
+                    plan.updates.push((*id, RevisionRow::new(values)?))
+                }
+                LedgerChange::Delete { id } => plan.deletes.push(*id),
+            }
+        }
+        for row in plan
+            .inserts
+            .iter()
+            .chain(plan.updates.iter().map(|(_, row)| row))
+        {
+            ensure!(
+                row.values.key.period == period,
+                "apply_plan: revision {} of {} is not of the period {period} being applied",
+                row.values.revision,
+                row.line_key
+            );
+        }
+        for exception in exceptions {
+            if exception.period != period || !sources.contains(&exception.source) {
+                return Err(anyhow!(
+                    "apply_plan: an exception of ({}, {}) is outside the (period, sources) being \
+                     replaced ({period}, [{}]); it would never be replaced by a later run",
+                    exception.period,
+                    exception.source,
+                    sources
+                        .iter()
+                        .map(SourceName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            let record_count = i64::try_from(exception.record_count).with_context(|| {
+                format!(
+                    "apply_plan: record count of an exception of {} is too large",
+                    exception.source
+                )
+            })?;
+            plan.exceptions.push((exception, record_count));
+        }
+        Ok(plan)
+    }
+}
