@@ -28,6 +28,7 @@
 //! - A negative quantity follows the formula (`b = max(q - included, 0) = 0`); rejecting
 //!   negative usage is the job of the stage that produces quantities.
 
+mod cells;
 mod engine;
 mod table;
 
