@@ -58,6 +58,7 @@ fn settings(handle: &SimHandle) -> RamBaseSettings {
             item("ACME", "Unknown item", PLAN, 7),
         ],
         period_ids: [("2026-10".to_owned(), PERIOD)].into(),
+        mapping_file: None,
         http: HttpSettings {
             backoff_ms: 10,
             timeout_secs: 5,
