@@ -671,6 +671,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_config_is_valid() {
+        let file = MappingFile::load(Path::new("config/rambase.csv")).unwrap();
+        assert_eq!(file.items.len(), 2);
+        assert_eq!(file.periods[&(100002, month("2026-11"))], 100321);
+    }
+
+    #[test]
     fn rows_to_add_quote_cells_that_need_it() {
         assert_eq!(
             csv_row(&[
