@@ -675,7 +675,7 @@ mod tests {
              [[billing.accounts]]\nid = \"2000041\"\ncurrency = \"NOK\"\n",
         )
         .unwrap();
-        let settings = Settings::load_files(&[path.clone()], false).unwrap();
+        let settings = Settings::load_files(std::slice::from_ref(&path), false).unwrap();
         let billing = &settings.billing;
         let usd: Currency = "USD".parse().unwrap();
         assert_eq!(billing.listed_currency("AP@Initech.example"), Some(usd));

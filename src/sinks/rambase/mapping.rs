@@ -7,6 +7,7 @@
 //! this as a table in a spreadsheet anyway. Problems are reported like the customer map's and
 //! the pricing table's: all at once, each at `file:row:column` (header = row 1).
 
+use super::RamBaseItem;
 use crate::config::Problem;
 use crate::domain::Period;
 use std::collections::HashMap;
@@ -91,9 +92,9 @@ impl Problems<'_> {
 }
 
 impl MappingFile {
-    /// Loads and validates the file; on failure returns every problem, each at
-    /// `<path>:<row>:<column>`.
-    pub fn load(path: &Path) -> Result<MappingFile, Vec<Problem>> {
+    /// Loads and validates the file, against the plan items `[[sinks.rambase.items]]` already
+    /// gives (`items`); on failure returns every problem, each at `<path>:<row>:<column>`.
+    pub fn load(path: &Path, items: &[RamBaseItem]) -> Result<MappingFile, Vec<Problem>> {
         let name = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|e| {
             vec![Problem::new(
@@ -104,11 +105,15 @@ impl MappingFile {
                 ),
             )]
         })?;
-        Self::from_reader(&name, file)
+        Self::from_reader(&name, file, items)
     }
 
     /// Same as [`MappingFile::load`], from any reader; `name` stands for the path in problems.
-    pub fn from_reader<R: Read>(name: &str, reader: R) -> Result<MappingFile, Vec<Problem>> {
+    pub fn from_reader<R: Read>(
+        name: &str,
+        reader: R,
+        items: &[RamBaseItem],
+    ) -> Result<MappingFile, Vec<Problem>> {
         let mut problems = Problems {
             name,
             list: Vec::new(),
@@ -156,7 +161,7 @@ impl MappingFile {
             }
         }
 
-        let file = check_rows(&rows, &mut problems);
+        let file = check_rows(&rows, items, &mut problems);
         if problems.list.is_empty() {
             Ok(file)
         } else {
@@ -165,10 +170,24 @@ impl MappingFile {
     }
 }
 
-/// The rows against each other: one plan item per (billing account, license type) and the
-/// other way round, one period id per plan and month, and no period id on two plans or months.
-fn check_rows(rows: &[Row], problems: &mut Problems<'_>) -> MappingFile {
+/// The rows against each other and against `items`: one plan item per (billing account,
+/// license type) and the other way round, one period id per plan and month, and no period id
+/// on two plans or months. Only plan items `items` does not already give are returned.
+fn check_rows(rows: &[Row], items: &[RamBaseItem], problems: &mut Problems<'_>) -> MappingFile {
     let mut file = MappingFile::default();
+    // The same facts for `[[sinks.rambase.items]]`, by index.
+    let mut toml_item_of: HashMap<(&str, &str), (u64, u64, usize)> = HashMap::new();
+    let mut toml_owner_of: HashMap<(u64, u64), (&str, &str, usize)> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        toml_item_of.insert(
+            (&item.billing_account, &item.license_type),
+            (item.plan_id, item.item_id, i),
+        );
+        toml_owner_of.insert(
+            (item.plan_id, item.item_id),
+            (&item.billing_account, &item.license_type, i),
+        );
+    }
     // (account, license) → (plan, item, row) of the first row naming it.
     let mut item_of: HashMap<(&str, &str), (u64, u64, usize)> = HashMap::new();
     // (plan, item) → (account, license, row).
@@ -179,6 +198,38 @@ fn check_rows(rows: &[Row], problems: &mut Problems<'_>) -> MappingFile {
     let mut period_row: HashMap<(u64, Period), usize> = HashMap::new();
     for r in rows {
         let key = (r.account.as_str(), r.license.as_str());
+        match (toml_item_of.get(&key), toml_owner_of.get(&(r.plan, r.item))) {
+            // The same plan item as `items` gives: the same fact twice.
+            (Some(&(plan, item, _)), _) if (plan, item) == (r.plan, r.item) => {}
+            (Some(&(plan, item, i)), _) => {
+                problems.at(
+                    r.row,
+                    PLAN,
+                    format!(
+                        "billing account {:?} with license type {:?} is on plan {plan} item {item} \
+                         in sinks.rambase.items[{i}], and on plan {} item {} here: configure it \
+                         in one place",
+                        r.account, r.license, r.plan, r.item
+                    ),
+                );
+                continue;
+            }
+            (None, Some(&(account, license, i))) => {
+                problems.at(
+                    r.row,
+                    ITEM,
+                    format!(
+                        "plan {} item {} is also used by sinks.rambase.items[{i}] (billing \
+                         account {account:?}, license type {license:?}); each (billing account, \
+                         license type) needs its own plan item so that tally can tell its \
+                         usages apart",
+                        r.plan, r.item
+                    ),
+                );
+                continue;
+            }
+            (None, None) => {}
+        }
         match item_of.get(&key) {
             Some(&(plan, item, first)) if (plan, item) != (r.plan, r.item) => {
                 problems.at(
@@ -194,9 +245,9 @@ fn check_rows(rows: &[Row], problems: &mut Problems<'_>) -> MappingFile {
                 continue;
             }
             Some(_) => {}
+            // tally recognises its own usages by plan item (RamBase has no idempotency key),
+            // so two kinds of line sharing one item would make recovery ambiguous.
             None => match owner_of.get(&(r.plan, r.item)) {
-                // tally recognises its own usages by plan item (RamBase has no idempotency
-                // key), so two kinds of line sharing one item would make recovery ambiguous.
                 Some(&(account, license, first)) => {
                     problems.at(
                         r.row,
@@ -214,13 +265,15 @@ fn check_rows(rows: &[Row], problems: &mut Problems<'_>) -> MappingFile {
                 None => {
                     item_of.insert(key, (r.plan, r.item, r.row));
                     owner_of.insert((r.plan, r.item), (&r.account, &r.license, r.row));
-                    file.items.push(FileItem {
-                        billing_account: r.account.clone(),
-                        license_type: r.license.clone(),
-                        plan_id: r.plan,
-                        item_id: r.item,
-                        row: r.row,
-                    });
+                    if !toml_item_of.contains_key(&key) {
+                        file.items.push(FileItem {
+                            billing_account: r.account.clone(),
+                            license_type: r.license.clone(),
+                            plan_id: r.plan,
+                            item_id: r.item,
+                            row: r.row,
+                        });
+                    }
                 }
             },
         }
@@ -482,7 +535,11 @@ mod tests {
     const HEADER: &str = "billing_account,license_type,plan_id,item_id,month,period_id\n";
 
     fn parse(rows: &str) -> Result<MappingFile, Vec<Problem>> {
-        MappingFile::from_reader("config/rambase.csv", format!("{HEADER}{rows}").as_bytes())
+        MappingFile::from_reader(
+            "config/rambase.csv",
+            format!("{HEADER}{rows}").as_bytes(),
+            &[],
+        )
     }
 
     fn problems(rows: &str) -> Vec<Problem> {
@@ -643,6 +700,7 @@ mod tests {
         let found = MappingFile::from_reader(
             "m.csv",
             "billing_account,license,plan_id,item_id\n".as_bytes(),
+            &[],
         )
         .unwrap_err();
         let places: Vec<&str> = found.iter().map(|p| p.at.as_str()).collect();
@@ -651,17 +709,17 @@ mod tests {
             ["m.csv:1:license_type", "m.csv:1:month", "m.csv:1:period_id"]
         );
         assert!(found[0].message.contains("found \"license\""));
-        let empty = MappingFile::from_reader("m.csv", "".as_bytes()).unwrap_err();
+        let empty = MappingFile::from_reader("m.csv", "".as_bytes(), &[]).unwrap_err();
         assert_eq!(empty[0].at, "m.csv:1:billing_account");
         assert!(empty[0].message.contains("empty"));
         // A header with a byte-order mark (Excel's "CSV UTF-8") is fine.
         let bom = format!("\u{feff}{HEADER}ACME,Agent,100123,1,,\n");
-        assert!(MappingFile::from_reader("m.csv", bom.as_bytes()).is_ok());
+        assert!(MappingFile::from_reader("m.csv", bom.as_bytes(), &[]).is_ok());
     }
 
     #[test]
     fn a_missing_file_is_named() {
-        let found = MappingFile::load(Path::new("/nonexistent/rambase.csv")).unwrap_err();
+        let found = MappingFile::load(Path::new("/nonexistent/rambase.csv"), &[]).unwrap_err();
         assert_eq!(found[0].at, "/nonexistent/rambase.csv");
         assert!(
             found[0].message.contains("cannot open"),
@@ -672,7 +730,7 @@ mod tests {
 
     #[test]
     fn the_example_in_config_is_valid() {
-        let file = MappingFile::load(Path::new("config/rambase.csv")).unwrap();
+        let file = MappingFile::load(Path::new("config/rambase.csv"), &[]).unwrap();
         assert_eq!(file.items.len(), 2);
         assert_eq!(file.periods[&(100002, month("2026-11"))], 100321);
     }

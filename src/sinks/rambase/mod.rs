@@ -215,69 +215,35 @@ impl RamBaseSettings {
     }
 
     /// The plan items and period ids lines are billed on: `items` and `period_ids` with the
-    /// mapping file (read here). Every problem at once: the file's at `file:row:column`, and
-    /// a file row that contradicts `items`.
+    /// mapping file (read here). Every problem of the file at once, at `file:row:column`,
+    /// including a row that contradicts `items`.
     fn plans(&self) -> Result<Plans, Vec<Problem>> {
-        let mut plans = Plans {
-            items: HashMap::new(),
-            file_periods: HashMap::new(),
+        let mut items: HashMap<(String, String), (u64, u64)> = self
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    (i.billing_account.clone(), i.license_type.clone()),
+                    (i.plan_id, i.item_id),
+                )
+            })
+            .collect();
+        let mut file_periods = HashMap::new();
+        if let Some(path) = &self.mapping_file {
+            let file = mapping::MappingFile::load(path, &self.items)?;
+            items.extend(
+                file.items
+                    .into_iter()
+                    .map(|i| ((i.billing_account, i.license_type), (i.plan_id, i.item_id))),
+            );
+            file_periods = file.periods;
+        }
+        Ok(Plans {
+            items,
+            file_periods,
             period_ids: self.period_ids.clone(),
             mapping_file: self.mapping_file.clone(),
-        };
-        // (plan, item) → who uses it, for the message when a file row uses it too.
-        let mut owners: HashMap<(u64, u64), (&str, &str, usize)> = HashMap::new();
-        for (i, item) in self.items.iter().enumerate() {
-            plans.items.insert(
-                (item.billing_account.clone(), item.license_type.clone()),
-                (item.plan_id, item.item_id),
-            );
-            owners.insert(
-                (item.plan_id, item.item_id),
-                (&item.billing_account, &item.license_type, i),
-            );
-        }
-        let Some(path) = &self.mapping_file else {
-            return Ok(plans);
-        };
-        let file = mapping::MappingFile::load(path)?;
-        let name = path.display();
-        let mut problems = Vec::new();
-        for item in &file.items {
-            let key = (item.billing_account.clone(), item.license_type.clone());
-            let target = (item.plan_id, item.item_id);
-            match (plans.items.get(&key), owners.get(&target)) {
-                // Also in `items`, on the same plan item: the same fact twice.
-                (Some(known), _) if *known == target => {}
-                (Some(&(plan, it)), _) => problems.push(Problem::new(
-                    format!("{name}:{}:plan_id", item.row),
-                    format!(
-                        "billing account {:?} with license type {:?} is on plan {plan} item {it} \
-                         in sinks.rambase.items, and on plan {} item {} here: configure it in \
-                         one place",
-                        item.billing_account, item.license_type, item.plan_id, item.item_id
-                    ),
-                )),
-                (None, Some(&(account, license, i))) => problems.push(Problem::new(
-                    format!("{name}:{}:item_id", item.row),
-                    format!(
-                        "plan {} item {} is also used by sinks.rambase.items[{i}] (billing \
-                         account {account:?}, license type {license:?}); each (billing account, \
-                         license type) needs its own plan item so that tally can tell its \
-                         usages apart",
-                        item.plan_id, item.item_id
-                    ),
-                )),
-                (None, None) => {
-                    plans.items.insert(key, target);
-                }
-            }
-        }
-        plans.file_periods = file.periods;
-        if problems.is_empty() {
-            Ok(plans)
-        } else {
-            Err(problems)
-        }
+        })
     }
 }
 
@@ -1000,29 +966,26 @@ mod tests {
     }
 
     #[test]
-    fn a_file_row_contradicting_items_is_refused_with_its_row() {
+    fn a_file_row_contradicting_items_is_refused_with_its_row_with_the_files_other_problems() {
         let (s, _dir) = with_file(
             "ACME,Agent,100001,1,2026-11,100111\n\
              ACME,Agent,100009,1,,\n\
-             GLOBEX,Agent,100001,1,,\n",
+             GLOBEX,Agent,100001,1,,\n\
+             INITECH,Agent,100003,1,2026-11,\n",
         );
         let file = s.mapping_file.as_ref().unwrap().display().to_string();
         let text = format!("{:#}", RamBase::new(&s).unwrap_err());
-        // Row 3 contradicts row 2 (found by the file's own checks, alone: the file is
-        // refused before it is compared with `items`).
-        assert!(text.contains(&format!("{file}:3:plan_id")), "{text}");
-        assert!(text.contains(&format!("{file}:4:item_id")), "{text}");
-
-        let (s, _dir) = with_file("ACME,Agent,100009,1,,\nGLOBEX,Agent,100001,1,,\n");
-        let file = s.mapping_file.as_ref().unwrap().display().to_string();
-        let text = format!("{:#}", RamBase::new(&s).unwrap_err());
-        assert!(text.contains(&format!("{file}:2:plan_id")), "{text}");
-        assert!(text.contains("in sinks.rambase.items"), "{text}");
-        assert!(text.contains(&format!("{file}:3:item_id")), "{text}");
-        assert!(
-            text.contains("also used by sinks.rambase.items[0]"),
-            "{text}"
-        );
+        for expected in [
+            // Row 2 says what `items` says: fine.
+            format!(
+                "{file}:3:plan_id: billing account \"ACME\" with license type \"Agent\" is on plan 100001 item 1 in sinks.rambase.items[0]"
+            ),
+            format!("{file}:4:item_id: plan 100001 item 1 is also used by sinks.rambase.items[0]"),
+            format!("{file}:5:period_id: period_id is empty"),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing in:\n{text}");
+        }
+        assert!(!text.contains(":2:"), "{text}");
     }
 
     #[test]
