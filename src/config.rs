@@ -138,33 +138,64 @@ impl Default for BillingSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountSettings {
-    /// The billing account id, as in the customer map.
+    /// The billing account id, as in the customer map; or the e-mail address of an
+    /// ActivePlatform account (compared case-insensitively), which names that account however
+    /// it was found (by e-mail or by attribute).
     pub id: String,
-    /// Its currency (ISO 4217); default `billing.default_currency`.
+    /// Its currency (ISO 4217); default `billing.default_currency`, or for an account billed
+    /// in ActivePlatform `sinks.activeplatform.currency`.
     pub currency: Option<String>,
     /// Its billing system; default `billing.default_sink`.
     pub sink: Option<String>,
 }
 
 impl BillingSettings {
-    /// The currency an account is billed in.
+    /// The entry of `accounts` for an account id, or for an e-mail address (compared
+    /// case-insensitively: mail systems do).
+    fn entry(&self, account: &str) -> Option<&AccountSettings> {
+        self.accounts.iter().find(|a| a.id == account).or_else(|| {
+            let email = account.trim();
+            if !is_email(email) {
+                return None;
+            }
+            self.accounts
+                .iter()
+                .find(|a| a.id.trim().eq_ignore_ascii_case(email))
+        })
+    }
+
+    /// The currency `accounts` gives an account id or e-mail address, if it gives one.
+    pub fn listed_currency(&self, account: &str) -> Option<Currency> {
+        self.entry(account)?.currency.as_deref()?.parse().ok()
+    }
+
+    /// The currency an account is billed in: its own, else `default_currency`.
     pub fn currency_of(&self, account: &BillingAccount) -> Option<Currency> {
-        let code = self
-            .accounts
-            .iter()
-            .find(|a| a.id == account.as_str())
-            .and_then(|a| a.currency.as_deref())
-            .unwrap_or(&self.default_currency);
-        code.parse().ok()
+        self.listed_currency(account.as_str())
+            .or_else(|| self.default_currency.parse().ok())
     }
 
     /// The billing system an account is billed in.
     pub fn sink_of(&self, account: &BillingAccount) -> &str {
-        self.accounts
-            .iter()
-            .find(|a| a.id == account.as_str())
+        self.entry(account.as_str())
             .and_then(|a| a.sink.as_deref())
             .unwrap_or(&self.default_sink)
+    }
+}
+
+/// Does `text` look like an e-mail address (`name@domain`, no spaces)? An account id with an
+/// `@` in it is read as one.
+fn is_email(text: &str) -> bool {
+    match text.split_once('@') {
+        Some((name, domain)) => {
+            !name.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !text.contains(char::is_whitespace)
+        }
+        None => false,
     }
 }
 
@@ -503,7 +534,24 @@ impl Settings {
             if account.id.trim().is_empty() {
                 problems.push(Problem::new(format!("{at}.id"), "must not be empty"));
             }
-            if !seen.insert(account.id.as_str()) {
+            let id = account.id.trim();
+            if id.contains('@') && !is_email(id) {
+                problems.push(Problem::new(
+                    format!("{at}.id"),
+                    format!(
+                        "{:?} is neither an account id nor an e-mail address (name@domain): fix \
+                         the address",
+                        account.id
+                    ),
+                ));
+            }
+            // One e-mail address in two spellings is one account.
+            let key = if is_email(id) {
+                id.to_lowercase()
+            } else {
+                account.id.clone()
+            };
+            if !seen.insert(key) {
                 problems.push(Problem::new(
                     format!("{at}.id"),
                     format!("account {:?} is listed twice", account.id),
@@ -613,6 +661,47 @@ mod tests {
         assert!(
             !text.contains("abc"),
             "the secret itself must not be echoed: {text}"
+        );
+    }
+
+    #[test]
+    fn accounts_listed_by_email_match_any_spelling_and_bad_addresses_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.toml");
+        std::fs::write(
+            &path,
+            "[[billing.accounts]]\nid = \"ap@initech.example\"\ncurrency = \"USD\"\n\
+             [[billing.accounts]]\nid = \"2000041\"\ncurrency = \"NOK\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load_files(std::slice::from_ref(&path), false).unwrap();
+        let billing = &settings.billing;
+        let usd: Currency = "USD".parse().unwrap();
+        assert_eq!(billing.listed_currency("AP@Initech.example"), Some(usd));
+        assert_eq!(billing.listed_currency("2000041"), "NOK".parse().ok());
+        assert_eq!(billing.listed_currency("2000057"), None);
+        assert_eq!(
+            billing.currency_of(&BillingAccount::new("2000057")),
+            "EUR".parse().ok()
+        );
+
+        std::fs::write(
+            &path,
+            "[[billing.accounts]]\nid = \"ap@initech.example\"\n\
+             [[billing.accounts]]\nid = \"AP@Initech.Example\"\n\
+             [[billing.accounts]]\nid = \"billing@acme\"\n",
+        )
+        .unwrap();
+        let problems = Settings::load_files(&[path], false).unwrap().validate();
+        let all: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let all = all.join("\n");
+        assert!(
+            all.contains("billing.accounts[1].id: account \"AP@Initech.Example\" is listed twice"),
+            "{all}"
+        );
+        assert!(
+            all.contains("billing.accounts[2].id: \"billing@acme\" is neither an account id nor an e-mail address"),
+            "{all}"
         );
     }
 

@@ -1,21 +1,28 @@
 //! The ActivePlatform connector against the ActivePlatform simulator: what the simulator
 //! received is the truth these tests check.
 
+mod common;
+
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use secrecy::SecretString;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use tally::config::AccountSettings;
 use tally::domain::{
-    BillingAccount, Evidence, InvoiceLine, LedgerLine, LicenseType, LineKey, LineStatus, Period,
-    SourceName,
+    BillingAccount, Evidence, ExceptionKind, InvoiceLine, LedgerLine, LicenseType, LineKey,
+    LineStatus, Period, SourceName, Trigger,
 };
 use tally::http::HttpSettings;
+use tally::pipeline::{self, App, RunOptions};
+use tally::sim;
 use tally::sim::activeplatform::{ActivePlatformSim, ApAccount, CustomAttributes, SimHandle};
 use tally::sinks::PushError;
 use tally::sinks::activeplatform::{
     AccountKey, ActivePlatform, ActivePlatformSettings, LookupError,
 };
+use tally::store::DatabaseTarget;
 
 const TOKEN: &str = "ap-s3cret-token-77";
 const RESELLER: &str = "5001";
@@ -545,12 +552,11 @@ async fn check_refuses_what_activeplatform_cannot_bill() {
         not_an_id.contains("\"ACME-001\" is not an ActivePlatform account id"),
         "{not_an_id}"
     );
-    let currency = ap
-        .check(&invoice_line("2000036", dec!(50.00), "NOK"))
-        .unwrap_err();
-    assert!(
-        currency.contains("in NOK") && currency.contains("billed in EUR"),
-        "{currency}"
+    // The account's currency is decided while mapping (billing.accounts): a line in another
+    // currency than sinks.activeplatform.currency is billable.
+    assert_eq!(
+        ap.check(&invoice_line("2000036", dec!(50.00), "USD")),
+        Ok(())
     );
     let decimals = ap
         .check(&invoice_line("2000036", dec!(50.005), "EUR"))
@@ -611,4 +617,136 @@ async fn the_state_file_survives_a_new_simulator_instance() {
     let next = prepared(&ap, ledger_line("2000036", 2, dec!(1), dec!(12.50))).await;
     let second_id = ap.push(&next).await.unwrap();
     assert!(second_id.parse::<u64>().unwrap() > first_id.parse::<u64>().unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-account currency through the whole pipeline: the demo's CCC and Genesys Cloud usage
+// into ActivePlatform, two accounts billed in USD, the others in ActivePlatform's EUR.
+// ---------------------------------------------------------------------------------------------
+
+/// Per-unit list prices of the demo licenses billed in ActivePlatform: (license, currency) →
+/// rate. The EUR ones are the demo's; the USD ones are added for these tests.
+fn per_unit_rates() -> BTreeMap<(&'static str, &'static str), Decimal> {
+    BTreeMap::from([
+        (("Secure messaging – Professional", "EUR"), dec!(9.00)),
+        (("Secure messaging – Guest", "EUR"), dec!(2.50)),
+        (("Genesys Cloud CX 1 user", "EUR"), dec!(75.00)),
+        (("Secure messaging – Professional", "USD"), dec!(10.00)),
+        (("Secure messaging – Guest", "USD"), dec!(3.00)),
+        (("Genesys Cloud CX 1 user", "USD"), dec!(80.00)),
+        (("Genesys Cloud CX 3 user", "USD"), dec!(160.00)),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_listed_in_usd_by_id_or_by_email_are_pushed_in_usd_and_the_others_in_eur() {
+    let demo = sim::demo_settings(std::path::Path::new("data")).unwrap();
+    let sims = sim::start_sims(&demo, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let DatabaseTarget::Postgres(url) = common::fresh_postgres().await else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = demo;
+    settings.database.url = Some(url);
+    sim::point_at(&mut settings, &sims);
+    settings.sources.billable_users = None;
+    settings.sinks.rambase = None;
+    settings
+        .billing
+        .accounts
+        .retain(|a| a.sink.as_deref() == Some("activeplatform"));
+    settings.billing.default_sink = "activeplatform".into();
+    // Globex (mapped to account 2000041 in the customer map) by its id; Initech (found by its
+    // CCC service GUID in a custom attribute) by the e-mail ActivePlatform holds for it, in
+    // another spelling.
+    for account in settings.billing.accounts.iter_mut() {
+        if account.id == "2000041" {
+            account.currency = Some("USD".into());
+        }
+    }
+    settings.billing.accounts.push(AccountSettings {
+        id: "AP@Initech.example".into(),
+        currency: Some("USD".into()),
+        sink: None,
+    });
+    let mut pricing = std::fs::read_to_string(&settings.billing.pricing_file).unwrap();
+    pricing.push_str(
+        "SM-PRO-USD,Secure messaging – Professional,,USD,per_unit,,,10.00,,,,,2026-01-01,\n\
+         SM-GUEST-USD,Secure messaging – Guest,,USD,per_unit,,,3.00,,,,,2026-01-01,\n\
+         GC-CX1-USD,Genesys Cloud CX 1 user,,USD,per_unit,,,80.00,,,,,2026-01-01,\n\
+         GC-CX3-USD,Genesys Cloud CX 3 user,,USD,per_unit,,,160.00,,,,,2026-01-01,\n",
+    );
+    let pricing_file = dir.path().join("pricing.csv");
+    std::fs::write(&pricing_file, pricing).unwrap();
+    settings.billing.pricing_file = pricing_file;
+    if let Some(s) = settings.sinks.activeplatform.as_mut() {
+        s.http.backoff_ms = 5;
+    }
+    let app = App::build(settings).await.unwrap();
+
+    let period: Period = sim::DEMO_PERIOD.parse().unwrap();
+    let options = RunOptions {
+        period,
+        source: None,
+        dry_run: false,
+        trigger: Trigger::Manual,
+    };
+    let report = pipeline::run(&app, &options).await.unwrap();
+    // Only the demo's deliberate exception (the WEM add-on has no license type) remains: no
+    // line is refused for its currency.
+    assert!(
+        report
+            .exceptions
+            .iter()
+            .all(|e| e.kind == ExceptionKind::UnmappedLicense),
+        "{:?}",
+        report.exceptions
+    );
+    assert_eq!(report.summary.status.exit_code(), 3);
+
+    let expected_currency = BTreeMap::from([
+        (2_000_036u64, "EUR"), // Acme: not listed, ActivePlatform's currency
+        (2_000_041, "USD"),    // Globex: listed by id
+        (2_000_057, "USD"),    // Initech: listed by e-mail
+    ]);
+    let corrections = sims.activeplatform.corrections();
+    let lines = app.store.ledger_lines(period, None).await.unwrap();
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for line in &lines {
+        let account: u64 = line.key.billing_account.as_str().parse().unwrap();
+        let currency = expected_currency[&account];
+        let license = line.key.license_type.as_str();
+        assert_eq!(line.currency.code(), currency, "{line:?}");
+        let id = line.external_id.as_deref().expect("every line was pushed");
+        let sent = corrections
+            .iter()
+            .find(|c| c.id.to_string() == id)
+            .expect("the correction the ledger names is in ActivePlatform");
+        assert_eq!(sent.account_id, account);
+        // What ActivePlatform received: the amount in the account's currency...
+        if let Some(rate) = per_unit_rates().get(&(license, currency)) {
+            let mut total = (line.quantity * rate).round_dp(2);
+            total.rescale(2);
+            assert_eq!(sent.total, total.to_string(), "{license} for {account}");
+        }
+        let mut amount = line.amount;
+        amount.rescale(2);
+        assert_eq!(sent.total, amount.to_string());
+        // ...and the currency in the comment the accountant reads.
+        let other = if currency == "USD" { "EUR" } else { "USD" };
+        assert!(
+            sent.comment.contains(&format!(" {currency} = ")) && !sent.comment.contains(other),
+            "{}",
+            sent.comment
+        );
+        *seen.entry(account).or_default() += 1;
+    }
+    assert_eq!(corrections.len(), lines.len(), "nothing else was sent");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        [2_000_036, 2_000_041, 2_000_057],
+        "every account was billed"
+    );
 }

@@ -1,19 +1,26 @@
 //! The RamBase connector against the RamBase simulator: what the simulator received is the
 //! truth these tests check.
 
+mod common;
+
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use secrecy::SecretString;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use tally::config::Settings;
 use tally::domain::{
-    BillingAccount, Evidence, InvoiceLine, LedgerLine, LicenseType, LineKey, LineStatus, Period,
-    SourceName,
+    BillingAccount, Evidence, ExceptionKind, InvoiceLine, LedgerLine, LicenseType, LineKey,
+    LineStatus, Period, RunStatus, SourceName, Trigger,
 };
 use tally::http::HttpSettings;
+use tally::pipeline::{self, App, RunOptions};
 use tally::sim::rambase::{RamBaseSim, SimHandle};
+use tally::sim::{self, RunningSims};
 use tally::sinks::PushError;
 use tally::sinks::rambase::{RamBase, RamBaseItem, RamBaseSettings};
+use tally::store::DatabaseTarget;
 
 const PLAN: u64 = 100_001;
 const ITEM: u64 = 1;
@@ -58,6 +65,7 @@ fn settings(handle: &SimHandle) -> RamBaseSettings {
             item("ACME", "Unknown item", PLAN, 7),
         ],
         period_ids: [("2026-10".to_owned(), PERIOD)].into(),
+        mapping_file: None,
         http: HttpSettings {
             backoff_ms: 10,
             timeout_secs: 5,
@@ -572,4 +580,262 @@ async fn the_state_file_survives_a_new_simulator_instance() {
     let second_id = rambase.push(&line).await.unwrap();
     assert!(second_id.parse::<u64>().unwrap() > first_id.parse::<u64>().unwrap());
     assert_eq!(sim.usages().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-plan period ids from the mapping file, through the whole pipeline: the demo's billable
+// users (five organizations) into five RamBase plans, each with its own period ids.
+// ---------------------------------------------------------------------------------------------
+
+const HEADER: &str = "billing_account,license_type,plan_id,item_id,month,period_id\n";
+const LICENSE: &str = "Service desk user";
+
+/// The demo's five organizations: billing account, plan id, October period id of that plan,
+/// billable people.
+const FIVE: [(&str, u64, u64, i64); 5] = [
+    ("ACME-001", 100_001, 100_301, 12),
+    ("GLOBEX-002", 100_002, 100_302, 7),
+    ("INITECH-003", 100_003, 100_303, 25),
+    ("UMBRELLA-004", 100_004, 100_304, 3),
+    ("HOOLI-005", 100_005, 100_305, 4),
+];
+
+/// The period id `period_ids` gives every plan in these tests: no plan has it in the
+/// simulator, so a usage sent there would be refused with 105729.
+const SHARED_PERIOD: u64 = 100_210;
+
+/// The demo simulators with RamBase knowing no plan yet, then the five plans, each with its
+/// own October period and a November one that tally is never configured with.
+async fn five_plan_sims() -> RunningSims {
+    let mut settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
+    if let Some(rb) = settings.sinks.rambase.as_mut() {
+        rb.items.clear();
+        rb.period_ids.clear();
+    }
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    for (_, plan, period, _) in FIVE {
+        sims.rambase.add_plan_item(plan, 1);
+        sims.rambase
+            .add_plan_period(plan, period, day(2026, 10, 1), day(2026, 10, 31));
+        sims.rambase
+            .add_plan_period(plan, period + 100, day(2026, 11, 1), day(2026, 11, 30));
+    }
+    sims
+}
+
+/// The demo's configuration with billable users into RamBase only, Hooli Labs mapped to a
+/// fifth account, the plan items and periods from a mapping file holding `rows`.
+async fn five_plan_app(sims: &RunningSims, dir: &tempfile::TempDir, rows: &str) -> App {
+    let DatabaseTarget::Postgres(url) = common::fresh_postgres().await else {
+        unreachable!()
+    };
+    let mut settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
+    settings.database.url = Some(url);
+    sim::point_at(&mut settings, sims);
+    five_plan_settings(&mut settings, dir, rows);
+    App::build(settings).await.unwrap()
+}
+
+fn five_plan_settings(settings: &mut Settings, dir: &tempfile::TempDir, rows: &str) {
+    settings.sources.ccc = None;
+    settings.sources.genesys = None;
+    settings.sinks.activeplatform = None;
+    settings
+        .billing
+        .accounts
+        .retain(|a| a.sink.as_deref() != Some("activeplatform"));
+    let mut customers = std::fs::read_to_string(&settings.billing.customers_file).unwrap();
+    customers.push_str("billable_users,Hooli Labs,HOOLI-005\n");
+    let customers_file = dir.path().join("customers.csv");
+    std::fs::write(&customers_file, customers).unwrap();
+    settings.billing.customers_file = customers_file;
+    let mapping_file = dir.path().join("rambase.csv");
+    std::fs::write(&mapping_file, format!("{HEADER}{rows}")).unwrap();
+    let rb = settings.sinks.rambase.as_mut().unwrap();
+    rb.items.clear();
+    rb.period_ids = [("2026-10".to_owned(), SHARED_PERIOD)].into();
+    rb.mapping_file = Some(mapping_file);
+    rb.http.backoff_ms = 5;
+}
+
+fn october() -> RunOptions {
+    RunOptions {
+        period: "2026-10".parse().unwrap(),
+        source: None,
+        dry_run: false,
+        trigger: Trigger::Manual,
+    }
+}
+
+/// (plan, item, period, quantity) of every usage the simulator holds.
+fn received(sims: &RunningSims) -> BTreeSet<(u64, u64, u64, i64)> {
+    sims.rambase
+        .usages()
+        .iter()
+        .map(|u| (u.plan_id, u.item_id, u.period_id, u.quantity))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_plans_with_their_own_period_ids_from_the_mapping_file_each_get_their_usage() {
+    let sims = five_plan_sims().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Plan items on rows of their own, and the October period id of each plan; the shared
+    // `period_ids` entry is only the default and is overridden for every plan.
+    let mut rows = String::new();
+    for (account, plan, period, _) in FIVE {
+        rows.push_str(&format!("{account},{LICENSE},{plan},1,,\n"));
+        rows.push_str(&format!("{account},{LICENSE},{plan},1,2026-10,{period}\n"));
+        rows.push_str(&format!(
+            "{account},{LICENSE},{plan},1,2026-11,{}\n",
+            period + 100
+        ));
+    }
+    let app = five_plan_app(&sims, &dir, &rows).await;
+
+    let report = pipeline::run(&app, &october()).await.unwrap();
+    assert_eq!(
+        report.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        report.exceptions
+    );
+    assert_eq!(report.summary.status.exit_code(), 0);
+    assert_eq!(report.summary.lines_pushed, 5);
+    let expected: BTreeSet<(u64, u64, u64, i64)> = FIVE
+        .iter()
+        .map(|(_, plan, period, people)| (*plan, 1, *period, *people))
+        .collect();
+    assert_eq!(received(&sims), expected);
+    assert!(
+        sims.rambase
+            .usages()
+            .iter()
+            .all(|u| u.date == day(2026, 10, 1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_without_a_period_id_for_the_month_is_an_exception_naming_the_row_to_add() {
+    let sims = five_plan_sims().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::new();
+    for (account, plan, period, _) in &FIVE[..4] {
+        rows.push_str(&format!("{account},{LICENSE},{plan},1,2026-10,{period}\n"));
+    }
+    // Hooli's plan item is known, its October period id is not.
+    rows.push_str(&format!("HOOLI-005,{LICENSE},100005,1,,\n"));
+    let app = five_plan_app(&sims, &dir, &rows).await;
+    // Without the `period_ids` default Hooli's line has no period at all.
+    let mut settings = app.settings.clone();
+    settings.sinks.rambase.as_mut().unwrap().period_ids.clear();
+    let app = App::build(settings).await.unwrap();
+
+    let report = pipeline::run(&app, &october()).await.unwrap();
+    assert_eq!(report.summary.status, RunStatus::CompletedWithExceptions);
+    assert_eq!(
+        report.summary.status.exit_code(),
+        3,
+        "completed with exceptions, not failed"
+    );
+    assert_eq!(report.summary.lines_pushed, 4);
+    let hooli: Vec<_> = report
+        .exceptions
+        .iter()
+        .filter(|e| e.billing_account.as_ref().map(|a| a.as_str()) == Some("HOOLI-005"))
+        .collect();
+    assert_eq!(hooli.len(), 1, "{:?}", report.exceptions);
+    assert_eq!(hooli[0].kind, ExceptionKind::NotBillable);
+    assert_eq!(hooli[0].quantity, dec!(4));
+    let file = dir.path().join("rambase.csv").display().to_string();
+    assert!(
+        hooli[0].message.contains(&format!(
+            "add \"HOOLI-005,Service desk user,100005,1,2026-10,<period id>\" to {file}"
+        )),
+        "{}",
+        hooli[0].message
+    );
+    // The other four went to their own plan's period; nothing went to Hooli's plan.
+    let expected: BTreeSet<(u64, u64, u64, i64)> = FIVE[..4]
+        .iter()
+        .map(|(_, plan, period, people)| (*plan, 1, *period, *people))
+        .collect();
+    assert_eq!(received(&sims), expected);
+}
+
+#[tokio::test]
+async fn a_usage_sent_to_another_plans_period_is_refused_with_105729() {
+    let sim = RamBaseSim::new(ID, SECRET);
+    for (_, plan, period, _) in &FIVE[..2] {
+        sim.add_plan_item(*plan, 1);
+        sim.add_plan_period(*plan, *period, day(2026, 10, 1), day(2026, 10, 31));
+    }
+    let handle = serve(&sim).await;
+    let token = token(&handle).await;
+    // Plan 100002 with plan 100001's October period: what one id for every plan did.
+    let url = format!(
+        "{}sales/recurring-invoice-plans/100002/items/1/recurring-invoice-periods/100301/usages?$format=json",
+        handle.base_url()
+    );
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"usage": {"date": "2026-10-01", "quantity": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["httpStatusCode"], 404);
+    assert_eq!(body["errorMessage"]["errorMessageId"], 105729);
+    assert!(
+        body["message"].as_str().unwrap().contains("period"),
+        "{body}"
+    );
+    assert!(sim.usages().is_empty());
+
+    // The connector names the error and where to fix it.
+    let mut s = settings(&handle);
+    s.items = vec![item("ACME", "Agent", 100_002, 1)];
+    s.period_ids = [("2026-10".to_owned(), 100_301)].into();
+    let rambase = RamBase::new(&s).unwrap();
+    let message = rambase
+        .prepare(&ledger_line("Agent", 1, dec!(2)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("RamBase error 105729"), "{message}");
+    assert!(message.contains("sinks.rambase.mapping_file"), "{message}");
+}
+
+#[test]
+fn bad_mapping_file_rows_fail_the_check_with_row_column_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
+    settings.sources.billable_users.as_mut().unwrap().token =
+        Some(SecretString::from(sim::DEMO_TOKEN));
+    settings.sinks.rambase.as_mut().unwrap().client_secret =
+        Some(SecretString::from(sim::DEMO_CLIENT_SECRET));
+    five_plan_settings(
+        &mut settings,
+        &dir,
+        "ACME-001,Service desk user,100001,1,2026-10,100301\n\
+         GLOBEX-002,Service desk user,100001,1,,\n\
+         INITECH-003,Service desk user,100003,1,2026-10,\n\
+         UMBRELLA-004,Service desk user,10004,1,Oct-26,100304\n",
+    );
+    let problems = pipeline::check(&settings);
+    let file = dir.path().join("rambase.csv").display().to_string();
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let all = text.join("\n");
+    for expected in [
+        format!("{file}:3:item_id: plan 100001 item 1 is also used on row 2"),
+        format!("{file}:4:period_id: period_id is empty but month is set"),
+        format!("{file}:5:plan_id: \"10004\" is not a RamBase recurring invoice plan id"),
+        format!("{file}:5:month: \"Oct-26\" is not a month: expected YYYY-MM"),
+    ] {
+        assert!(all.contains(&expected), "{expected} missing in:\n{all}");
+    }
 }

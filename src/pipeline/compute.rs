@@ -66,11 +66,27 @@ impl Directory {
         }
     }
 
-    fn currency_of(&self, billing: &BillingSettings, account: &BillingAccount) -> Option<Currency> {
-        match self.routes.get(account) {
-            Some((_, currency)) => Some(*currency),
-            None => billing.currency_of(account),
+    /// The account's currency: as looked up, else its own in `billing.accounts`, else its
+    /// billing system's (ActivePlatform has one), else `billing.default_currency`.
+    fn currency_of(
+        &self,
+        billing: &BillingSettings,
+        sinks: &[Sink],
+        account: &BillingAccount,
+    ) -> Option<Currency> {
+        if let Some((_, currency)) = self.routes.get(account) {
+            return Some(*currency);
         }
+        let sink = self.sink_of(billing, account);
+        let sink_currency = sinks
+            .iter()
+            .find(|s| s.name() == sink)
+            .and_then(Sink::as_activeplatform)
+            .map(|ap| ap.currency());
+        billing
+            .listed_currency(account.as_str())
+            .or(sink_currency)
+            .or_else(|| billing.currency_of(account))
     }
 
     fn sink_of<'a>(&'a self, billing: &'a BillingSettings, account: &BillingAccount) -> &'a str {
@@ -165,7 +181,10 @@ pub fn compute(
     }
 
     for ((account, license), (quantity, record_count, hashes, parts)) in grouped {
-        let Some(currency) = rules.directory.currency_of(rules.billing, &account) else {
+        let Some(currency) = rules
+            .directory
+            .currency_of(rules.billing, rules.sinks, &account)
+        else {
             // Unreachable after validation; kept as an exception rather than a panic.
             for u in parts {
                 out.exceptions.push(exception(

@@ -7,8 +7,10 @@
 //!   customer map: the account whose custom attribute `lookup_attribute` holds the customer key
 //!   is looked up.
 //!
-//! An account found is billed in ActivePlatform under its id. None, or several, make the
-//! customer's usage an exception naming the candidates.
+//! An account found is billed in ActivePlatform under its id, in the currency
+//! `billing.accounts` gives it (by its id, else by its e-mail address), else in ActivePlatform's
+//! (`sinks.activeplatform.currency`). None, or several, make the customer's usage an exception
+//! naming the candidates.
 
 use super::App;
 use super::compute::Directory;
@@ -77,17 +79,13 @@ async fn find(
     match ap.find_account(key).await {
         Ok(account) => {
             let id = BillingAccount::new(account.id.clone());
-            // An e-mail alias listed in `billing.accounts` keeps its currency; otherwise the
-            // account is billed in ActivePlatform's.
-            let currency = alias
-                .filter(|a| {
-                    app.settings
-                        .billing
-                        .accounts
-                        .iter()
-                        .any(|s| s.id == a.as_str() && s.currency.is_some())
-                })
-                .and_then(|a| app.settings.billing.currency_of(a))
+            // The account's own entry is the most precise; then its e-mail: the address the
+            // customer map named it by, or the contact e-mail ActivePlatform holds for it.
+            let billing = &app.settings.billing;
+            let currency = billing
+                .listed_currency(&account.id)
+                .or_else(|| alias.and_then(|a| billing.listed_currency(a.as_str())))
+                .or_else(|| billing.listed_currency(&account.email))
                 .unwrap_or(ap.currency());
             directory
                 .routes

@@ -2,8 +2,12 @@
 //! `$top`/`$pageKey` paging, the create operation, RamBase's error shape, and faults to test
 //! against (refusals, rate limits, a POST whose answer is lost).
 //!
-//! Like the real API it offers no idempotency key. Its own choices where the documentation is
-//! silent: period not found is error 105740 (404); bad parameters are 100010 (400); a bad body
+//! Like the real API it offers no idempotency key. As in real RamBase, each recurring invoice
+//! plan has its own periods ([`RamBaseSim::add_plan_period`]): a period id that is not one of
+//! the plan's is error 105729 (404), the error real RamBase answered when one period id was
+//! configured for every plan (APIS.md lists only 105702 and 105728; the shape is the same).
+//! [`RamBaseSim::add_period`] still makes a period every plan has, for the one-period demo.
+//! Its own choices where the documentation is silent: bad parameters are 100010 (400); a bad body
 //! is 100020 (400); a date outside the period is 100030 (400); a missing or unknown token is
 //! 101001 (401). `$filter` and `$orderby` are refused (400) rather than ignored, so that nothing
 //! comes to rely on a filter the simulator would not apply. `$db` is accepted and ignored (one
@@ -56,7 +60,11 @@ pub struct SimUsage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Persisted {
     plan_items: BTreeSet<(u64, u64)>,
+    /// Periods every plan has (the simulator's shortcut for a one-period set-up).
     periods: BTreeMap<u64, (NaiveDate, NaiveDate)>,
+    /// plan id → its own periods (period id → first and last day), as in real RamBase.
+    #[serde(default)]
+    plan_periods: BTreeMap<u64, BTreeMap<u64, (NaiveDate, NaiveDate)>>,
     usages: Vec<SimUsage>,
     next_usage_id: u64,
     posts_received: u64,
@@ -113,10 +121,33 @@ impl RamBaseSim {
         }
     }
 
-    /// Makes a recurring invoice period exist (periods are shared by all plans).
+    /// Makes a recurring invoice period that every plan has. Real RamBase gives each plan its
+    /// own periods ([`add_plan_period`](Self::add_plan_period)); this shortcut keeps one-period
+    /// set-ups (the demo, the benchmark) short.
     pub fn add_period(&self, period_id: u64, first_day: NaiveDate, last_day: NaiveDate) {
         let mut inner = self.lock();
         inner.data.periods.insert(period_id, (first_day, last_day));
+        if let Err(e) = persist(&inner) {
+            tracing::error!(error = %e, "RamBase simulator could not save its state");
+        }
+    }
+
+    /// Makes a recurring invoice period of one plan exist: usage posted to it on another plan
+    /// is refused with 404 105729, as real RamBase does.
+    pub fn add_plan_period(
+        &self,
+        plan_id: u64,
+        period_id: u64,
+        first_day: NaiveDate,
+        last_day: NaiveDate,
+    ) {
+        let mut inner = self.lock();
+        inner
+            .data
+            .plan_periods
+            .entry(plan_id)
+            .or_default()
+            .insert(period_id, (first_day, last_day));
         if let Err(e) = persist(&inner) {
             tracing::error!(error = %e, "RamBase simulator could not save its state");
         }
@@ -141,6 +172,12 @@ impl RamBaseSim {
                 data.plan_items
                     .extend(inner.data.plan_items.iter().copied());
                 data.periods.extend(inner.data.periods.clone());
+                for (plan, periods) in &inner.data.plan_periods {
+                    data.plan_periods
+                        .entry(*plan)
+                        .or_default()
+                        .extend(periods.clone());
+                }
                 data.next_usage_id = data.next_usage_id.max(1);
                 inner.data = data;
             }
@@ -401,10 +438,15 @@ fn resolve(
             "Recurring invoice plan item not found",
         )));
     }
-    let Some((first, last)) = inner.data.periods.get(&period).copied() else {
+    let own = inner
+        .data
+        .plan_periods
+        .get(&plan)
+        .and_then(|periods| periods.get(&period));
+    let Some((first, last)) = own.or_else(|| inner.data.periods.get(&period)).copied() else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
-            105740,
+            105729,
             "Recurring invoice period not found",
         )));
     };

@@ -37,8 +37,8 @@ pub struct ActivePlatformSettings {
     /// `lookup_attribute` and billed here (e.g. `["ccc", "genesys"]`). Default: none.
     #[serde(default)]
     pub lookup_sources: Vec<String>,
-    /// The currency ActivePlatform accounts are billed in (ISO 4217); a line in another
-    /// currency is an exception.
+    /// The currency of ActivePlatform accounts that `[[billing.accounts]]` gives no currency
+    /// (by account id or e-mail address), ISO 4217.
     #[serde(default = "default_currency")]
     pub currency: String,
     /// Page size for the accounts and corrections listings (1 to 100).

@@ -223,7 +223,7 @@ impl ActivePlatform {
         self.lookup_sources.iter().any(|s| s == source)
     }
 
-    /// The currency ActivePlatform accounts are billed in.
+    /// The currency of ActivePlatform accounts that `billing.accounts` gives none.
     pub fn currency(&self) -> Currency {
         self.currency
     }
@@ -287,10 +287,11 @@ impl ActivePlatform {
     }
 
     /// Can this line be billed in ActivePlatform? Pure: the billing account must be an AP
-    /// account id, the line in the accounts' currency, the amount at most two decimals.
+    /// account id, the amount at most two decimals. The currency is the account's, decided
+    /// while mapping (`billing.accounts`, else [`currency`](Self::currency)): a correction
+    /// carries no currency, it is in the account's.
     pub fn check(&self, line: &InvoiceLine) -> Result<(), String> {
         self.account_id(line.key.billing_account.as_str())?;
-        self.same_currency(line.currency)?;
         rules::total_text(line.amount)?;
         Ok(())
     }
@@ -321,7 +322,6 @@ impl ActivePlatform {
         let account_id = self
             .account_id(line.key.billing_account.as_str())
             .map_err(reject)?;
-        self.same_currency(line.currency).map_err(reject)?;
         let total = rules::total_text(line.amount).map_err(reject)?;
         let marker = line
             .push_marker
@@ -585,20 +585,6 @@ impl ActivePlatform {
                      customers.csv, or let tally look it up in ActivePlatform"
                 )
             })
-    }
-
-    fn same_currency(&self, currency: Currency) -> Result<(), String> {
-        if currency == self.currency {
-            Ok(())
-        } else {
-            Err(format!(
-                "the line is in {} but ActivePlatform accounts are billed in {} \
-                 (sinks.activeplatform.currency): bill this account in {} or elsewhere",
-                currency.code(),
-                self.currency.code(),
-                self.currency.code()
-            ))
-        }
     }
 
     /// A readable message for a failed call: AP's errors, the redacted URL, and what to check.

@@ -7,8 +7,9 @@
 //! [`RamBase::find`] for the assumption this relies on.
 
 mod api;
+mod mapping;
 
-use crate::config::Problem;
+use crate::config::{ConfigError, Problem};
 use crate::domain::{InvoiceLine, LedgerLine, LineKey, Period};
 use crate::http::{HttpClient, HttpError, HttpSettings, Idempotency};
 use crate::sinks::PushError;
@@ -20,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The environment variable the client secret comes from (never a file).
@@ -50,9 +52,15 @@ pub struct RamBaseSettings {
     /// The plan item each (billing account, license type) is billed on.
     #[serde(default)]
     pub items: Vec<RamBaseItem>,
-    /// `"YYYY-MM"` → the recurring invoice period id that month's usage is registered on.
+    /// `"YYYY-MM"` → the recurring invoice period id that month's usage is registered on, for
+    /// every plan that has no period id of its own for the month in `mapping_file`.
     #[serde(default)]
     pub period_ids: BTreeMap<String, u64>,
+    /// A CSV table of plan items and of each plan's own period id per month, with the header
+    /// `billing_account,license_type,plan_id,item_id,month,period_id` (docs/CONFIG.md). Read
+    /// and checked at start-up; a relative path is read from the directory tally runs in.
+    #[serde(default)]
+    pub mapping_file: Option<PathBuf>,
     /// Timeouts and retries of the RamBase client.
     #[serde(default)]
     pub http: HttpSettings,
@@ -70,6 +78,7 @@ impl fmt::Debug for RamBaseSettings {
             .field("db", &self.db)
             .field("items", &self.items)
             .field("period_ids", &self.period_ids)
+            .field("mapping_file", &self.mapping_file)
             .field("http", &self.http)
             .finish()
     }
@@ -191,8 +200,114 @@ impl RamBaseSettings {
                 ));
             }
         }
+        if self
+            .mapping_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            problems.push(Problem::new(
+                format!("{at}.mapping_file"),
+                "is empty: remove it or name the CSV file, e.g. \"config/rambase.csv\"",
+            ));
+        }
         problems.extend(self.http.validate(at));
         problems
+    }
+
+    /// The plan items and period ids lines are billed on: `items` and `period_ids` with the
+    /// mapping file (read here). Every problem of the file at once, at `file:row:column`,
+    /// including a row that contradicts `items`.
+    fn plans(&self) -> Result<Plans, Vec<Problem>> {
+        let mut items: HashMap<(String, String), (u64, u64)> = self
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    (i.billing_account.clone(), i.license_type.clone()),
+                    (i.plan_id, i.item_id),
+                )
+            })
+            .collect();
+        let mut file_periods = HashMap::new();
+        if let Some(path) = &self.mapping_file {
+            let file = mapping::MappingFile::load(path, &self.items)?;
+            items.extend(
+                file.items
+                    .into_iter()
+                    .map(|i| ((i.billing_account, i.license_type), (i.plan_id, i.item_id))),
+            );
+            file_periods = file.periods;
+        }
+        Ok(Plans {
+            items,
+            file_periods,
+            period_ids: self.period_ids.clone(),
+            mapping_file: self.mapping_file.clone(),
+        })
+    }
+}
+
+/// Where each (billing account, license type) is billed, resolved once at start-up.
+struct Plans {
+    /// (billing account, license type) → (plan id, item id), from `items` and the file.
+    items: HashMap<(String, String), (u64, u64)>,
+    /// (plan id, month) → the plan's own period id, from the mapping file.
+    file_periods: HashMap<(u64, Period), u64>,
+    /// `"YYYY-MM"` → the period id of every plan without its own (`period_ids`).
+    period_ids: BTreeMap<String, u64>,
+    /// The mapping file, named in the exceptions that tell the user which row to add.
+    mapping_file: Option<PathBuf>,
+}
+
+impl Plans {
+    /// The target of a line, or why it has none (an exception naming what to add).
+    ///
+    /// Precedence: the plan item comes from `items` or the mapping file (they may not
+    /// disagree); the period id is the plan's own for the month in the mapping file, else
+    /// `period_ids` for the month (the default of every plan), else there is none.
+    fn target(&self, period: Period, account: &str, license: &str) -> Result<Target, String> {
+        let Some(&(plan_id, item_id)) = self.items.get(&(account.to_owned(), license.to_owned()))
+        else {
+            return Err(match &self.mapping_file {
+                Some(file) => format!(
+                    "no RamBase plan item for billing account {account:?} and license type \
+                     {license:?}: add \"{}\" to {} with the plan id and item id from RamBase \
+                     (or a [[sinks.rambase.items]] entry)",
+                    mapping::csv_row(&[account, license, "<plan id>", "<item id>", "", ""]),
+                    file.display()
+                ),
+                None => format!(
+                    "no RamBase plan item for billing account {account:?} and license type \
+                     {license:?}: add [[sinks.rambase.items]] with billing_account = {account:?}, \
+                     license_type = {license:?}, plan_id and item_id"
+                ),
+            });
+        };
+        let key = period.to_string();
+        let own = self.file_periods.get(&(plan_id, period));
+        let Some(&period_id) = own.or_else(|| self.period_ids.get(&key)) else {
+            let plan = plan_id.to_string();
+            let item = item_id.to_string();
+            let row = mapping::csv_row(&[account, license, &plan, &item, &key, "<period id>"]);
+            return Err(match &self.mapping_file {
+                Some(file) => format!(
+                    "no RamBase recurring invoice period id for plan {plan_id} in {key}: add \
+                     \"{row}\" to {} with plan {plan_id}'s period id for {key} from RamBase",
+                    file.display()
+                ),
+                None => format!(
+                    "no RamBase recurring invoice period id for {key}: add \"{key}\" = <period \
+                     id> to sinks.rambase.period_ids if every plan uses that period, or give \
+                     plan {plan_id} its own in a mapping file (sinks.rambase.mapping_file) with \
+                     the row \"{row}\""
+                ),
+            });
+        };
+        Ok(Target {
+            plan_id,
+            item_id,
+            period_id,
+        })
     }
 }
 
@@ -254,8 +369,7 @@ pub struct RamBase {
     client_id: String,
     client_secret: SecretString,
     db: Option<String>,
-    items: HashMap<(String, String), (u64, u64)>,
-    period_ids: BTreeMap<String, u64>,
+    plans: Plans,
     /// The access token, shared by every call (see `crate::http::TokenCache`).
     token: crate::http::TokenCache,
 }
@@ -266,8 +380,9 @@ impl fmt::Debug for RamBase {
             .field("base", &self.base.as_str())
             .field("client_id", &self.client_id)
             .field("db", &self.db)
-            .field("items", &self.items.len())
-            .field("period_ids", &self.period_ids.len())
+            .field("items", &self.plans.items.len())
+            .field("period_ids", &self.plans.period_ids.len())
+            .field("plan_periods", &self.plans.file_periods.len())
             .finish_non_exhaustive()
     }
 }
@@ -275,7 +390,8 @@ impl fmt::Debug for RamBase {
 impl RamBase {
     /// A connector for valid settings; every configuration problem is reported at once.
     pub fn new(settings: &RamBaseSettings) -> anyhow::Result<Self> {
-        crate::config::ConfigError::check(settings.validate("sinks.rambase"))?;
+        ConfigError::check(settings.validate("sinks.rambase"))?;
+        let plans = settings.plans().map_err(ConfigError)?;
         let mut base_url = settings.base_url.trim().to_owned();
         // `Url::join` drops the last path segment of a base without a trailing slash.
         if !base_url.ends_with('/') {
@@ -286,24 +402,13 @@ impl RamBase {
             .client_secret
             .clone()
             .ok_or_else(|| anyhow::anyhow!("set the environment variable {CLIENT_SECRET_ENV}"))?;
-        let items = settings
-            .items
-            .iter()
-            .map(|i| {
-                (
-                    (i.billing_account.clone(), i.license_type.clone()),
-                    (i.plan_id, i.item_id),
-                )
-            })
-            .collect();
         Ok(Self {
             http: Box::new(HttpClient::new(&settings.http)?),
             base: Box::new(base),
             client_id: settings.client_id.clone(),
             client_secret,
             db: settings.db.clone(),
-            items,
-            period_ids: settings.period_ids.clone(),
+            plans,
             token: crate::http::TokenCache::new(),
         })
     }
@@ -636,28 +741,7 @@ impl RamBase {
     }
 
     fn target(&self, period: Period, account: &str, license: &str) -> Result<Target, String> {
-        let (plan_id, item_id) = *self
-            .items
-            .get(&(account.to_owned(), license.to_owned()))
-            .ok_or_else(|| {
-                format!(
-                    "no RamBase plan item for billing account {account:?} and license type \
-                     {license:?}: add [[sinks.rambase.items]] with billing_account = {account:?}, \
-                     license_type = {license:?}, plan_id and item_id"
-                )
-            })?;
-        let key = period.to_string();
-        let period_id = *self.period_ids.get(&key).ok_or_else(|| {
-            format!(
-                "no RamBase recurring invoice period id for {key}: add \"{key}\" = <period id> \
-                 to sinks.rambase.period_ids"
-            )
-        })?;
-        Ok(Target {
-            plan_id,
-            item_id,
-            period_id,
-        })
+        self.plans.target(period, account, license)
     }
 }
 
@@ -720,6 +804,12 @@ fn describe(error: &HttpError, target: Option<Target>) -> String {
             " (plan {} item {}) — check sinks.rambase.items",
             t.plan_id, t.item_id
         ),
+        // Real RamBase's answer to a period id that is not one of the plan's.
+        (Some(105729), Some(t)) => format!(
+            " (period {} on plan {}) — each plan has its own period ids: give plan {} its \
+             period for the month in sinks.rambase.mapping_file",
+            t.period_id, t.plan_id, t.plan_id
+        ),
         _ if status == reqwest::StatusCode::UNAUTHORIZED => format!(
             " — RamBase refused a fresh token: check sinks.rambase.client_id and the environment \
              variable {CLIENT_SECRET_ENV}"
@@ -765,6 +855,7 @@ mod tests {
                 item_id: 1,
             }],
             period_ids: [("2026-10".to_owned(), 100_010)].into(),
+            mapping_file: None,
             http: HttpSettings::default(),
         }
     }
@@ -804,6 +895,97 @@ mod tests {
         ] {
             assert!(all.contains(expected), "{expected} missing in:\n{all}");
         }
+    }
+
+    /// Settings whose mapping file holds `rows` (after the header), in a folder kept alive
+    /// by the returned guard.
+    fn with_file(rows: &str) -> (RamBaseSettings, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rambase.csv");
+        std::fs::write(
+            &path,
+            format!("billing_account,license_type,plan_id,item_id,month,period_id\n{rows}"),
+        )
+        .unwrap();
+        let mut s = settings();
+        s.mapping_file = Some(path);
+        (s, dir)
+    }
+
+    fn target_of(r: &RamBase, month: &str, account: &str, license: &str) -> Result<Target, String> {
+        r.target(month.parse().unwrap(), account, license)
+    }
+
+    #[test]
+    fn a_plans_own_period_wins_over_period_ids_which_stays_the_default() {
+        let (s, _dir) = with_file(
+            "ACME,Agent,100001,1,2026-11,100111\n\
+             ACME,Light,100001,2,,\n\
+             GLOBEX,Agent,100002,1,2026-10,100210\n",
+        );
+        let r = RamBase::new(&s).unwrap();
+        let t = |plan_id, item_id, period_id| Target {
+            plan_id,
+            item_id,
+            period_id,
+        };
+        // The plan item from `items`, its period from the file for November...
+        assert_eq!(
+            target_of(&r, "2026-11", "ACME", "Agent"),
+            Ok(t(100_001, 1, 100_111))
+        );
+        // ...and from `period_ids` for October, where the file gives plan 100001 none.
+        assert_eq!(
+            target_of(&r, "2026-10", "ACME", "Agent"),
+            Ok(t(100_001, 1, 100_010))
+        );
+        // A period belongs to the plan: the plan's other item shares it.
+        assert_eq!(
+            target_of(&r, "2026-11", "ACME", "Light"),
+            Ok(t(100_001, 2, 100_111))
+        );
+        assert_eq!(
+            target_of(&r, "2026-10", "GLOBEX", "Agent"),
+            Ok(t(100_002, 1, 100_210))
+        );
+        let missing = target_of(&r, "2026-11", "GLOBEX", "Agent").unwrap_err();
+        let file = s.mapping_file.as_ref().unwrap().display().to_string();
+        assert!(
+            missing.contains(&format!(
+                "add \"GLOBEX,Agent,100002,1,2026-11,<period id>\" to {file}"
+            )),
+            "{missing}"
+        );
+        let no_item = target_of(&r, "2026-11", "GLOBEX", "Observer").unwrap_err();
+        assert!(
+            no_item.contains(&format!(
+                "add \"GLOBEX,Observer,<plan id>,<item id>,,\" to {file}"
+            )),
+            "{no_item}"
+        );
+    }
+
+    #[test]
+    fn a_file_row_contradicting_items_is_refused_with_its_row_with_the_files_other_problems() {
+        let (s, _dir) = with_file(
+            "ACME,Agent,100001,1,2026-11,100111\n\
+             ACME,Agent,100009,1,,\n\
+             GLOBEX,Agent,100001,1,,\n\
+             INITECH,Agent,100003,1,2026-11,\n",
+        );
+        let file = s.mapping_file.as_ref().unwrap().display().to_string();
+        let text = format!("{:#}", RamBase::new(&s).unwrap_err());
+        for expected in [
+            // Row 2 says what `items` says: fine.
+            format!(
+                "{file}:3:plan_id: billing account \"ACME\" with license type \"Agent\" is on plan 100001 item 1 in sinks.rambase.items[0]"
+            ),
+            format!("{file}:4:item_id: plan 100001 item 1 is also used by sinks.rambase.items[0]"),
+            format!("{file}:5:period_id: period_id is empty"),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing in:\n{text}");
+        }
+        assert!(!text.contains(":2:"), "{text}");
     }
 
     #[test]
