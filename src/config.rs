@@ -9,6 +9,7 @@
 //! `docs/CONFIG.md`.
 
 use crate::domain::{BillingAccount, Currency, RoundingMode};
+use crate::problem::{ConfigError, Problem, env_var_for};
 use crate::sinks::activeplatform::ActivePlatformSettings;
 use crate::sinks::file::FileSinkSettings;
 use crate::sinks::rambase::RamBaseSettings;
@@ -19,8 +20,6 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-pub use crate::problem::{ConfigError, Problem, env_var_for};
 
 /// Keys whose values are secrets: accepted from the environment only.
 const SECRET_KEYS: &[&str] = &["token", "client_secret", "password", "api_token"];

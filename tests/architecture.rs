@@ -4,7 +4,8 @@
 //!   and changed from the bottom up.
 //! - The pure core — `domain`, `pricing`, `mapping`, `reconcile`, `problem` — imports only the
 //!   core: no connector, store, HTTP, pipeline or command.
-//! - No file in `src/` over 700 lines, counting the code before its `#[cfg(test)]` module.
+//! - No file in `src/` over 700 lines, counting the code before its `#[cfg(test)]` module (a
+//!   `tests.rs` that is a module's tests is not counted).
 //!
 //! Imports are read from the text (`crate::<module>` anywhere outside a test module): a rule
 //! that a `use` could sneak past unseen would not be worth having.
@@ -138,6 +139,7 @@ fn the_pure_core_imports_only_the_core() {
 fn no_source_file_is_over_700_lines_before_its_tests() {
     let long: Vec<String> = files()
         .into_iter()
+        .filter(|(_, path, _)| !path.ends_with("tests.rs"))
         .filter(|(_, _, code)| code.lines().count() > 700)
         .map(|(_, path, code)| format!("src/{} ({} lines)", path.display(), code.lines().count()))
         .collect();

@@ -10,13 +10,14 @@ mod resolve;
 
 pub use push::{PushOutcome, PushSettings, Pusher};
 
-use crate::config::{ConfigError, Problem, Settings};
+use crate::config::Settings;
 use crate::domain::{
     ExceptionKind, InvoiceLine, LedgerLine, Period, RunException, RunStatus, RunSummary,
     SourceFailure, SourceName, Trigger, UsageQuantity,
 };
 use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
+use crate::problem::{ConfigError, Problem};
 use crate::reconcile::{self, Action, Approvals, Plan};
 use crate::shutdown::Shutdown;
 use crate::sinks::Sink;

@@ -1,9 +1,9 @@
 //! `[sinks.activeplatform]`: where ActivePlatform is, how tally signs in, and how customers are
 //! looked up there.
 
-use crate::config::Problem;
 use crate::domain::Currency;
 use crate::http::HttpSettings;
+use crate::problem::Problem;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::fmt;

@@ -186,7 +186,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ActivePlatform {
     /// A connector for valid settings; every configuration problem is reported at once.
     pub fn new(settings: &ActivePlatformSettings) -> anyhow::Result<Self> {
-        crate::config::ConfigError::check(settings.validate("sinks.activeplatform"))?;
+        crate::problem::ConfigError::check(settings.validate("sinks.activeplatform"))?;
         let mut base_url = settings.base_url.trim().to_owned();
         // `Url::join` drops the last path segment of a base without a trailing slash.
         if !base_url.ends_with('/') {

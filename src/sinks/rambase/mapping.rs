@@ -8,8 +8,8 @@
 //! the pricing table's: all at once, each at `file:row:column` (header = row 1).
 
 use super::RamBaseItem;
-use crate::config::Problem;
 use crate::domain::Period;
+use crate::problem::Problem;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
