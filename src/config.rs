@@ -99,7 +99,7 @@ impl std::fmt::Debug for DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BillingSettings {
-    /// The pricing table (PRICING.md).
+    /// The pricing table (docs/PRICING.md).
     pub pricing_file: PathBuf,
     /// The customer map: `source,source_customer,billing_account`.
     pub customers_file: PathBuf,

@@ -1,6 +1,6 @@
 //! tally: turns usage in SaaS systems into invoice lines in a billing system.
 //!
-//! The flow (DESIGN.md): sources ─extract→ staged records ─map→ quantities ─price→ invoice
+//! The flow (README.md, docs/LEDGER.md): sources ─extract→ staged records ─map→ quantities ─price→ invoice
 //! lines ─reconcile→ ledger ─push→ billing systems. Extraction and pushing do I/O; mapping,
 //! pricing and reconciling are pure functions over the types in [`domain`].
 

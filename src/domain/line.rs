@@ -45,7 +45,7 @@ pub struct Evidence {
 pub struct InvoiceLine {
     pub key: LineKey,
     pub quantity: Decimal,
-    /// Unit price shown on the line (PRICING.md, "rate shown on the line").
+    /// Unit price shown on the line (docs/PRICING.md, "rate shown on the line").
     pub rate: Decimal,
     /// Rounded once to the currency's minor units.
     pub amount: Decimal,

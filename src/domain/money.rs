@@ -1,6 +1,6 @@
 //! Currencies and the one rounding rule of the whole program.
 //!
-//! PRICING.md: a line's amount is rounded once, to the currency's minor units, with the table's
+//! docs/PRICING.md: a line's amount is rounded once, to the currency's minor units, with the table's
 //! rounding mode. [`Currency::round`] is the only place where an amount is rounded.
 
 use rust_decimal::{Decimal, RoundingStrategy};

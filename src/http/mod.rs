@@ -1,7 +1,7 @@
 //! One HTTP client for every connector: timeouts, bounded retries with backoff and jitter,
 //! `Retry-After`, and pacing by the `X-RateLimit-*` headers a peer announces.
 //!
-//! What is retried (STYLE.md §6): timeouts, connection failures, 5xx and 429 — never other
+//! What is retried (docs/connectors/README.md): timeouts, connection failures, 5xx and 429 — never other
 //! 4xx. A request that is not idempotent (a POST that creates something in a billing system with
 //! no idempotency key) is retried only when the peer surely did not process it (429, or the
 //! connection could not be made): anything else is returned as [`HttpError`] so that the caller

@@ -53,7 +53,7 @@ impl TokenCache {
     }
 
     /// A cache for a peer whose documentation states its tokens' lifetime (e.g. 1 h for the
-    /// billable-users API, APIS.md §1), used when a token answer carries no `expires_in`.
+    /// billable-users API, docs/connectors/billable-users.md), used when a token answer carries no `expires_in`.
     pub fn with_default_lifetime(default_lifetime: Duration) -> Self {
         Self {
             cached: tokio::sync::Mutex::new(None),

@@ -1,4 +1,4 @@
-//! The two-phase push (DESIGN.md): mark `pushing` with the sink's marker (commit) → send →
+//! The two-phase push (docs/LEDGER.md): mark `pushing` with the sink's marker (commit) → send →
 //! mark `pushed` with the external id (commit). A revision found `pushing` is resolved by
 //! reading the billing system before anything is sent again, so a crash at any instant
 //! neither loses nor duplicates a line.

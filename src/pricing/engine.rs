@@ -1,10 +1,10 @@
-//! The amount of one line: PRICING.md "The amount of a line", as a pure function.
+//! The amount of one line: docs/PRICING.md "The amount of a line", as a pure function.
 
 use super::{Model, Price, PriceTrace, Priced, Tier, TierApplied};
 use crate::domain::RoundingMode;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-/// Decimals of the averaged rate shown on graduated and package lines (PRICING.md).
+/// Decimals of the averaged rate shown on graduated and package lines (docs/PRICING.md).
 const RATE_DECIMALS: u32 = 4;
 
 /// Prices `quantity` with `price`: raw amount, minimum, then one rounding by the currency.

@@ -1,11 +1,11 @@
 //! Pricing: the pricing table (a CSV file accountants edit) and the amount of an invoice line.
 //!
-//! PRICING.md is the specification; every rule here can be recomputed by hand from it.
+//! docs/PRICING.md is the specification; every rule here can be recomputed by hand from it.
 //! [`PricingTable::load`] reads and validates the table, reporting every problem at once with
 //! `file:row:column`; [`PricingTable::price`] is a pure function from a quantity to a [`Priced`]
 //! line (rate, amount rounded once with [`Currency::round`], and the calculation trace).
 //!
-//! Points PRICING.md leaves open, and the rule chosen here:
+//! Points docs/PRICING.md leaves open, and the rule chosen here:
 //! - Rows sharing a `price_id` with different `effective_from`/`effective_to` are *versions* of
 //!   that price (`price_ref` = `<price_id>@<effective_from or 'open'>`). Within one version all
 //!   columns but the tier columns must agree; across versions, `license_type`, `customer` and
@@ -40,7 +40,7 @@ use serde::Serialize;
 use std::fmt;
 use std::path::Path;
 
-/// The pricing model of one price (PRICING.md, column `model`).
+/// The pricing model of one price (docs/PRICING.md, column `model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Model {
@@ -205,7 +205,7 @@ impl PricingTable {
 /// A priced line: what goes on the invoice, and how it was computed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Priced {
-    /// The rate shown on the line (PRICING.md table "rate shown on the line").
+    /// The rate shown on the line (docs/PRICING.md table "rate shown on the line").
     pub rate: Decimal,
     /// The line's amount, rounded once to the currency's minor units by [`Currency::round`].
     pub amount: Decimal,

@@ -1,4 +1,4 @@
-//! Reading and validating the pricing CSV (PRICING.md "Columns" and "Validation"); one row's
+//! Reading and validating the pricing CSV (docs/PRICING.md "Columns" and "Validation"); one row's
 //! cells are parsed in `cells`.
 //!
 //! Three passes, each reporting every problem it finds: cells of each row, then the rows of

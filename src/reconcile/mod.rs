@@ -1,7 +1,7 @@
 //! Reconcile: compares the lines a run computed with the ledger and plans the changes
 //! (create / update a draft / adjust a pushed line / unchanged). Pure: no I/O.
 //!
-//! The rules (DESIGN.md, "The ledger and exactly-once"):
+//! The rules (docs/LEDGER.md, "The life cycle of a revision"):
 //! - a line never seen before is created as revision 1;
 //! - a line with nothing sent yet is updated in place (a draft may change freely);
 //! - a line the billing system already holds is never edited: the difference between what it

@@ -1,4 +1,4 @@
-//! A Genesys Cloud simulator faithful to APIS.md §3: the login service's client-credentials
+//! A Genesys Cloud simulator faithful to docs/connectors/genesys.md: the login service's client-credentials
 //! token (`POST /oauth/token`, Basic auth), and `GET /api/v2/billing/reports/billableusage`
 //! with its `BillingUsageReport`, `InProgress` before `Complete`, Genesys' error shape
 //! `{message, code, status, contextId, details, errors}`, and faults to test against.

@@ -1,4 +1,4 @@
-//! Simulators of the systems tally talks to, faithful to `shared/APIS.md`: the sandbox of
+//! Simulators of the systems tally talks to, faithful to the contracts in docs/connectors/: the sandbox of
 //! `tally sim`, the backbone of `tally demo`, the benchmark and the tests. Each vendor's
 //! simulator is in its own file; this module holds the demo's data set and wiring.
 

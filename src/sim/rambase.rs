@@ -1,11 +1,11 @@
-//! A RamBase simulator faithful to APIS.md §5: OAuth client credentials, the usages list with
+//! A RamBase simulator faithful to docs/connectors/rambase.md: OAuth client credentials, the usages list with
 //! `$top`/`$pageKey` paging, the create operation, RamBase's error shape, and faults to test
 //! against (refusals, rate limits, a POST whose answer is lost).
 //!
 //! Like the real API it offers no idempotency key. As in real RamBase, each recurring invoice
 //! plan has its own periods ([`RamBaseSim::add_plan_period`]): a period id that is not one of
 //! the plan's is error 105729 (404), the error real RamBase answered when one period id was
-//! configured for every plan (APIS.md lists only 105702 and 105728; the shape is the same).
+//! configured for every plan (the vendor documents only 105702 and 105728; the shape is the same).
 //! [`RamBaseSim::add_period`] still makes a period every plan has, for the one-period demo.
 //! Its own choices where the documentation is silent: bad parameters are 100010 (400); a bad body
 //! is 100020 (400); a date outside the period is 100030 (400); a missing or unknown token is
@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// The price per unit the simulator charges on every item (`usageAmount = quantity × price`).
 pub const UNIT_PRICE: Decimal = Decimal::from_parts(1000, 0, 0, false, 2);
 
-/// Documented page size limits (seed 004).
+/// Documented page size limits (RamBase's documentation).
 const DEFAULT_TOP: usize = 10;
 const MAX_TOP: usize = 80;
 

@@ -1,7 +1,7 @@
 //! Billing systems (sinks): where invoice lines go. A vendor's whole connector lives in its own
 //! folder; this module only lists them behind one enum.
 //!
-//! Pushing is two-phase (DESIGN.md): the pipeline calls [`Sink::prepare`] and commits the line
+//! Pushing is two-phase (docs/LEDGER.md): the pipeline calls [`Sink::prepare`] and commits the line
 //! as `pushing` with the marker it returns, then [`Sink::push`], then commits `pushed`. A line
 //! found `pushing` (a crash, or an uncertain answer) is resolved with [`Sink::find`] before
 //! anything is sent again.

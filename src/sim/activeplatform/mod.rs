@@ -1,4 +1,4 @@
-//! An ActivePlatform simulator faithful to APIS.md §4 and seed 003: the v1 accounts listing
+//! An ActivePlatform simulator faithful to docs/connectors/activeplatform.md: the v1 accounts listing
 //! (`api_token` query parameter, `page`/`per_page`, `sorting[..]`, `filters[..]`, a bare JSON
 //! array, `custom_attributes` in either shape) and the v3 JSON:API corrections (header
 //! `X-Api-Token`, `total` as a string with at most two decimals), with faults to test against.

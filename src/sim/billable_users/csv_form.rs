@@ -21,7 +21,7 @@ pub(super) fn csv_page(sim: &BillableUsersSim, people: &[&Person]) -> Result<Str
 }
 
 /// RFC 4180 CSV with a header row of `columns`; with `guard`, a value beginning with
-/// `= + - @` gets a tab in front so that a spreadsheet does not run it as a formula (APIS.md §1
+/// `= + - @` gets a tab in front so that a spreadsheet does not run it as a formula (docs/connectors/billable-users.md
 /// contract).
 pub(super) fn to_csv(
     people: &[&Person],

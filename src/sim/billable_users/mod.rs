@@ -1,4 +1,4 @@
-//! A simulator of the "Billable Users" API (APIS.md §1), served in-process on a loopback port
+//! A simulator of the "Billable Users" API (docs/connectors/billable-users.md), served in-process on a loopback port
 //! for tests and the benchmark.
 //!
 //! Faithful to the contract: bearer token (a personal token, or an access token issued by
@@ -8,7 +8,7 @@
 //! bodies `{"message": ...}` (422 adds `errors: [[field, message]]`). It offers nothing the
 //! real API lacks.
 //!
-//! Choices where APIS.md is open:
+//! Choices where the vendor's documentation is open:
 //! - The token is checked before the account (401), then the account: a missing or unknown
 //!   `X-4me-Account` answers **404** `{"message":"Account ... not found"}`, because the
 //!   account scopes the data like a path would, and 404 does not tell a caller which accounts
@@ -19,13 +19,13 @@
 //!   users"; one without the other, or a value that is not a month, is a 422.
 //! - A page past the last answers `[]` with the same headers (Rails-style); an empty month
 //!   has 0 total pages and `first`/`last` links to page 1.
-//! - The "20 requests in 2 seconds" burst limit of DESIGN.md is not simulated: APIS.md §1 only
+//! - The "20 requests in 2 seconds" burst limit of the service's documentation is not simulated: docs/connectors/billable-users.md only
 //!   publishes the hourly window.
 //! - The CSV form (`.csv`) answers the same people, paging, headers and `Link`s (pointing at
 //!   `.csv`) as the JSON form; its header row is the nine field names in the JSON order, with
 //!   empty cells for null, CRLF line ends, and a tab before values beginning with `= + - @`.
 //!   Refusals stay JSON `{"message": ...}`, as they are for the real API's `.csv` URLs.
-//! - OAuth (APIS.md §1, and the vendor's published client-credentials grant): the real service
+//! - OAuth (docs/connectors/billable-users.md, and the vendor's published client-credentials grant): the real service
 //!   lives on another host (`oauth.<host>`); here `POST /token` is served on the same port, at
 //!   the root, so a connector's `oauth_url` is `http://127.0.0.1:PORT`. It takes only a form
 //!   body (`application/x-www-form-urlencoded`) with `grant_type=client_credentials`,
@@ -60,7 +60,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The documented hourly allowance.
 const HOURLY_LIMIT: u32 = 3_600;
-/// The documented lifetime of an access token issued for client credentials (APIS.md §1).
+/// The documented lifetime of an access token issued for client credentials (docs/connectors/billable-users.md).
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
 const DEFAULT_PER_PAGE: usize = 20;
 const MAX_PER_PAGE: usize = 100;
@@ -272,7 +272,7 @@ impl BillableUsersSim {
     }
 
     /// The CSV export's header row from now on: these columns in this order (a name that is
-    /// not a field gives an empty column). The exact header is not published (APIS.md §1), so
+    /// not a field gives an empty column). The exact header is not published (docs/connectors/billable-users.md), so
     /// tests use this to show what tally does when the export changes.
     pub fn set_csv_columns(&self, columns: &[&str]) {
         self.state().csv_columns = Some(columns.iter().map(|c| (*c).to_owned()).collect());

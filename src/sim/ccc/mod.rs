@@ -1,4 +1,4 @@
-//! A simulator of the CCC secure-messaging API v8.4 (APIS.md §2, seed 001), served in-process
+//! A simulator of the CCC secure-messaging API v8.4 (docs/connectors/ccc.md), served in-process
 //! on a loopback port for tests and the demo.
 //!
 //! Faithful to the contract: `POST /api/v1/login` → `sessionToken`; `POST
@@ -8,7 +8,7 @@
 //! usage is kept per user per day, so that a `Monthly` call is the sum of the month's days and
 //! `Daily` calls add up to it. Errors are ServiceStack `responseStatus` bodies.
 //!
-//! Choices where APIS.md is open:
+//! Choices where the vendor's documentation is open:
 //! - `PageSize` above 100 (or below 1) is a `400` with a field error, never silently capped;
 //!   `Page` is 1-based and a page past the last has no results.
 //! - A session token from `login` is good for one `authenticate`.
@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 const DEFAULT_PAGE_SIZE: usize = 25;
 const MAX_PAGE_SIZE: usize = 100;
-/// Sessions expire after this long without a request (APIS.md §2).
+/// Sessions expire after this long without a request (docs/connectors/ccc.md).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// One day's usage of one user: the UserUsage totals.
@@ -65,7 +65,7 @@ impl DayUsage {
         self.invitations_accepted += other.invitations_accepted;
     }
 
-    /// Activity as APIS.md §2 defines it.
+    /// Activity as docs/connectors/ccc.md defines it.
     pub fn has_activity(&self) -> bool {
         self.messages_sent + self.messages_received + self.attachments_count + self.invitations_sent
             > 0

@@ -1,4 +1,4 @@
-//! ActivePlatform's JSON shapes (APIS.md §4), read leniently where the vendor's documentation
+//! ActivePlatform's JSON shapes (docs/connectors/activeplatform.md), read leniently where the vendor's documentation
 //! is loose: ids may come as numbers or strings, `custom_attributes` as a list or a map.
 
 use serde::{Deserialize, Deserializer};

@@ -1,4 +1,4 @@
-//! The ActivePlatform billing system (seed 003, APIS.md §4): customers are looked up among its
+//! The ActivePlatform billing system (docs/connectors/activeplatform.md): customers are looked up among its
 //! accounts (by e-mail or by a custom attribute holding a source's customer key), and invoice
 //! lines become v3 "corrections" on those accounts.
 //!

@@ -1,4 +1,4 @@
-//! RamBase's JSON shapes (APIS.md §5), read leniently where the vendor's documentation is
+//! RamBase's JSON shapes (docs/connectors/rambase.md), read leniently where the vendor's documentation is
 //! loose: ids and quantities may come as numbers or as numeric strings.
 
 use chrono::NaiveDate;

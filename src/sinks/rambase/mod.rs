@@ -1,4 +1,4 @@
-//! The RamBase billing system (seed 004, APIS.md §5): invoice lines become usages on recurring
+//! The RamBase billing system (docs/connectors/rambase.md): invoice lines become usages on recurring
 //! invoice plan items.
 //!
 //! RamBase has no idempotency key, so exactly-once rests on reading before and after writing:
@@ -34,7 +34,7 @@ pub const CLIENT_SECRET_ENV: &str = "TALLY__SINKS__RAMBASE__CLIENT_SECRET";
 /// itself and takes no zero quantities worth sending, so nothing is sent for it.
 pub const ZERO_QUANTITY_ID: &str = "none:zero-quantity";
 
-/// Largest page RamBase allows on the usages list (seed 004: "Maximum page size ($top) 80").
+/// Largest page RamBase allows on the usages list (RamBase's documentation: "Maximum page size ($top) 80").
 const PAGE_SIZE: u32 = 80;
 
 /// Where each (billing account, license type) is billed, resolved once at start-up.

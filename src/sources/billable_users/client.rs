@@ -166,7 +166,7 @@ impl Client {
             Format::Json => {
                 let people: Vec<serde_json::Value> =
                     crate::http::decode_json(response).await.map_err(|e| {
-                        let message = format!("{e}; expected a JSON array of people (APIS.md §1)");
+                        let message = format!("{e}; expected a JSON array of people (docs/connectors/billable-users.md)");
                         anyhow::Error::new(e).context(message)
                     })?;
                 Body::Json(people)

@@ -1,6 +1,6 @@
 //! `[sources.billable_users]`: the settings of the Billable Users connector and their checks.
 //!
-//! The API takes either of two credentials (APIS.md §1): a personal API token, or an OAuth
+//! The API takes either of two credentials (docs/connectors/billable-users.md): a personal API token, or an OAuth
 //! application's client credentials exchanged for a 1-hour access token. Exactly one must be
 //! configured, so that nobody has to guess which one a run used.
 
@@ -17,11 +17,11 @@ pub const TOKEN_ENV: &str = "TALLY__SOURCES__BILLABLE_USERS__TOKEN";
 /// missing or refused secret.
 pub const CLIENT_SECRET_ENV: &str = "TALLY__SOURCES__BILLABLE_USERS__CLIENT_SECRET";
 
-/// The largest page the API serves (APIS.md §1); asking for more is silently capped, so a
+/// The largest page the API serves (docs/connectors/billable-users.md); asking for more is silently capped, so a
 /// larger setting would only make the checkpoints lie about page sizes.
 pub const MAX_PER_PAGE: u32 = 100;
 
-/// Which form of the same list tally reads (APIS.md §1): the JSON array of
+/// Which form of the same list tally reads (docs/connectors/billable-users.md): the JSON array of
 /// `/account/billable_users` or the CSV export of `/account/billable_users.csv`. Both stage the
 /// same records; CSV exists for accounts whose gateway only lets the export through.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -67,7 +67,7 @@ pub struct BillableUsersSettings {
     #[serde(default)]
     pub oauth_url: Option<String>,
     /// Records per page, 1..=100. The largest page is the default because the API allows
-    /// 3,600 requests an hour (DESIGN.md "Talking to peers").
+    /// 3,600 requests an hour (docs/connectors/billable-users.md).
     #[serde(default = "default_per_page")]
     pub per_page: u32,
     /// The license type every billable person is billed as, e.g. `Service desk user`; it must

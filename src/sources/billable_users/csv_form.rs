@@ -1,4 +1,4 @@
-//! The CSV form of the list (`/account/billable_users.csv`, APIS.md §1): one page of the export
+//! The CSV form of the list (`/account/billable_users.csv`, docs/connectors/billable-users.md): one page of the export
 //! read into rows, with no I/O, so that every quirk is tested as plain values.
 //!
 //! The export is UTF-8 with a header row of the field names and RFC 4180 quoting (commas,
@@ -129,7 +129,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Row>, CsvError> {
     Ok(rows)
 }
 
-/// The value without its formula guard: a tab before `= + - @` (APIS.md §1 contract). A tab
+/// The value without its formula guard: a tab before `= + - @` (docs/connectors/billable-users.md contract). A tab
 /// before anything else is data and stays.
 pub fn strip_guard(value: &str) -> &str {
     match value.strip_prefix('\t') {

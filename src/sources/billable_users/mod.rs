@@ -1,4 +1,4 @@
-//! The service-management "Billable Users" source (seed 000, APIS.md §1): one account's
+//! The service-management "Billable Users" source (docs/connectors/billable-users.md): one account's
 //! billable people per month, one staged record per (person, organization).
 //!
 //! - `config`: `[sources.billable_users]` and its checks, including `format` (`json`/`csv`)
@@ -196,7 +196,7 @@ fn stage_csv(
 fn person_record(id: u64, organization: String, payload: serde_json::Value) -> StagedRecord {
     StagedRecord {
         record_key: format!("{id}@{organization}"),
-        // Exact, as APIS.md §1 says: mapping rules match the organization as the API spells it.
+        // Exact, as docs/connectors/billable-users.md says: mapping rules match the organization as the API spells it.
         customer_key: organization,
         item: ITEM.to_owned(),
         quantity: Decimal::ONE,

@@ -1,10 +1,10 @@
-//! OAuth client credentials for the Billable Users API (APIS.md §1), the alternative to a
+//! OAuth client credentials for the Billable Users API (docs/connectors/billable-users.md), the alternative to a
 //! personal token: the application's client ID and secret are exchanged at
 //! `POST <oauth_url>/token` for an access token that lives 1 h. The token is kept in the shared
 //! [`TokenCache`], so it is renewed shortly before it expires and once more when the API refuses
 //! it (401).
 //!
-//! The request follows the vendor's published contract, which APIS.md §1 only summarises: a
+//! The request follows the vendor's published contract, which docs/connectors/billable-users.md only summarises: a
 //! form body (`application/x-www-form-urlencoded`) with `grant_type=client_credentials`,
 //! `client_id` and `client_secret`; the answer `{"access_token", "token_type", "expires_in"}`; a
 //! refusal is a 400 with `{"error", "error_description"}` (RFC 6749 §5.2).
@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::time::Duration;
 
-/// The lifetime APIS.md §1 documents, assumed when an answer carries no `expires_in`.
+/// The lifetime docs/connectors/billable-users.md documents, assumed when an answer carries no `expires_in`.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// One OAuth application and its current access token. `Debug` shows the secret redacted.
@@ -111,7 +111,7 @@ impl OAuthClient {
 
 /// The token of a 200 answer. Errors describe the answer's shape, never its content.
 fn parse_answer(bytes: &[u8]) -> Result<FetchedToken, String> {
-    let expected = "expected JSON {\"access_token\", \"token_type\", \"expires_in\"} (APIS.md §1)";
+    let expected = "expected JSON {\"access_token\", \"token_type\", \"expires_in\"} (docs/connectors/billable-users.md)";
     let answer: TokenAnswer = serde_json::from_slice(bytes).map_err(|e| {
         // serde_json's message can quote a value, and the value may be the token.
         format!(
@@ -129,7 +129,7 @@ fn parse_answer(bytes: &[u8]) -> Result<FetchedToken, String> {
         && !kind.eq_ignore_ascii_case("bearer")
     {
         return Err(format!(
-            "answered token_type {kind:?}; the API takes Bearer tokens only (APIS.md §1)"
+            "answered token_type {kind:?}; the API takes Bearer tokens only (docs/connectors/billable-users.md)"
         ));
     }
     Ok(FetchedToken {

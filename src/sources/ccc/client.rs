@@ -180,7 +180,7 @@ impl Client {
         }
         match response.usage {
             Some(usage @ Value::Object(_)) => Ok(usage),
-            _ => bail!("GET {shown} answered without a usage object (APIS.md §2)"),
+            _ => bail!("GET {shown} answered without a usage object (docs/connectors/ccc.md)"),
         }
     }
 
@@ -351,7 +351,9 @@ impl Client {
             HttpError::Timeout { .. } | HttpError::Transport { .. } => {
                 format!("{error} (after retries); check sources.ccc.base_url and the network")
             }
-            HttpError::Decode { .. } => format!("{error}; expected the JSON of APIS.md §2"),
+            HttpError::Decode { .. } => {
+                format!("{error}; expected the JSON of docs/connectors/ccc.md")
+            }
         };
         anyhow::Error::new(error).context(message)
     }
@@ -369,7 +371,7 @@ async fn secret_field(response: reqwest::Response, field: &str) -> anyhow::Resul
         .map_err(|e| anyhow!("POST {url} answered with a body that is not JSON ({e})"))?;
     match value.get(field).and_then(Value::as_str) {
         Some(text) if !text.is_empty() => Ok(SecretString::from(text.to_owned())),
-        _ => bail!("POST {url} answered without a {field} (APIS.md §2)"),
+        _ => bail!("POST {url} answered without a {field} (docs/connectors/ccc.md)"),
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 /// refused password so that the operator knows what to set.
 pub const PASSWORD_ENV: &str = "TALLY__SOURCES__CCC__PASSWORD";
 
-/// The API's default page of users (APIS.md §2).
+/// The API's default page of users (docs/connectors/ccc.md).
 pub const DEFAULT_PAGE_SIZE: u32 = 25;
 
 /// The largest `PageSize` tally asks for. The vendor publishes only the default (25); 100 is

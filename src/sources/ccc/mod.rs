@@ -1,4 +1,4 @@
-//! The CCC secure-messaging source (seed 001, APIS.md §2): per service, its users page by page,
+//! The CCC secure-messaging source (docs/connectors/ccc.md): per service, its users page by page,
 //! each user's usage in the month (one call per user, concurrently within a limit), one staged
 //! record per billable user and one per configured metered quantity.
 //!
@@ -97,7 +97,7 @@ impl Ccc {
     }
 
     /// How the customer map matches this source's customer keys: service GUIDs, ignoring case,
-    /// dashes and braces (APIS.md §2), so that the map may spell them as CCC's portal does.
+    /// dashes and braces (docs/connectors/ccc.md), so that the map may spell them as CCC's portal does.
     pub fn key_match(&self) -> crate::mapping::KeyMatch {
         crate::mapping::KeyMatch::Guid
     }

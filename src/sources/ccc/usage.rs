@@ -1,4 +1,4 @@
-//! What a page of users and their usage mean for billing (APIS.md §2), as pure functions:
+//! What a page of users and their usage mean for billing (docs/connectors/ccc.md), as pure functions:
 //! who is billable, under which item, and the metered quantities.
 
 use crate::domain::StagedRecord;
@@ -128,7 +128,7 @@ impl Totals {
         }
     }
 
-    /// Activity as APIS.md §2 defines it for a Disabled user: messages sent or received,
+    /// Activity as docs/connectors/ccc.md defines it for a Disabled user: messages sent or received,
     /// attachments or invitations sent.
     pub fn has_activity(&self) -> bool {
         // Any of them non-zero: the same as their sum > 0, without the overflow.

@@ -216,7 +216,7 @@ fn token_or_api_failure(error: &HttpError, said: &str, url_key: &str) -> String 
             "{error} (after retries); check sources.genesys.region (or {url_key}) and the network"
         ),
         HttpError::Decode { .. } => {
-            format!("{error}; expected the shape APIS.md §3 documents")
+            format!("{error}; expected the shape docs/connectors/genesys.md documents")
         }
         HttpError::Status { .. } => format!("{what}{said}"),
     }

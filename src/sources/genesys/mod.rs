@@ -1,4 +1,4 @@
-//! The Genesys Cloud (PureCloud) billing source (seed 002, APIS.md §3): per configured org,
+//! The Genesys Cloud (PureCloud) billing source (docs/connectors/genesys.md): per configured org,
 //! the month's billable-usage report, one staged record per usage (charge) name.
 //!
 //! - `config`: `[sources.genesys]` and its checks.
@@ -129,7 +129,7 @@ impl Genesys {
                 IN_PROGRESS => {}
                 other => bail!(
                     "GET {shown}: the report's status is {other:?}, expected \
-                     {IN_PROGRESS:?} or {COMPLETE:?} (APIS.md §3)"
+                     {IN_PROGRESS:?} or {COMPLETE:?} (docs/connectors/genesys.md)"
                 ),
             }
             let waited = started.elapsed();

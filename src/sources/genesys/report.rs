@@ -1,4 +1,4 @@
-//! The billable-usage report (`BillingUsageReport`, APIS.md §3) and how it becomes staged
+//! The billable-usage report (`BillingUsageReport`, docs/connectors/genesys.md) and how it becomes staged
 //! records: pure functions over values, no I/O.
 
 use crate::domain::{Period, StagedRecord};
