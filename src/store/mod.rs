@@ -4,7 +4,7 @@
 //!
 //! One interface, two databases: Postgres in production (`DATABASE_URL` or `[database] url`)
 //! and an embedded SQLite file by default, so that a newcomer needs no server. Both run the
-//! same store test suite (`tests/store.rs`).
+//! same store test suite (`tests/it/store.rs`).
 //!
 //! Each method is written once: `with_backend!` compiles its body for both pools, and the few
 //! dialect differences (how a decimal is stored, how a write transaction starts) live in

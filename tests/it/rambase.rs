@@ -1,7 +1,7 @@
 //! The RamBase connector against the RamBase simulator: what the simulator received is the
 //! truth these tests check.
 
-mod common;
+use crate::common;
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;

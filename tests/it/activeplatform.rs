@@ -1,7 +1,7 @@
 //! The ActivePlatform connector against the ActivePlatform simulator: what the simulator
 //! received is the truth these tests check.
 
-mod common;
+use crate::common;
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;

@@ -2,7 +2,7 @@
 //! rate limits, retries and refusals, and signing in with OAuth client credentials whose tokens
 //! expire, end to end over real HTTP.
 
-mod common;
+use crate::common;
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -744,7 +744,7 @@ async fn the_simulator_issues_tokens_only_for_the_documented_form_request() {
     assert_eq!(raw_get(&list_url, Some(ACCOUNT)).await.status(), 200);
 }
 
-/// The demo (billable users into RamBase, as in tests/pipeline.rs) signed in with client
+/// The demo (billable users into RamBase, as in tests/it/pipeline.rs) signed in with client
 /// credentials instead of the demo's personal token.
 async fn demo_app_with_client_credentials(sims: &tally::sim::RunningSims) -> tally::pipeline::App {
     let mut settings = tally::sim::demo_settings(std::path::Path::new("data")).unwrap();
@@ -806,7 +806,7 @@ async fn a_run_signed_in_with_client_credentials_bills_every_person_once_across_
     .await
     .unwrap();
 
-    // The same figures as the personal-token run of tests/pipeline.rs.
+    // The same figures as the personal-token run of tests/it/pipeline.rs.
     assert_eq!(report.summary.records_read, 51);
     assert_eq!(report.summary.lines_pushed, 4);
     let mut amounts: BTreeMap<String, Decimal> = BTreeMap::new();

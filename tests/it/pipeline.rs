@@ -2,7 +2,7 @@
 //! is on what a user would notice: amounts, exit statuses, and the usages the RamBase
 //! simulator received.
 
-mod common;
+use crate::common;
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -41,7 +41,7 @@ async fn app(sims: &RunningSims, db: &DatabaseTarget, tweak: impl FnOnce(&mut Se
     });
     sim::point_at(&mut settings, sims);
     // These tests are about the ledger with one source and one billing system; the demo's
-    // other systems are exercised by tests/multi_source.rs.
+    // other systems are exercised by tests/it/multi_source.rs.
     settings.sources.ccc = None;
     settings.sources.genesys = None;
     settings.sinks.activeplatform = None;

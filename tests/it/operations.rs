@@ -7,7 +7,7 @@
 //! is forwarded to the simulator only after `delay`, whatever became of the client in between,
 //! as a billing system under load that stores a request seconds after it arrived.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::extract::{Request, State};

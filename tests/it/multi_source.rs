@@ -3,7 +3,7 @@
 //! and a real Postgres. Assertions are on what the billing simulators received and on the
 //! ledger's lines and exceptions.
 
-mod common;
+use crate::common;
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;

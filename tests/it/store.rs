@@ -4,8 +4,6 @@
 //! Each story is an async fn taking a connected `Store` (and its target); `both_backends!` makes a
 //! `postgres::<story>` and a `sqlite::<story>` test of it.
 
-mod common;
-
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::json;

@@ -1,0 +1,19 @@
+//! The integration tests, in one binary (one link instead of one per file): each module is an
+//! area, run against real databases (Postgres from `DATABASE_URL`, SQLite files), the
+//! simulators, and the real `tally` binary where a behaviour crosses processes.
+
+mod common;
+
+mod activeplatform;
+mod architecture;
+mod billable_users;
+mod billable_users_csv;
+mod ccc;
+mod cli;
+mod file_sink;
+mod genesys;
+mod multi_source;
+mod operations;
+mod pipeline;
+mod rambase;
+mod store;
