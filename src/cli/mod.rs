@@ -144,8 +144,12 @@ pub enum Command {
     )]
     Push(PushArgs),
     /// Creates or updates the state database's tables, then exits.
+    #[command(after_help = READ_EXIT_CODES)]
     Migrate,
     /// Checks the configuration, the pricing table and the customer map; lists every problem.
+    #[command(
+        after_help = "Exit codes:\n  0  the configuration is valid\n  2  it is not: every problem is listed with its key, file, row or variable"
+    )]
     CheckConfig,
     /// Serves the five simulators on loopback ports: billable users, CCC, Genesys Cloud,
     /// RamBase and ActivePlatform.
@@ -153,14 +157,27 @@ pub enum Command {
     /// A sandbox for trying configurations: the simulators enforce the vendors' auth, paging,
     /// limits and error shapes, with the demo's data set; config/demo.toml points at their
     /// default ports. It prints the secrets to export. Stop with Ctrl-C.
+    #[command(
+        after_help = "Exit codes:\n  0  stopped with Ctrl-C\n  1  a port is taken or config/demo.toml is missing"
+    )]
     Sim(SimArgs),
     /// Runs the demo: simulators in-process, an SQLite file under ./data/, one sync of the demo
     /// month from three sources into two billing systems, the run summary and the invoice
     /// lines. Run it twice: the second pushes nothing.
+    #[command(
+        after_help = "Exit codes:\n  0  the demo ran (exceptions included, they are part of it)\n  1  the run failed"
+    )]
     Demo(DemoArgs),
-    /// Runs the nightly schedule from [schedule] (one runner at a time across instances).
+    /// Runs the nightly schedule from [schedule]; each run takes the writer lease (a run that
+    /// finds it taken is skipped with a warning naming the holder).
+    #[command(
+        after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n  1  the database could not be opened\n  2  bad usage or configuration\n  5  a run in progress did not stop within general.shutdown_timeout_secs"
+    )]
     Daemon,
     /// Times a sync of many billable users through the simulators (see docs/PERFORMANCE.md).
+    #[command(
+        after_help = "Exit codes:\n  0  measured\n  1  the run failed, or DATABASE_URL is not set"
+    )]
     Bench(BenchArgs),
 }
 

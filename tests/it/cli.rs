@@ -72,6 +72,25 @@ fn help_explains_every_command() {
         );
     }
     assert!(help.contains("Exit codes"), "{help}");
+    for command in [
+        "run",
+        "lines",
+        "runs",
+        "approve",
+        "push",
+        "migrate",
+        "check-config",
+        "sim",
+        "demo",
+        "daemon",
+        "bench",
+    ] {
+        let own = text(&tally().args([command, "--help"]).output().unwrap());
+        assert!(
+            own.contains("Exit codes:"),
+            "`tally {command} --help` names no exit codes:\n{own}"
+        );
+    }
     let run_help = text(&tally().args(["run", "--help"]).output().unwrap());
     assert!(
         run_help.contains("--dry-run") && run_help.contains("--period"),
