@@ -79,18 +79,7 @@ impl CustomerMap {
                 )]);
             }
             Some(Ok(header)) => {
-                let found: Vec<&str> = header
-                    .iter()
-                    .enumerate()
-                    // Excel writes a byte-order mark before the first cell of a UTF-8 CSV.
-                    .map(|(i, c)| {
-                        if i == 0 {
-                            c.trim_start_matches('\u{feff}')
-                        } else {
-                            c
-                        }
-                    })
-                    .collect();
+                let found: Vec<&str> = crate::problem::header_cells(&header);
                 if found != CUSTOMER_COLUMNS {
                     return Err(header_problems(&found, &at));
                 }

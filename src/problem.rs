@@ -67,6 +67,35 @@ pub fn env_var_for(key_path: &str) -> String {
     )
 }
 
+/// A CSV header's cells as the spreadsheet wrote them, without the byte-order mark Excel puts
+/// before the first cell of a UTF-8 CSV. Shared by every table tally reads (pricing, customer
+/// map, RamBase mapping), so that all accept the same files.
+pub fn header_cells(header: &csv::StringRecord) -> Vec<&str> {
+    header
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                c.trim_start_matches('\u{feff}')
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Why the CSV reader could not read a row: the index of the cell that is not UTF-8 (most
+/// often a file saved in a Windows code page) with what to do, or the reader's message.
+pub fn unreadable_row(e: &csv::Error) -> (Option<usize>, String) {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => (
+            Some(err.field()),
+            "this cell is not UTF-8 text: save the file as \"CSV UTF-8\"".to_owned(),
+        ),
+        _ => (None, format!("cannot read this row: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -452,31 +452,15 @@ fn parse_id(
 
 /// A row the CSV reader could not read: most often a file saved in a Windows code page.
 fn report_unreadable(row: usize, e: &csv::Error, problems: &mut Problems<'_>) {
-    if let csv::ErrorKind::Utf8 { err, .. } = e.kind() {
-        problems.at(
-            row,
-            err.field().min(COLUMNS.len() - 1),
-            "this cell is not UTF-8 text: save the file as \"CSV UTF-8\"",
-        );
-    } else {
-        problems.row(row, format!("cannot read this row: {e}"));
+    match crate::problem::unreadable_row(e) {
+        (Some(cell), message) => problems.at(row, cell.min(COLUMNS.len() - 1), message),
+        (None, message) => problems.row(row, message),
     }
 }
 
 /// True when the header is exactly [`COLUMNS`]; else one problem per wrong column.
 fn check_header(header: &csv::StringRecord, problems: &mut Problems<'_>) -> bool {
-    let found: Vec<&str> = header
-        .iter()
-        .enumerate()
-        // Excel writes a byte-order mark before the first cell of a UTF-8 CSV.
-        .map(|(i, c)| {
-            if i == 0 {
-                c.trim_start_matches('\u{feff}')
-            } else {
-                c
-            }
-        })
-        .collect();
+    let found: Vec<&str> = crate::problem::header_cells(header);
     if found == COLUMNS {
         return true;
     }
