@@ -122,28 +122,48 @@ pub fn build_connectors(settings: &Settings) -> Result<(Vec<Source>, Vec<Sink>),
 /// Every problem of a configuration: its keys, its files and its connectors. Empty when it
 /// is good to run.
 pub fn check(settings: &Settings) -> Vec<Problem> {
+    prepare(settings).err().unwrap_or_default()
+}
+
+/// The configuration checked and turned into what a run uses, in one pass: its keys, then its
+/// files and its connectors (each built once), or every problem found.
+fn prepare(settings: &Settings) -> Result<Prepared, Vec<Problem>> {
     let mut problems = settings.validate();
-    if let Err(more) = load_tables(settings) {
-        problems.extend(more);
+    let tables = load_tables(settings);
+    if let Err(more) = &tables {
+        problems.extend(more.iter().cloned());
     }
-    if problems.is_empty()
-        && let Err(more) = build_connectors(settings)
-    {
-        problems.extend(more);
+    // Connectors are checked only once the keys are right: their messages would repeat them.
+    if !problems.is_empty() {
+        return Err(problems);
     }
-    problems
+    let (sources, sinks) = build_connectors(settings)?;
+    let (pricing, customers) = tables?;
+    Ok(Prepared {
+        pricing,
+        customers,
+        sources,
+        sinks,
+    })
+}
+
+struct Prepared {
+    pricing: PricingTable,
+    customers: CustomerMap,
+    sources: Vec<Source>,
+    sinks: Vec<Sink>,
 }
 
 impl App {
     /// Checks the configuration, loads its files, builds its connectors and opens the store
     /// (running migrations). Any configuration problem fails here, before any work.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
-        let problems = check(&settings);
-        if !problems.is_empty() {
-            return Err(ConfigError(problems).into());
-        }
-        let (pricing, customers) = load_tables(&settings).map_err(ConfigError)?;
-        let (sources, sinks) = build_connectors(&settings).map_err(ConfigError)?;
+        let Prepared {
+            pricing,
+            customers,
+            sources,
+            sinks,
+        } = prepare(&settings).map_err(ConfigError)?;
         let store = Store::connect(&settings.database_target())
             .await
             .context("opening the state database")?;
