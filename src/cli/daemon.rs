@@ -71,7 +71,7 @@ async fn scheduled_run(app: &App) {
             return;
         }
     };
-    let period = Period::containing(chrono::Utc::now(), app.settings.general.tz()).previous();
+    let period = Period::previous_in(chrono::Utc::now(), app.settings.general.tz());
     let options = RunOptions {
         period,
         source: None,

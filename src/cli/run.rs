@@ -47,9 +47,9 @@ pub async fn execute(args: RunArgs, load: Load<'_>) -> anyhow::Result<i32> {
 
 /// `tally run`: one run, its output, its exit code.
 pub async fn run_command(app: &App, args: &RunArgs, trigger: Trigger) -> anyhow::Result<i32> {
-    let period = args.period.unwrap_or_else(|| {
-        Period::containing(chrono::Utc::now(), app.settings.general.tz()).previous()
-    });
+    let period = args
+        .period
+        .unwrap_or_else(|| Period::previous_in(chrono::Utc::now(), app.settings.general.tz()));
     let options = RunOptions {
         period,
         source: args.source.clone(),

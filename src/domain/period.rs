@@ -83,6 +83,12 @@ impl Period {
         }
     }
 
+    /// The month before the one holding `now` in `tz`: the period a run bills by default (the
+    /// last complete month), for `tally run` and the nightly schedule alike.
+    pub fn previous_in(now: DateTime<Utc>, tz: Tz) -> Self {
+        Self::containing(now, tz).previous()
+    }
+
     /// The first instant of the period in `tz`, as UTC.
     pub fn start_utc(&self, tz: Tz) -> DateTime<Utc> {
         let midnight = self
