@@ -1,23 +1,12 @@
 //! The `tally` binary as an operator uses it: exit codes, output, messages.
 
+use crate::common::{repo, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use tally::sim;
 
 fn tally() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tally"))
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// A folder laid out like a checkout: the demo configuration and its tables.

@@ -31,3 +31,17 @@ pub async fn fresh_postgres() -> DatabaseTarget {
 pub fn fresh_sqlite(dir: &tempfile::TempDir) -> DatabaseTarget {
     DatabaseTarget::Sqlite(dir.path().join("state").join("tally.db"))
 }
+
+/// The repository's root (where `config/` and `tests/data/` are).
+pub fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What a process printed, stdout then stderr, for assertions and failure messages.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

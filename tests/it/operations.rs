@@ -9,6 +9,7 @@
 
 use crate::common;
 
+use crate::common::{repo, text};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -21,18 +22,6 @@ use std::time::{Duration, Instant};
 use tally::domain::RunStatus;
 use tally::sim::{self, RunningSims};
 use tally::store::{DatabaseTarget, Store};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 // ---- a slow billing system ------------------------------------------------------------------
 
