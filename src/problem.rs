@@ -67,9 +67,114 @@ pub fn env_var_for(key_path: &str) -> String {
     )
 }
 
+/// The problems of one CSV table tally reads (the pricing table, the RamBase mapping file), each
+/// at `file:row:column` with the spreadsheet's row number (header = 1), handed over in file order
+/// whichever pass found them. The header check and the unreadable-row report are here too, so
+/// that every table accepts the same files and words its problems alike.
+#[derive(Debug)]
+pub struct CsvProblems<'a> {
+    name: &'a str,
+    columns: &'static [&'static str],
+    list: Vec<(usize, Problem)>,
+}
+
+impl<'a> CsvProblems<'a> {
+    /// The problems of the file `name`, whose header must be exactly `columns`.
+    pub fn new(name: &'a str, columns: &'static [&'static str]) -> Self {
+        CsvProblems {
+            name,
+            columns,
+            list: Vec::new(),
+        }
+    }
+
+    /// A problem of one cell: `columns[column]` of `row`.
+    pub fn at(&mut self, row: usize, column: usize, message: impl Into<String>) {
+        let column = self.columns[column.min(self.columns.len() - 1)];
+        self.list.push((
+            row,
+            Problem::new(format!("{}:{row}:{column}", self.name), message),
+        ));
+    }
+
+    /// A problem of a whole row, when no column can be named.
+    pub fn row(&mut self, row: usize, message: impl Into<String>) {
+        self.list
+            .push((row, Problem::new(format!("{}:{row}", self.name), message)));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn count(&self) -> usize {
+        self.list.len()
+    }
+
+    /// A row the CSV reader could not read: the cell that is not UTF-8 (most often a file saved
+    /// in a Windows code page), or the reader's message.
+    pub fn unreadable(&mut self, row: usize, e: &csv::Error) {
+        match e.kind() {
+            csv::ErrorKind::Utf8 { err, .. } => self.at(
+                row,
+                err.field(),
+                "this cell is not UTF-8 text: save the file as \"CSV UTF-8\"",
+            ),
+            _ => self.row(row, format!("cannot read this row: {e}")),
+        }
+    }
+
+    /// True when the header is exactly the columns (a byte-order mark before the first cell, as
+    /// Excel writes it, is allowed); else one problem per wrong column.
+    pub fn header(&mut self, header: &csv::StringRecord) -> bool {
+        let found = header_cells(header);
+        if found == self.columns {
+            return true;
+        }
+        let columns = self.columns;
+        let expected = columns.join(",");
+        let mut reported = false;
+        for (i, column) in columns.iter().enumerate() {
+            let what = match found.get(i) {
+                Some(f) if f == column => continue,
+                Some(f) => format!("found {f:?}"),
+                None => "it is missing".to_owned(),
+            };
+            self.at(
+                1,
+                i,
+                format!(
+                    "header: expected column {column:?} here, {what} (the header must be exactly \
+                     {expected})"
+                ),
+            );
+            reported = true;
+        }
+        if !reported {
+            // Only extra columns at the end.
+            self.at(
+                1,
+                columns.len() - 1,
+                format!(
+                    "header: unexpected columns after {}: {} (the header must be exactly \
+                     {expected})",
+                    columns[columns.len() - 1],
+                    found[columns.len()..].join(",")
+                ),
+            );
+        }
+        false
+    }
+
+    /// In file order; the problems of one row keep the order they were found in.
+    pub fn into_sorted(mut self) -> Vec<Problem> {
+        self.list.sort_by_key(|(row, _)| *row);
+        self.list.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
 /// A CSV header's cells as the spreadsheet wrote them, without the byte-order mark Excel puts
-/// before the first cell of a UTF-8 CSV. Shared by every table tally reads (pricing, customer
-/// map, RamBase mapping), so that all accept the same files.
+/// before the first cell of a UTF-8 CSV (the customer map reads its header with it too).
 pub fn header_cells(header: &csv::StringRecord) -> Vec<&str> {
     header
         .iter()
@@ -82,18 +187,6 @@ pub fn header_cells(header: &csv::StringRecord) -> Vec<&str> {
             }
         })
         .collect()
-}
-
-/// Why the CSV reader could not read a row: the index of the cell that is not UTF-8 (most
-/// often a file saved in a Windows code page) with what to do, or the reader's message.
-pub fn unreadable_row(e: &csv::Error) -> (Option<usize>, String) {
-    match e.kind() {
-        csv::ErrorKind::Utf8 { err, .. } => (
-            Some(err.field()),
-            "this cell is not UTF-8 text: save the file as \"CSV UTF-8\"".to_owned(),
-        ),
-        _ => (None, format!("cannot read this row: {e}")),
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use super::Model;
 use crate::domain::{BillingAccount, Currency, LicenseType};
-use crate::problem::Problem;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use std::str::FromStr;
@@ -56,44 +55,8 @@ pub(super) const VERSION_COLUMNS: [usize; 7] = [
 /// Columns that must agree across all versions of one `price_id`.
 pub(super) const IDENTITY_COLUMNS: [usize; 3] = [LICENSE_TYPE, CUSTOMER, CURRENCY];
 
-/// Collects problems with the file name and spreadsheet row filled in.
-pub(super) struct Problems<'a> {
-    pub(super) name: &'a str,
-    /// With their row, to hand them over in file order whichever pass found them.
-    pub(super) list: Vec<(usize, Problem)>,
-}
-
-impl Problems<'_> {
-    pub(super) fn at(&mut self, row: usize, column: usize, message: impl Into<String>) {
-        self.list.push((
-            row,
-            Problem::new(
-                format!("{}:{}:{}", self.name, row, COLUMNS[column]),
-                message,
-            ),
-        ));
-    }
-
-    /// A problem of a whole row, when no column can be named.
-    pub(super) fn row(&mut self, row: usize, message: impl Into<String>) {
-        self.list
-            .push((row, Problem::new(format!("{}:{}", self.name, row), message)));
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    pub(super) fn count(&self) -> usize {
-        self.list.len()
-    }
-
-    /// In file order; the problems of one row keep the order they were found in.
-    pub(super) fn into_sorted(mut self) -> Vec<Problem> {
-        self.list.sort_by_key(|(row, _)| *row);
-        self.list.into_iter().map(|(_, p)| p).collect()
-    }
-}
+/// The problems found, at `file:row:column`.
+pub(super) type Problems<'a> = crate::problem::CsvProblems<'a>;
 
 /// One data row with every cell parsed. Only rows without a bad cell become a `Row`.
 #[derive(Debug, Clone)]

@@ -16,10 +16,7 @@ use super::cells::*;
 
 /// Reads, validates and builds the prices; `name` is used in problems.
 pub(super) fn parse<R: std::io::Read>(name: &str, reader: R) -> Result<Vec<Price>, Vec<Problem>> {
-    let mut problems = Problems {
-        name,
-        list: Vec::new(),
-    };
+    let mut problems = Problems::new(name, &COLUMNS);
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -40,11 +37,11 @@ pub(super) fn parse<R: std::io::Read>(name: &str, reader: R) -> Result<Vec<Price
             return Err(problems.into_sorted());
         }
         Some(Err(e)) => {
-            report_unreadable(1, &e, &mut problems);
+            problems.unreadable(1, &e);
             return Err(problems.into_sorted());
         }
         Some(Ok(header)) => {
-            if !check_header(&header, &mut problems) {
+            if !problems.header(&header) {
                 return Err(problems.into_sorted());
             }
         }
@@ -60,7 +57,7 @@ pub(super) fn parse<R: std::io::Read>(name: &str, reader: R) -> Result<Vec<Price
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                report_unreadable(row, &e, &mut problems);
+                problems.unreadable(row, &e);
                 continue;
             }
         };
@@ -119,57 +116,6 @@ pub(super) fn parse<R: std::io::Read>(name: &str, reader: R) -> Result<Vec<Price
     } else {
         Err(problems.into_sorted())
     }
-}
-
-/// A row the CSV reader could not read: most often a file saved in a Windows code page.
-fn report_unreadable(row: usize, e: &csv::Error, problems: &mut Problems<'_>) {
-    match crate::problem::unreadable_row(e) {
-        (Some(cell), message) => problems.at(row, cell.min(COLUMNS.len() - 1), message),
-        (None, message) => problems.row(row, message),
-    }
-}
-
-fn check_header(header: &csv::StringRecord, problems: &mut Problems<'_>) -> bool {
-    let found: Vec<&str> = crate::problem::header_cells(header);
-    if found == COLUMNS {
-        return true;
-    }
-    let expected = COLUMNS.join(",");
-    let mut reported = false;
-    for (i, column) in COLUMNS.iter().enumerate() {
-        match found.get(i) {
-            Some(f) if f == column => {}
-            Some(f) => {
-                problems.at(
-                    1,
-                    i,
-                    format!("header: expected column {column:?} here, found {f:?} (the header must be exactly {expected})"),
-                );
-                reported = true;
-            }
-            None => {
-                problems.at(
-                    1,
-                    i,
-                    format!("header: column {column:?} is missing (the header must be exactly {expected})"),
-                );
-                reported = true;
-            }
-        }
-    }
-    if !reported {
-        // Only extra columns at the end.
-        problems.at(
-            1,
-            COLUMNS.len() - 1,
-            format!(
-                "header: unexpected columns after effective_to: {:?} (the header must be exactly \
-                 {expected})",
-                &found[COLUMNS.len()..]
-            ),
-        );
-    }
-    false
 }
 
 fn check_identity_across_versions(

@@ -64,32 +64,8 @@ struct Row {
     period: Option<(Period, u64)>,
 }
 
-/// Collects problems with the file name and row filled in, to report them in file order.
-struct Problems<'a> {
-    name: &'a str,
-    list: Vec<(usize, Problem)>,
-}
-
-impl Problems<'_> {
-    fn at(&mut self, row: usize, column: usize, message: impl Into<String>) {
-        self.list.push((
-            row,
-            Problem::new(format!("{}:{row}:{}", self.name, COLUMNS[column]), message),
-        ));
-    }
-
-    /// A problem of a whole row, when no column can be named.
-    fn row(&mut self, row: usize, message: impl Into<String>) {
-        self.list
-            .push((row, Problem::new(format!("{}:{row}", self.name), message)));
-    }
-
-    /// In file order; the problems of one row keep the order they were found in.
-    fn into_sorted(mut self) -> Vec<Problem> {
-        self.list.sort_by_key(|(row, _)| *row);
-        self.list.into_iter().map(|(_, p)| p).collect()
-    }
-}
+/// The problems found, at `file:row:column`.
+type Problems<'a> = crate::problem::CsvProblems<'a>;
 
 impl MappingFile {
     /// Loads and validates the file, against the plan items `[[sinks.rambase.items]]` already
@@ -114,10 +90,7 @@ impl MappingFile {
         reader: R,
         items: &[RamBaseItem],
     ) -> Result<MappingFile, Vec<Problem>> {
-        let mut problems = Problems {
-            name,
-            list: Vec::new(),
-        };
+        let mut problems = Problems::new(name, &COLUMNS);
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -137,11 +110,11 @@ impl MappingFile {
                 return Err(problems.into_sorted());
             }
             Some(Err(e)) => {
-                report_unreadable(1, &e, &mut problems);
+                problems.unreadable(1, &e);
                 return Err(problems.into_sorted());
             }
             Some(Ok(header)) => {
-                if !check_header(&header, &mut problems) {
+                if !problems.header(&header) {
                     return Err(problems.into_sorted());
                 }
             }
@@ -157,12 +130,12 @@ impl MappingFile {
                         rows.push(r);
                     }
                 }
-                Err(e) => report_unreadable(row, &e, &mut problems),
+                Err(e) => problems.unreadable(row, &e),
             }
         }
 
         let file = check_rows(&rows, items, &mut problems);
-        if problems.list.is_empty() {
+        if problems.is_empty() {
             Ok(file)
         } else {
             Err(problems.into_sorted())
@@ -338,7 +311,7 @@ fn parse_row(row: usize, cells: &[&str], problems: &mut Problems<'_>) -> Option<
         return None;
     }
     let cell = |column: usize| cells.get(column).copied().unwrap_or("");
-    let before = problems.list.len();
+    let before = problems.count();
     for column in [ACCOUNT, LICENSE] {
         if cell(column).is_empty() {
             problems.at(
@@ -407,7 +380,7 @@ fn parse_row(row: usize, cells: &[&str], problems: &mut Problems<'_>) -> Option<
             month.zip(id)
         }
     };
-    if problems.list.len() > before {
+    if problems.count() > before {
         return None;
     }
     Some(Row {
@@ -448,52 +421,6 @@ fn parse_id(
             None
         }
     }
-}
-
-/// A row the CSV reader could not read: most often a file saved in a Windows code page.
-fn report_unreadable(row: usize, e: &csv::Error, problems: &mut Problems<'_>) {
-    match crate::problem::unreadable_row(e) {
-        (Some(cell), message) => problems.at(row, cell.min(COLUMNS.len() - 1), message),
-        (None, message) => problems.row(row, message),
-    }
-}
-
-/// True when the header is exactly [`COLUMNS`]; else one problem per wrong column.
-fn check_header(header: &csv::StringRecord, problems: &mut Problems<'_>) -> bool {
-    let found: Vec<&str> = crate::problem::header_cells(header);
-    if found == COLUMNS {
-        return true;
-    }
-    let expected = COLUMNS.join(",");
-    let mut reported = false;
-    for (i, column) in COLUMNS.iter().enumerate() {
-        let what = match found.get(i) {
-            Some(f) if f == column => continue,
-            Some(f) => format!("found {f:?}"),
-            None => "it is missing".to_owned(),
-        };
-        problems.at(
-            1,
-            i,
-            format!(
-                "header: expected column {column:?} here, {what} (the header must be exactly \
-                 {expected})"
-            ),
-        );
-        reported = true;
-    }
-    if !reported {
-        problems.at(
-            1,
-            COLUMNS.len() - 1,
-            format!(
-                "header: unexpected columns after period_id: {} (the header must be exactly \
-                 {expected})",
-                found[COLUMNS.len()..].join(",")
-            ),
-        );
-    }
-    false
 }
 
 /// The row a user adds to the file, as it must be written (cells with a comma or a quote are
