@@ -12,8 +12,8 @@ pub use push::{PushOutcome, PushSettings, Pusher};
 
 use crate::config::Settings;
 use crate::domain::{
-    ExceptionKind, InvoiceLine, LedgerLine, Period, RunException, RunStatus, RunSummary,
-    SourceFailure, SourceName, Trigger, UsageQuantity,
+    ExceptionKind, InvoiceLine, LedgerChange, LedgerLine, LineStatus, Period, RunException,
+    RunStatus, RunSummary, SourceFailure, SourceName, Trigger, UsageQuantity,
 };
 use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
@@ -447,13 +447,11 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
         waiting_approval = plan
             .changes
             .iter()
-            .filter(|c| match c {
-                reconcile_change @ crate::domain::LedgerChange::Insert(v)
-                | reconcile_change @ crate::domain::LedgerChange::Update { values: v, .. } => {
-                    let _ = reconcile_change;
-                    v.status == crate::domain::LineStatus::Draft
+            .filter(|change| match change {
+                LedgerChange::Insert(values) | LedgerChange::Update { values, .. } => {
+                    values.status == LineStatus::Draft
                 }
-                crate::domain::LedgerChange::Delete { .. } => false,
+                LedgerChange::Delete { .. } => false,
             })
             .count() as u64;
     }

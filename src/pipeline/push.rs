@@ -268,7 +268,10 @@ impl Pusher<'_> {
             }
             let mut absent = Vec::new();
             for u in unsure {
+                // The billing system of a revision sent in this run is configured.
                 let Some(sink) = self.sink(&u.line.sink) else {
+                    self.leave_pushing(vec![u], "its billing system is not configured", outcome)
+                        .await?;
                     continue;
                 };
                 match sink.find(&u.line).await {
@@ -308,10 +311,12 @@ impl Pusher<'_> {
             unsure = Vec::new();
             for u in absent {
                 info!(key = %u.line.idempotency_key, attempt, "confirmed absent after the settle time; sending it again");
-                self.store.reset_to_approved(u.line.id).await?;
                 let Some(sink) = self.sink(&u.line.sink) else {
+                    self.leave_pushing(vec![u], "its billing system is not configured", outcome)
+                        .await?;
                     continue;
                 };
+                self.store.reset_to_approved(u.line.id).await?;
                 let mut line = u.line;
                 line.status = LineStatus::Approved;
                 line.push_marker = None;

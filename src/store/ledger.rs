@@ -418,62 +418,66 @@ impl Store {
         period: Period,
         sources: Option<&[SourceName]>,
     ) -> anyhow::Result<u64> {
-        let lines = self.ledger_lines(period, None).await?;
-        Ok(lines
-            .iter()
-            .filter(|l| l.status == crate::domain::LineStatus::Draft)
-            .filter(|l| sources.is_none_or(|s| s.contains(&l.key.source)))
-            .count() as u64)
+        if sources.is_some_and(|s| s.is_empty()) {
+            return Ok(0);
+        }
+        let count: i64 = with_backend!(self, |pool, D| {
+            let mut select = QueryBuilder::new(
+                "SELECT COUNT(*) FROM ledger_lines WHERE status = 'draft' AND period = ",
+            );
+            select.push_bind(period.to_string());
+            if let Some(sources) = sources {
+                select.push(" AND source IN (");
+                let mut list = select.separated(", ");
+                for source in sources {
+                    list.push_bind(source.as_str());
+                }
+                list.push_unseparated(")");
+            }
+            select
+                .build_query_scalar()
+                .fetch_one(pool)
+                .await
+                .with_context(|| format!("count_drafts: counting drafts of {period}"))?
+        });
+        u64::try_from(count).context("count_drafts: a negative count")
     }
 
-    /// For every line pushed in a period before `period`: the total it was pushed with in the
-    /// latest such period (what approval rules compare with).
+    /// For every line pushed in a period before `period`: what it was billed in all in the
+    /// latest such period (the `total_amount` of its newest pushed revision there), which
+    /// approval rules compare with. One row per line is read.
     pub async fn last_pushed_amounts(
         &self,
         period: Period,
     ) -> anyhow::Result<HashMap<LineIdentity, Decimal>> {
-        let found: Vec<(String, String, String, String, Decimal)> =
-            with_backend!(self, |pool, D| {
-                let rows = sqlx::query(
-                "SELECT period, billing_account, license_type, source, amount FROM ledger_lines \
-                 WHERE period < $1 AND status = 'pushed' ORDER BY period",
+        with_backend!(self, |pool, D| {
+            let rows = sqlx::query(
+                "SELECT l.billing_account, l.license_type, l.source, l.total_amount \
+                 FROM ledger_lines l WHERE l.status = 'pushed' AND l.period < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM ledger_lines n WHERE n.status = 'pushed' \
+                 AND n.period < $1 AND n.billing_account = l.billing_account \
+                 AND n.license_type = l.license_type AND n.source = l.source \
+                 AND (n.period > l.period OR (n.period = l.period AND n.revision > l.revision)))",
             )
             .bind(period.to_string())
             .fetch_all(pool)
             .await
-            .with_context(|| format!("last_pushed_amounts: reading pushed lines before {period}"))?;
-                rows.iter()
-                    .map(|row| {
-                        Ok((
-                            row.text("period")?,
-                            row.text("billing_account")?,
-                            row.text("license_type")?,
-                            row.text("source")?,
-                            row.decimal("amount")?,
-                        ))
-                    })
-                    .collect::<anyhow::Result<_>>()?
-            });
-        // Ordered by period: a later period replaces an earlier one's total.
-        let mut latest: HashMap<LineIdentity, (String, Decimal)> = HashMap::new();
-        for (period, account, license, source, amount) in found {
-            let identity = (
-                BillingAccount::new(account),
-                LicenseType::new(license),
-                SourceName::new(source),
-            );
-            let entry = latest
-                .entry(identity)
-                .or_insert_with(|| (period.clone(), Decimal::ZERO));
-            if entry.0 != period {
-                *entry = (period, Decimal::ZERO);
-            }
-            entry.1 = entry
-                .1
-                .checked_add(amount)
-                .context("last_pushed_amounts: a line's total overflows")?;
-        }
-        Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
+            .with_context(|| {
+                format!("last_pushed_amounts: reading the lines pushed before {period}")
+            })?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        (
+                            BillingAccount::new(row.text("billing_account")?),
+                            LicenseType::new(row.text("license_type")?),
+                            SourceName::new(row.text("source")?),
+                        ),
+                        row.decimal("total_amount")?,
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// The period's current exceptions (of every source), ordered by source, kind, customer.

@@ -65,6 +65,8 @@ both_backends!(
     the_writer_lease_has_one_holder_at_a_time,
     a_busy_writer_is_told_who_holds_the_lease,
     runs_of_dead_processes_are_marked_abandoned_by_the_next_writer,
+    the_last_pushed_amount_of_a_line_is_its_newest_pushed_total_before_the_period,
+    drafts_waiting_are_counted_per_source,
 );
 
 // ---- fixtures -------------------------------------------------------------------------------
@@ -1316,6 +1318,143 @@ async fn runs_of_dead_processes_are_marked_abandoned_by_the_next_writer(
         runs.iter().find(|r| r.id == alive).map(|r| r.status),
         Some(RunStatus::Running)
     );
+}
+
+/// Records `revisions` of `period` and pushes those not listed in `keep_draft`.
+async fn pushed_in(
+    store: &Store,
+    period: Period,
+    revisions: Vec<NewRevision>,
+    keep_draft: &[&str],
+) {
+    let run_id = run(store).await;
+    let changes: Vec<LedgerChange> = revisions.into_iter().map(LedgerChange::Insert).collect();
+    store
+        .apply_plan(run_id, period, &[], &changes, &[])
+        .await
+        .expect("insert revisions");
+    for line in store.ledger_lines(period, None).await.expect("ledger") {
+        if line.status != LineStatus::Draft
+            || keep_draft.contains(&line.key.billing_account.as_str())
+        {
+            continue;
+        }
+        let customer = line.key.billing_account.clone();
+        store
+            .approve(period, Some(&customer), "kari", None)
+            .await
+            .expect("approve");
+        store.mark_pushing(line.id, None).await.expect("pushing");
+        store.mark_pushed(line.id, "x").await.expect("pushed");
+    }
+}
+
+fn revision_of(account: &str, period: &str, revision_no: i32, total: Decimal) -> NewRevision {
+    let mut r = revision(account, "Agent", "billable_users", dec!(1));
+    r.key.period = period.parse().expect("a period");
+    r.revision = revision_no;
+    r.amount = total;
+    r.total_amount = total;
+    r
+}
+
+async fn the_last_pushed_amount_of_a_line_is_its_newest_pushed_total_before_the_period(
+    store: Store,
+    _: &DatabaseTarget,
+) {
+    let august: Period = "2026-08".parse().expect("a period");
+    let september: Period = "2026-09".parse().expect("a period");
+    pushed_in(
+        &store,
+        august,
+        vec![
+            revision_of("A", "2026-08", 1, dec!(80.00)),
+            revision_of("B", "2026-08", 1, dec!(50.00)),
+        ],
+        &[],
+    )
+    .await;
+    pushed_in(
+        &store,
+        september,
+        vec![
+            revision_of("A", "2026-09", 1, dec!(100.00)),
+            revision_of("C", "2026-09", 1, dec!(7.00)),
+        ],
+        &["C"],
+    )
+    .await;
+    // A's September line was adjusted: its newest pushed revision carries the total.
+    pushed_in(
+        &store,
+        september,
+        vec![revision_of("A", "2026-09", 2, dec!(120.00))],
+        &["C"],
+    )
+    .await;
+    // October itself does not count.
+    pushed_in(
+        &store,
+        october(),
+        vec![revision_of("A", "2026-10", 1, dec!(999.00))],
+        &[],
+    )
+    .await;
+
+    let amounts = store.last_pushed_amounts(october()).await.expect("amounts");
+    let of = |account: &str| {
+        amounts
+            .get(&(
+                BillingAccount::new(account),
+                LicenseType::new("Agent"),
+                source("billable_users"),
+            ))
+            .copied()
+    };
+    assert_eq!(of("A"), Some(dec!(120.00)), "September's newest total");
+    assert_eq!(
+        of("B"),
+        Some(dec!(50.00)),
+        "August, its latest pushed period"
+    );
+    assert_eq!(of("C"), None, "never pushed");
+    assert_eq!(amounts.len(), 2);
+}
+
+async fn drafts_waiting_are_counted_per_source(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    insert(
+        &store,
+        run_id,
+        vec![
+            revision("A", "Agent", "billable_users", dec!(1)),
+            revision("B", "Agent", "billable_users", dec!(1)),
+            revision("A", "Agent", "ccc", dec!(1)),
+        ],
+    )
+    .await;
+    let users = [source("billable_users")];
+    assert_eq!(store.count_drafts(october(), None).await.expect("all"), 3);
+    assert_eq!(
+        store
+            .count_drafts(october(), Some(&users))
+            .await
+            .expect("users"),
+        2
+    );
+    assert_eq!(
+        store
+            .count_drafts(october(), Some(&[]))
+            .await
+            .expect("none"),
+        0
+    );
+    let customer = BillingAccount::new("B");
+    store
+        .approve(october(), Some(&customer), "kari", None)
+        .await
+        .expect("approve B");
+    assert_eq!(store.count_drafts(october(), None).await.expect("after"), 2);
 }
 
 async fn eventually_locked(store: &Store) -> tally::store::WriterLease {
