@@ -116,6 +116,10 @@ pub struct BillingSettings {
     pub approval_rules: Vec<crate::reconcile::approval::ApprovalRule>,
     /// Accounts whose currency or billing system differs from the defaults.
     pub accounts: Vec<AccountSettings>,
+    /// `[billing.limits]`: quantities no real month has; above them, an exception.
+    pub limits: crate::domain::QuantityLimits,
+    /// `[billing.shrink_guard]`: credits of a source that answered far less wait for a person.
+    pub shrink_guard: crate::reconcile::shrink::ShrinkGuard,
 }
 
 impl Default for BillingSettings {
@@ -129,6 +133,8 @@ impl Default for BillingSettings {
             require_approval: false,
             approval_rules: Vec::new(),
             accounts: Vec::new(),
+            limits: Default::default(),
+            shrink_guard: Default::default(),
         }
     }
 }
@@ -495,6 +501,8 @@ impl Settings {
                 "rules approve drafts, but billing.require_approval is false so every line is approved anyway: set require_approval = true or remove the rules",
             ));
         }
+        problems.extend(billing.shrink_guard.validate());
+        problems.extend(billing.limits.validate());
         if self.general.shutdown_timeout_secs == 0 {
             problems.push(Problem::new(
                 "general.shutdown_timeout_secs",

@@ -18,6 +18,12 @@ pub enum ExceptionKind {
     /// The line cannot go to its billing system as it is (e.g. a fractional quantity for
     /// RamBase, or no plan/item configured for it).
     NotBillable,
+    /// A quantity above `billing.max_quantity_per_record` / `max_quantity_per_line`, or an
+    /// amount too large to compute: never a line, whatever the peer sent.
+    OutOfRange,
+    /// A source answered far less than the period's pushed lines imply
+    /// (`billing.shrink_guard`): its credits and reversals wait for a person.
+    SuspiciousShrink,
 }
 
 impl ExceptionKind {
@@ -27,6 +33,8 @@ impl ExceptionKind {
             ExceptionKind::UnmappedLicense => "unmapped_license",
             ExceptionKind::NoPrice => "no_price",
             ExceptionKind::NotBillable => "not_billable",
+            ExceptionKind::OutOfRange => "out_of_range",
+            ExceptionKind::SuspiciousShrink => "suspicious_shrink",
         }
     }
 
@@ -36,6 +44,8 @@ impl ExceptionKind {
             "unmapped_license" => ExceptionKind::UnmappedLicense,
             "no_price" => ExceptionKind::NoPrice,
             "not_billable" => ExceptionKind::NotBillable,
+            "out_of_range" => ExceptionKind::OutOfRange,
+            "suspicious_shrink" => ExceptionKind::SuspiciousShrink,
             _ => return None,
         })
     }

@@ -4,6 +4,7 @@
 
 mod exception;
 mod ids;
+mod limits;
 mod line;
 mod money;
 mod period;
@@ -12,11 +13,12 @@ mod run;
 
 pub use exception::{ExceptionKind, RunException};
 pub use ids::{BillingAccount, LicenseType, SourceName};
+pub use limits::QuantityLimits;
 pub use line::{
     Approval, Evidence, InvoiceLine, LedgerChange, LedgerLine, LineKey, LineStatus, NewRevision,
     REVERSAL_REASON,
 };
-pub use money::{Currency, RoundingMode, UnknownCurrency};
+pub use money::{Currency, RoundingMode, UnknownCurrency, checked_sum};
 pub use period::{Period, PeriodError};
 pub use record::{StagedRecord, UsageQuantity};
 pub use run::{RunStatus, RunSummary, SourceFailure, Trigger};

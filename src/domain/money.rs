@@ -116,6 +116,15 @@ impl<'de> Deserialize<'de> for Currency {
     }
 }
 
+/// The sum of `values`, or `None` when it does not fit a `Decimal`: sums of money and quantities
+/// are checked, so that a figure near `Decimal`'s bounds is an error the caller names, never a
+/// panic halfway through a run.
+pub fn checked_sum<I: IntoIterator<Item = Decimal>>(values: I) -> Option<Decimal> {
+    values
+        .into_iter()
+        .try_fold(Decimal::ZERO, |acc, v| acc.checked_add(v))
+}
+
 /// How a line's amount is rounded to minor units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,6 +163,13 @@ mod tests {
             jpy.round(dec!(1234.5), RoundingMode::HalfUp).to_string(),
             "1235"
         );
+    }
+
+    #[test]
+    fn a_sum_that_does_not_fit_is_none() {
+        assert_eq!(checked_sum([dec!(1.5), dec!(2.25)]), Some(dec!(3.75)));
+        assert_eq!(checked_sum([Decimal::MAX, dec!(1)]), None);
+        assert_eq!(checked_sum(std::iter::empty()), Some(Decimal::ZERO));
     }
 
     #[test]

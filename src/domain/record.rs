@@ -32,4 +32,9 @@ pub struct UsageQuantity {
     pub record_count: u64,
     /// Order-independent fingerprint of those records (hex), see [`super::Evidence`].
     pub hash: String,
+    /// Why these records cannot be billed as they are: a record's quantity above
+    /// `billing.max_quantity_per_record`, or a sum that does not fit. Such a group becomes an
+    /// `out_of_range` exception naming the record, never a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_range: Option<String>,
 }

@@ -4,10 +4,10 @@
 use crate::config::BillingSettings;
 use crate::domain::{
     BillingAccount, Currency, Evidence, ExceptionKind, InvoiceLine, LicenseType, LineKey, Period,
-    RunException, SourceName, UsageQuantity,
+    QuantityLimits, RunException, SourceName, UsageQuantity,
 };
 use crate::mapping::{CustomerMap, KeyMatch};
-use crate::pricing::PricingTable;
+use crate::pricing::{PriceError, PricingTable};
 use crate::sinks::Sink;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
@@ -130,6 +130,19 @@ pub fn compute(
     // tiers apply to the line's whole quantity.
     let mut grouped: BTreeMap<(BillingAccount, LicenseType), LineParts<'_>> = BTreeMap::new();
     for u in usage {
+        if let Some(problem) = &u.out_of_range {
+            out.exceptions.push(exception(
+                ExceptionKind::OutOfRange,
+                u,
+                None,
+                None,
+                format!(
+                    "{source} customer {:?}, item {:?}: {problem}",
+                    u.customer_key, u.item
+                ),
+            ));
+            continue;
+        }
         let account = match rules.directory.account_of(
             rules.customers,
             source,
@@ -174,13 +187,29 @@ pub fn compute(
             continue;
         };
         let entry = grouped.entry((account.clone(), license)).or_default();
-        entry.0 += u.quantity;
+        // A sum that does not fit is caught below by `max_quantity_per_line`: saturate here.
+        entry.0 = entry.0.saturating_add(u.quantity);
         entry.1 += u.record_count;
         entry.2.push(&u.hash);
         entry.3.push(u);
     }
 
     for ((account, license), (quantity, record_count, hashes, parts)) in grouped {
+        if let Some(problem) = rules.billing.limits.check_line(quantity) {
+            for u in parts {
+                out.exceptions.push(exception(
+                    ExceptionKind::OutOfRange,
+                    u,
+                    Some(&account),
+                    Some(&license),
+                    format!(
+                        "{source} customer {:?}, item {:?}: {problem}",
+                        u.customer_key, u.item
+                    ),
+                ));
+            }
+            continue;
+        }
         let Some(currency) = rules
             .directory
             .currency_of(rules.billing, rules.sinks, &account)
@@ -206,14 +235,18 @@ pub fn compute(
             rules.billing.rounding,
         ) {
             Ok(priced) => priced,
-            Err(no_price) => {
+            Err(error) => {
+                let kind = match error {
+                    PriceError::NoPrice(_) => ExceptionKind::NoPrice,
+                    PriceError::Overflow(_) => ExceptionKind::OutOfRange,
+                };
                 for u in parts {
                     out.exceptions.push(exception(
-                        ExceptionKind::NoPrice,
+                        kind,
                         u,
                         Some(&account),
                         Some(&license),
-                        no_price.to_string(),
+                        error.to_string(),
                     ));
                 }
                 continue;
@@ -301,44 +334,81 @@ fn csv_cell(value: &str) -> String {
 
 /// Sums staged records per (customer key, item), keeping their count and fingerprint. Memory
 /// grows with the number of groups, not of records.
+///
+/// A record above `billing.limits.max_quantity_per_record`, or a sum that does not fit a
+/// `Decimal`, marks its group out of range: the group becomes an exception naming the first
+/// such record, never a line (a line without the record would bill a figure nobody checked).
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    groups: BTreeMap<(String, String), (Decimal, u64, [u8; 32])>,
+    limits: QuantityLimits,
+    groups: BTreeMap<(String, String), Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    quantity: Decimal,
+    records: u64,
+    hash: [u8; 32],
+    out_of_range: Option<String>,
 }
 
 impl Aggregator {
+    pub fn new(limits: &QuantityLimits) -> Self {
+        Aggregator {
+            limits: limits.clone(),
+            groups: BTreeMap::new(),
+        }
+    }
+
     pub fn add(&mut self, record: &crate::domain::StagedRecord) {
-        let entry = self
+        let group = self
             .groups
             .entry((record.customer_key.clone(), record.item.clone()))
-            .or_insert((Decimal::ZERO, 0, [0u8; 32]));
-        entry.0 += record.quantity;
-        entry.1 += 1;
-        for (a, b) in entry
-            .2
+            .or_default();
+        group.records += 1;
+        for (a, b) in group
+            .hash
             .iter_mut()
             .zip(record_hash(&record.record_key, record.quantity))
         {
             *a ^= b;
         }
+        if group.out_of_range.is_some() {
+            return;
+        }
+        if let Some(problem) = self
+            .limits
+            .check_record(&record.record_key, record.quantity)
+        {
+            group.out_of_range = Some(problem);
+            return;
+        }
+        match group.quantity.checked_add(record.quantity) {
+            Some(sum) => group.quantity = sum,
+            None => {
+                group.out_of_range = Some(format!(
+                    "adding record {:?} ({}) makes a sum too large to compute; check the source",
+                    record.record_key, record.quantity
+                ))
+            }
+        }
     }
 
     pub fn records(&self) -> u64 {
-        self.groups.values().map(|g| g.1).sum()
+        self.groups.values().map(|g| g.records).sum()
     }
 
     pub fn finish(self) -> Vec<UsageQuantity> {
         self.groups
             .into_iter()
-            .map(
-                |((customer_key, item), (quantity, record_count, hash))| UsageQuantity {
-                    customer_key,
-                    item,
-                    quantity,
-                    record_count,
-                    hash: hex::encode(hash),
-                },
-            )
+            .map(|((customer_key, item), group)| UsageQuantity {
+                customer_key,
+                item,
+                quantity: group.quantity,
+                record_count: group.records,
+                hash: hex::encode(group.hash),
+                out_of_range: group.out_of_range,
+            })
             .collect()
     }
 }

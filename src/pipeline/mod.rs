@@ -12,8 +12,8 @@ pub use push::{PushOutcome, PushSettings, Pusher};
 
 use crate::config::Settings;
 use crate::domain::{
-    ExceptionKind, InvoiceLine, LedgerChange, LedgerLine, LineStatus, Period, RunException,
-    RunStatus, RunSummary, SourceFailure, SourceName, Trigger, UsageQuantity,
+    InvoiceLine, LedgerChange, LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary,
+    SourceFailure, SourceName, Trigger, UsageQuantity,
 };
 use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
@@ -395,20 +395,7 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let ledger: Vec<LedgerLine> = app.store.ledger_lines(period, None).await?;
     let approvals = approvals(app, period).await?;
     let plan = reconcile::plan(&lines, &ledger, &completed_sources, &approvals);
-    for conflict in &plan.conflicts {
-        exceptions.push(RunException {
-            period,
-            source: conflict.key.source.clone(),
-            kind: ExceptionKind::NotBillable,
-            customer_key: String::new(),
-            item: String::new(),
-            billing_account: Some(conflict.key.billing_account.clone()),
-            license_type: Some(conflict.key.license_type.clone()),
-            quantity: Decimal::ZERO,
-            record_count: 0,
-            message: conflict.message.clone(),
-        });
-    }
+    exceptions.extend(plan.exceptions(period));
     lines.retain(|l| !plan.conflicts.iter().any(|c| c.key == l.key));
 
     let mut errors = Vec::new();
@@ -463,7 +450,17 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
 
     let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
     for line in &lines {
-        *totals.entry(line.currency.code().to_owned()).or_default() += line.amount;
+        let total = totals.entry(line.currency.code().to_owned()).or_default();
+        match total.checked_add(line.amount) {
+            Some(sum) => *total = sum,
+            None => {
+                errors.push(format!(
+                    "the period's {} total is too large to compute; check the lines with `tally lines --period {period}`",
+                    line.currency
+                ));
+                break;
+            }
+        }
     }
     let status = if interrupted {
         RunStatus::Interrupted
@@ -520,6 +517,7 @@ async fn approvals(app: &App, period: Period) -> anyhow::Result<Approvals> {
         rules: billing.approval_rules.clone(),
         previous,
         now: chrono::Utc::now(),
+        shrink: billing.shrink_guard.clone(),
     })
 }
 
@@ -613,7 +611,7 @@ async fn extract(
                 .unwrap_or_else(|| "none".into())
         );
     }
-    let mut aggregator = Aggregator::default();
+    let mut aggregator = Aggregator::new(&app.settings.billing.limits);
     let mut after = 0;
     loop {
         let batch = app.store.staged_page(name, period, after, 5_000).await?;
@@ -654,7 +652,7 @@ async fn extract_in_memory(
             }
         }
     }
-    let mut aggregator = Aggregator::default();
+    let mut aggregator = Aggregator::new(&app.settings.billing.limits);
     for record in seen.values() {
         aggregator.add(record);
     }

@@ -23,8 +23,9 @@
 //!   rounding mode; the amount is never derived from it.
 //! - A line with `q = 0` that is not billed (no `min_charge`, not `flat`) has amount 0 and an
 //!   empty trace of tiers.
-//! - Numbers in the table are at most 10^12, so that no computation can overflow a `Decimal`
-//!   (pricing must never panic halfway through a run).
+//! - Numbers in the table are at most 10^12, and every step of an amount is checked
+//!   arithmetic: a quantity too large for its price is a [`PriceError::Overflow`] the run
+//!   reports as an exception (pricing must never panic halfway through a run).
 //! - A negative quantity follows the formula (`b = max(q - included, 0) = 0`); rejecting
 //!   negative usage is the job of the stage that produces quantities.
 
@@ -174,7 +175,7 @@ impl PricingTable {
         period: Period,
         quantity: Decimal,
         rounding: RoundingMode,
-    ) -> Result<Priced, NoPrice> {
+    ) -> Result<Priced, PriceError> {
         let day = period.first_day();
         let candidates = self.prices.iter().filter(|p| {
             &p.license_type == license_type && p.currency == currency && p.in_force_on(day)
@@ -191,13 +192,13 @@ impl PricingTable {
             }
         }
         match own.or(list) {
-            Some(p) => Ok(engine::price_line(p, quantity, rounding)),
-            None => Err(NoPrice {
+            Some(p) => Ok(engine::price_line(p, quantity, rounding)?),
+            None => Err(PriceError::NoPrice(NoPrice {
                 license_type: license_type.clone(),
                 account: account.clone(),
                 currency,
                 day,
-            }),
+            })),
         }
     }
 }
@@ -257,6 +258,27 @@ pub struct TierApplied {
     pub flat_fee: Option<Decimal>,
     /// `units × unit_price + flat_fee`, unrounded.
     pub amount: Decimal,
+}
+
+/// Why a line could not be priced.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PriceError {
+    #[error(transparent)]
+    NoPrice(#[from] NoPrice),
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
+}
+
+/// A step of the amount does not fit a `Decimal` (about 7.9 × 10^28): the quantity is absurd
+/// for the price, whatever the peer said.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "quantity {quantity} priced with {price_ref} gives an amount too large to compute; check the \
+     source's figures (and billing.max_quantity_per_line) before billing this line"
+)]
+pub struct Overflow {
+    pub price_ref: String,
+    pub quantity: Decimal,
 }
 
 /// No price in force for a (license type, account, currency) on a day.

@@ -67,6 +67,49 @@ fn per_unit_multiplies_quantity_by_unit_price() {
 }
 
 #[test]
+fn an_amount_too_large_to_compute_is_an_error_for_every_model_never_a_panic() {
+    let t = table(
+        "p1,agent,,EUR,per_unit,,,12.50,,,,,,\n\
+         g,minutes,,EUR,graduated,1,10,10.00,5.00,,,,,\n\
+         g,minutes,,EUR,graduated,11,,8.00,3.00,,,,,\n\
+         v,seats,,EUR,volume,1,10,10.00,,,,,,\n\
+         v,seats,,EUR,volume,11,,9.00,,,,,,\n\
+         k,storage,,EUR,package,,,25.00,,0.001,,,,\n",
+    );
+    // 5e27 users at 12.50 is the figure a lying Genesys report once produced.
+    let huge = dec!(5_000_000_000_000_000_000_000_000_000);
+    for lt in ["agent", "minutes", "seats", "storage"] {
+        let result = t.price(
+            &LicenseType::new(lt),
+            &BillingAccount::new("acme"),
+            eur(),
+            oct(),
+            huge,
+            RoundingMode::HalfUp,
+        );
+        match result {
+            Err(PriceError::Overflow(o)) => {
+                assert_eq!(o.quantity, huge, "{lt}");
+                assert!(o.to_string().contains("too large to compute"), "{lt}: {o}");
+            }
+            other => panic!("{lt}: expected an overflow, got {other:?}"),
+        }
+    }
+    // Negative extremes too (b is 0, so only the minimum path runs): a value, not a panic.
+    assert!(
+        t.price(
+            &LicenseType::new("agent"),
+            &BillingAccount::new("acme"),
+            eur(),
+            oct(),
+            Decimal::MIN,
+            RoundingMode::HalfUp,
+        )
+        .is_ok()
+    );
+}
+
+#[test]
 fn graduated_prices_each_tier_and_adds_the_flat_fee_of_every_tier_reached() {
     let t = table(
         "g,agent,,EUR,graduated,1,10,10.00,5.00,,,,,\n\

@@ -14,15 +14,18 @@
 //! anywhere). A line whose routing changed after it was pushed is a conflict for a person.
 
 pub mod approval;
+pub mod shrink;
 
 use crate::domain::{
-    Approval, BillingAccount, Currency, InvoiceLine, LedgerChange, LedgerLine, LicenseType,
-    LineKey, LineStatus, NewRevision, REVERSAL_REASON, SourceName,
+    Approval, BillingAccount, Currency, ExceptionKind, InvoiceLine, LedgerChange, LedgerLine,
+    LicenseType, LineKey, LineStatus, NewRevision, Period, REVERSAL_REASON, RunException,
+    SourceName, checked_sum,
 };
 use approval::ApprovalRule;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use shrink::ShrinkGuard;
 use std::collections::{BTreeMap, HashMap};
 
 /// A line across periods: what approval rules compare with the line's last pushed period.
@@ -40,6 +43,8 @@ pub struct Approvals {
     pub previous: HashMap<LineIdentity, Decimal>,
     /// When a rule's approval is recorded as made.
     pub now: DateTime<Utc>,
+    /// `billing.shrink_guard`: credits of a source that answered far less wait for a person.
+    pub shrink: ShrinkGuard,
 }
 
 impl Approvals {
@@ -50,6 +55,7 @@ impl Approvals {
             rules: Vec::new(),
             previous: HashMap::new(),
             now: Utc::now(),
+            shrink: ShrinkGuard::default(),
         }
     }
 
@@ -132,17 +138,99 @@ pub struct Conflict {
     pub message: String,
 }
 
+/// A source that answered far less than its pushed lines imply ([`shrink`]): its credits and
+/// reversals wait for a person.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shrink {
+    pub source: SourceName,
+    /// The quantity of the period's lines as pushed.
+    pub pushed_quantity: Decimal,
+    /// The quantity the source's answer comes to now.
+    pub quantity: Decimal,
+    /// Credits and reversals of the source held as drafts.
+    pub held: u64,
+}
+
 /// The changes to write, and what they mean for the people reading the plan.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
     pub changes: Vec<LedgerChange>,
     pub entries: Vec<PlanEntry>,
     pub conflicts: Vec<Conflict>,
+    /// Sources whose answer shrank suspiciously, with their held credits.
+    pub shrinks: Vec<Shrink>,
+    /// Lines held as drafts by the per-line guard (`shrink_guard.max_line_drop`) alone.
+    pub held_lines: Vec<HeldLine>,
+}
+
+/// A line whose quantity fell by more than `shrink_guard.max_line_drop`: its credit waits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldLine {
+    pub key: LineKey,
+    pub pushed_quantity: Decimal,
+    pub quantity: Decimal,
 }
 
 impl Plan {
     pub fn count(&self, action: Action) -> u64 {
         self.entries.iter().filter(|e| e.action == action).count() as u64
+    }
+
+    /// What a person must look at, as exceptions of the run: every conflict (`not_billable`),
+    /// and the under-billing guard's findings (`suspicious_shrink`), so that the nightly
+    /// schedule reports them (exit 3) and the accountant sees why credits wait.
+    pub fn exceptions(&self, period: Period) -> Vec<RunException> {
+        let mut out: Vec<RunException> = self
+            .conflicts
+            .iter()
+            .map(|conflict| RunException {
+                period,
+                source: conflict.key.source.clone(),
+                kind: ExceptionKind::NotBillable,
+                customer_key: String::new(),
+                item: String::new(),
+                billing_account: Some(conflict.key.billing_account.clone()),
+                license_type: Some(conflict.key.license_type.clone()),
+                quantity: Decimal::ZERO,
+                record_count: 0,
+                message: conflict.message.clone(),
+            })
+            .collect();
+        for shrink in &self.shrinks {
+            out.push(RunException {
+            period,
+            source: shrink.source.clone(),
+            kind: ExceptionKind::SuspiciousShrink,
+            customer_key: String::new(),
+            item: String::new(),
+            billing_account: None,
+            license_type: None,
+            quantity: shrink.quantity,
+            record_count: 0,
+            message: format!(
+                "{} answered a quantity of {} for {period} where {} was pushed (billing.shrink_guard.max_source_drop): {} credit(s) and reversal(s) wait for approval instead of being pushed; check the source, then run again or approve them with `tally approve --period {period}`",
+                shrink.source, shrink.quantity, shrink.pushed_quantity, shrink.held
+            ),
+        });
+        }
+        for held in &self.held_lines {
+            out.push(RunException {
+            period,
+            source: held.key.source.clone(),
+            kind: ExceptionKind::SuspiciousShrink,
+            customer_key: String::new(),
+            item: String::new(),
+            billing_account: Some(held.key.billing_account.clone()),
+            license_type: Some(held.key.license_type.clone()),
+            quantity: held.quantity,
+            record_count: 0,
+            message: format!(
+                "the line fell from {} to {} (billing.shrink_guard.max_line_drop): its credit waits for approval; check the source, then approve it with `tally approve --period {period} --customer {}`",
+                held.pushed_quantity, held.quantity, held.key.billing_account
+            ),
+        });
+        }
+        out
     }
 
     /// Lines whose figures changed after approval, now drafts again.
@@ -178,7 +266,10 @@ pub fn plan(
     keys.sort();
     keys.dedup();
 
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        shrinks: shrinks(&history, computed, sources, &approvals.shrink),
+        ..Plan::default()
+    };
     for key in keys {
         let mut revisions = history.remove(key).unwrap_or_default();
         revisions.sort_by_key(|r| r.revision);
@@ -191,6 +282,52 @@ pub fn plan(
         );
     }
     plan
+}
+
+/// The sources of `sources` whose computed quantity fell suspiciously below what was pushed
+/// for them this period.
+fn shrinks(
+    history: &BTreeMap<&LineKey, Vec<&LedgerLine>>,
+    computed: &[InvoiceLine],
+    sources: &[SourceName],
+    guard: &ShrinkGuard,
+) -> Vec<Shrink> {
+    let mut out = Vec::new();
+    for source in sources {
+        let pushed = checked_sum(
+            history
+                .iter()
+                .filter(|(key, _)| &key.source == source)
+                .flat_map(|(_, revisions)| revisions.iter())
+                .filter(|r| r.status.is_sent())
+                .map(|r| r.quantity),
+        );
+        let now = checked_sum(
+            computed
+                .iter()
+                .filter(|l| &l.key.source == source)
+                .map(|l| l.quantity),
+        );
+        let (Some(pushed), Some(now)) = (pushed, now) else {
+            // Figures too large to add up are not a reason to credit anything: hold.
+            out.push(Shrink {
+                source: source.clone(),
+                pushed_quantity: pushed.unwrap_or(Decimal::MAX),
+                quantity: now.unwrap_or(Decimal::MAX),
+                held: 0,
+            });
+            continue;
+        };
+        if guard.source_shrank(pushed, now) {
+            out.push(Shrink {
+                source: source.clone(),
+                pushed_quantity: pushed,
+                quantity: now,
+                held: 0,
+            });
+        }
+    }
+    out
 }
 
 fn plan_line(
@@ -210,8 +347,14 @@ fn plan_line(
         .copied()
         .filter(|r| !r.status.is_sent())
         .collect();
-    let sent_quantity: Decimal = sent.iter().map(|r| r.quantity).sum();
-    let sent_amount: Decimal = sent.iter().map(|r| r.amount).sum();
+    let sums = (
+        checked_sum(sent.iter().map(|r| r.quantity)),
+        checked_sum(sent.iter().map(|r| r.amount)),
+    );
+    let (Some(sent_quantity), Some(sent_amount)) = sums else {
+        plan.conflicts.push(too_large(key));
+        return;
+    };
     let next_revision = revisions.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
 
     // A line with nothing computed any more is zero now, in the currency it was billed in.
@@ -248,8 +391,14 @@ fn plan_line(
         return;
     }
     let (quantity, amount) = wanted.map(|w| (w.quantity, w.amount)).unwrap_or_default();
-    let delta_quantity = quantity - sent_quantity;
-    let delta_amount = amount - sent_amount;
+    let deltas = (
+        quantity.checked_sub(sent_quantity),
+        amount.checked_sub(sent_amount),
+    );
+    let (Some(delta_quantity), Some(delta_amount)) = deltas else {
+        plan.conflicts.push(too_large(key));
+        return;
+    };
 
     let entry = |action: Action| PlanEntry {
         action,
@@ -283,7 +432,25 @@ fn plan_line(
         return;
     }
 
-    let (new_status, new_approval) = approvals.decide(key, amount, wanted.is_none());
+    // A credit or reversal the guard holds waits for a person, whatever the approval settings.
+    let credit =
+        !sent.is_empty() && (delta_quantity < Decimal::ZERO || delta_amount < Decimal::ZERO);
+    let source_held = credit && plan.shrinks.iter().any(|s| s.source == key.source);
+    let line_held = credit && approvals.shrink.line_shrank(sent_quantity, quantity);
+    let (new_status, new_approval) = if source_held || line_held {
+        if let Some(shrink) = plan.shrinks.iter_mut().find(|s| s.source == key.source) {
+            shrink.held += 1;
+        } else {
+            plan.held_lines.push(HeldLine {
+                key: key.clone(),
+                pushed_quantity: sent_quantity,
+                quantity,
+            });
+        }
+        (LineStatus::Draft, None)
+    } else {
+        approvals.decide(key, amount, wanted.is_none())
+    };
     let mut values = revision_values(
         key,
         wanted,
@@ -344,6 +511,14 @@ fn plan_line(
                 Action::Adjust
             }));
         }
+    }
+}
+
+/// A line whose figures do not add up within a `Decimal`: for a person, never a revision.
+fn too_large(key: &LineKey) -> Conflict {
+    Conflict {
+        key: key.clone(),
+        message: "the line's revisions add up to a figure too large to compute; correct the line by hand in the billing system and the ledger".into(),
     }
 }
 
@@ -670,6 +845,157 @@ mod tests {
         assert_eq!(new[0].quantity, dec!(-3));
         assert_eq!(new[0].amount, dec!(-30.00));
         assert_eq!(new[0].total_amount, dec!(0));
+    }
+
+    /// The ledger after pushing `lines` (account, quantity, amount) with no approval needed.
+    fn pushed_month(lines: &[(&str, Decimal, Decimal)]) -> Vec<LedgerLine> {
+        let computed: Vec<InvoiceLine> =
+            lines.iter().map(|(a, q, m)| computed(a, *q, *m)).collect();
+        let first = plan(&computed, &[], &sources(), &Approvals::not_required());
+        inserted(&first)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| stored(i as i64 + 1, v, LineStatus::Pushed))
+            .collect()
+    }
+
+    fn good_month() -> Vec<LedgerLine> {
+        pushed_month(&[
+            ("A", dec!(12), dec!(120.00)),
+            ("B", dec!(7), dec!(70.00)),
+            ("C", dec!(25), dec!(250.00)),
+            ("D", dec!(3), dec!(30.00)),
+        ])
+    }
+
+    #[test]
+    fn a_source_that_answers_nothing_after_a_good_month_credits_nothing_without_a_person() {
+        let again = plan(&[], &good_month(), &sources(), &Approvals::not_required());
+        let new = inserted(&again);
+        assert_eq!(new.len(), 4, "every line is reversed, as a draft");
+        assert!(
+            new.iter()
+                .all(|r| r.status == LineStatus::Draft && r.approval.is_none())
+        );
+        let amounts: Vec<Decimal> = new.iter().map(|r| r.amount).collect();
+        assert_eq!(
+            amounts,
+            [dec!(-120.00), dec!(-70.00), dec!(-250.00), dec!(-30.00)]
+        );
+        assert_eq!(
+            again.shrinks,
+            vec![Shrink {
+                source: SourceName::new("billable_users"),
+                pushed_quantity: dec!(47),
+                quantity: dec!(0),
+                held: 4,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_source_that_answers_a_tenth_holds_its_credits_but_not_its_new_lines() {
+        let again = plan(
+            &[
+                computed("A", dec!(2), dec!(20.00)),
+                computed("E", dec!(2), dec!(20.00)),
+            ],
+            &good_month(),
+            &sources(),
+            &Approvals::not_required(),
+        );
+        let new = inserted(&again);
+        let held: Vec<&str> = new
+            .iter()
+            .filter(|r| r.status == LineStatus::Draft)
+            .map(|r| r.key.billing_account.as_str())
+            .collect();
+        assert_eq!(held, ["A", "B", "C", "D"]);
+        let e = new
+            .iter()
+            .find(|r| r.key.billing_account.as_str() == "E")
+            .unwrap();
+        assert_eq!(e.status, LineStatus::Approved, "a new line is not a credit");
+        assert_eq!(again.shrinks[0].held, 4);
+    }
+
+    #[test]
+    fn a_customer_who_leaves_is_reversed_at_once() {
+        let again = plan(
+            &[
+                computed("A", dec!(12), dec!(120.00)),
+                computed("C", dec!(25), dec!(250.00)),
+                computed("D", dec!(3), dec!(30.00)),
+            ],
+            &good_month(),
+            &sources(),
+            &Approvals::not_required(),
+        );
+        let new = inserted(&again);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].key.billing_account.as_str(), "B");
+        assert_eq!(new[0].amount, dec!(-70.00));
+        assert_eq!(new[0].status, LineStatus::Approved);
+        assert!(again.shrinks.is_empty());
+    }
+
+    #[test]
+    fn the_guard_can_be_turned_off_and_a_line_guard_on() {
+        let off = Approvals {
+            shrink: ShrinkGuard::off(),
+            ..Approvals::not_required()
+        };
+        let again = plan(&[], &good_month(), &sources(), &off);
+        assert!(
+            inserted(&again)
+                .iter()
+                .all(|r| r.status == LineStatus::Approved)
+        );
+        assert!(again.shrinks.is_empty());
+
+        let per_line = Approvals {
+            shrink: ShrinkGuard {
+                max_line_drop: Some(dec!(0.5)),
+                ..ShrinkGuard::default()
+            },
+            ..Approvals::not_required()
+        };
+        // A falls from 12 to 5 (58 %): held; C from 25 to 20: through.
+        let lines = [
+            computed("A", dec!(5), dec!(50.00)),
+            computed("B", dec!(7), dec!(70.00)),
+            computed("C", dec!(20), dec!(200.00)),
+            computed("D", dec!(3), dec!(30.00)),
+        ];
+        let again = plan(&lines, &good_month(), &sources(), &per_line);
+        let statuses: Vec<(&str, LineStatus)> = inserted(&again)
+            .iter()
+            .map(|r| (r.key.billing_account.as_str(), r.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [("A", LineStatus::Draft), ("C", LineStatus::Approved)]
+        );
+        assert_eq!(again.held_lines.len(), 1);
+        assert_eq!(again.held_lines[0].pushed_quantity, dec!(12));
+    }
+
+    #[test]
+    fn revisions_too_large_to_add_up_are_a_conflict_not_a_panic() {
+        let mut ledger = pushed_month(&[("A", dec!(1), Decimal::MAX)]);
+        let mut second = ledger[0].clone();
+        second.id = 2;
+        second.revision = 2;
+        ledger.push(second);
+        let again = plan(
+            &[computed("A", dec!(1), dec!(10.00))],
+            &ledger,
+            &sources(),
+            &Approvals::not_required(),
+        );
+        assert!(again.changes.is_empty());
+        assert_eq!(again.conflicts.len(), 1);
+        assert!(again.conflicts[0].message.contains("too large"));
     }
 
     #[test]

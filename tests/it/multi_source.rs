@@ -15,11 +15,11 @@ use tally::sim::{self, RunningSims};
 use tally::sources::billable_users::Format;
 use tally::store::DatabaseTarget;
 
-fn period() -> Period {
+pub(crate) fn period() -> Period {
     sim::DEMO_PERIOD.parse().unwrap()
 }
 
-fn options(source: Option<&str>) -> RunOptions {
+pub(crate) fn options(source: Option<&str>) -> RunOptions {
     RunOptions {
         period: period(),
         source: source.map(str::to_owned),
@@ -28,7 +28,7 @@ fn options(source: Option<&str>) -> RunOptions {
     }
 }
 
-async fn sims() -> RunningSims {
+pub(crate) async fn sims() -> RunningSims {
     let settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
     sim::start_sims(&settings, None, sim::SimPorts::ANY)
         .await
@@ -36,14 +36,18 @@ async fn sims() -> RunningSims {
 }
 
 /// The demo's configuration on a fresh Postgres database, with quick retries.
-async fn app(sims: &RunningSims, tweak: impl FnOnce(&mut Settings)) -> App {
+pub(crate) async fn app(sims: &RunningSims, tweak: impl FnOnce(&mut Settings)) -> App {
     let DatabaseTarget::Postgres(url) = common::fresh_postgres().await else {
         unreachable!()
     };
     app_on(sims, &url, tweak).await
 }
 
-async fn app_on(sims: &RunningSims, url: &str, tweak: impl FnOnce(&mut Settings)) -> App {
+pub(crate) async fn app_on(
+    sims: &RunningSims,
+    url: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> App {
     let mut settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
     settings.database.url = Some(url.to_owned());
     sim::point_at(&mut settings, sims);
@@ -70,7 +74,9 @@ async fn app_on(sims: &RunningSims, url: &str, tweak: impl FnOnce(&mut Settings)
 }
 
 /// The ledger's lines as (account, license type, source) → (quantity, amount, billing system).
-async fn ledger(app: &App) -> BTreeMap<(String, String, String), (Decimal, Decimal, String)> {
+pub(crate) async fn ledger(
+    app: &App,
+) -> BTreeMap<(String, String, String), (Decimal, Decimal, String)> {
     let mut lines = BTreeMap::new();
     for l in app.store.ledger_lines(period(), None).await.unwrap() {
         let entry = lines
@@ -87,7 +93,7 @@ async fn ledger(app: &App) -> BTreeMap<(String, String, String), (Decimal, Decim
 }
 
 /// The ActivePlatform simulator's corrections as (account id, total), sorted.
-fn corrections(sims: &RunningSims) -> Vec<(u64, String)> {
+pub(crate) fn corrections(sims: &RunningSims) -> Vec<(u64, String)> {
     let mut all: Vec<(u64, String)> = sims
         .activeplatform
         .corrections()
