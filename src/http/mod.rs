@@ -99,20 +99,33 @@ pub enum HttpError {
 
 /// The rest of a [`HttpError::RateLimited`] message: how long, until when, and which bound.
 fn rate_limited(wait_secs: u64, ends: Option<&DateTime<Utc>>, limit: &WaitLimit) -> String {
-    let ends = ends.map_or_else(|| "a time past any date".to_owned(), |e| e.to_rfc3339());
+    let wait = if wait_secs == u64::MAX {
+        "a wait too long to count".to_owned()
+    } else {
+        format!("a wait of {wait_secs} s")
+    };
     match limit {
         WaitLimit::MaxRetryAfter { max_secs } => {
-            format!("a wait of {wait_secs} s, longer than http.max_retry_after_secs ({max_secs} s)")
+            format!("{wait}, longer than http.max_retry_after_secs ({max_secs} s)")
         }
         WaitLimit::Deadline {
             deadline,
             run_deadline_secs,
         } => format!(
-            "a wait of {wait_secs} s, until {ends}, which ends after this run's deadline {} \
+            "{wait}, until {}, which ends after this run's deadline {} \
              (general.run_deadline_secs = {run_deadline_secs}): tally does not wait past it",
-            deadline.to_rfc3339()
+            utc_text(ends),
+            utc_text(Some(deadline))
         ),
     }
+}
+
+/// A moment for messages and logs, to the second.
+fn utc_text(at: Option<&DateTime<Utc>>) -> String {
+    at.map_or_else(
+        || "a time past any date".to_owned(),
+        |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 impl HttpError {
@@ -311,12 +324,7 @@ impl HttpClient {
                         url,
                         status,
                         body: match location {
-                            Some(to) if status.is_redirection() => format!(
-                                "a redirect to {} that tally does not follow: reads follow \
-                                 redirects only within the same origin and writes none; check \
-                                 the base_url ({body})",
-                                quote(&redact_url(&to))
-                            ),
+                            Some(to) if status.is_redirection() => not_followed(&to, &body),
                             _ => body,
                         },
                     }
@@ -465,7 +473,7 @@ async fn wait_logged(
     attempt: u32,
 ) {
     if wait >= LONG_WAIT {
-        let ends = utc_after(wait).map_or_else(|| "?".to_owned(), |e| e.to_rfc3339());
+        let ends = utc_text(utc_after(wait).as_ref());
         tracing::warn!(
             %url, reason = %asked, wait_secs = wait.as_secs(), until = %ends,
             "waiting {} s for the peer's rate limit, until {ends}", wait.as_secs()
@@ -476,6 +484,19 @@ async fn wait_logged(
         tracing::debug!(%url, wait_ms = wait.as_millis() as u64, reason = %asked, "pausing for the peer's rate limit");
     }
     tokio::time::sleep_until(until).await;
+}
+
+/// The body of an error for a redirect that was not followed: where it pointed, and why.
+fn not_followed(location: &str, body: &str) -> String {
+    let mut text = format!(
+        "a redirect to {} that tally does not follow: reads follow redirects only within the \
+         same origin and writes none; check the base_url",
+        quote(&redact_url(location))
+    );
+    if !body.trim().is_empty() {
+        text.push_str(&format!(" (the body: {body})"));
+    }
+    text
 }
 
 /// A header's value as text (lossy: a peer may send any bytes), if present.

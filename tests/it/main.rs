@@ -12,6 +12,7 @@ mod ccc;
 mod cli;
 mod file_sink;
 mod genesys;
+mod http_peers;
 mod multi_source;
 mod operations;
 mod pipeline;

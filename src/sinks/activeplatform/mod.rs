@@ -609,6 +609,7 @@ impl ActivePlatform {
                          variable {API_TOKEN_ENV}"
                     ),
                     404 => " — check sinks.activeplatform.base_url and reseller_id".to_owned(),
+                    300..=399 => format!(" — {}", error.body().unwrap_or_default()),
                     _ => String::new(),
                 };
                 format!(

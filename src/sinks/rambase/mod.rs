@@ -612,6 +612,8 @@ fn describe(error: &HttpError, target: Option<Target>) -> String {
             " — RamBase refused a fresh token: check sinks.rambase.client_id and the environment \
              variable {CLIENT_SECRET_ENV}"
         ),
+        // A redirect tally did not follow: the body says where to and what to check.
+        _ if status.is_redirection() => format!(" — {}", error.body().unwrap_or_default()),
         _ if status == reqwest::StatusCode::NOT_FOUND && target.is_some() => format!(
             " ({}) — check sinks.rambase.items and sinks.rambase.period_ids",
             target.map(|t| t.to_string()).unwrap_or_default()
