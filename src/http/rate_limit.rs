@@ -390,6 +390,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any text at any time is a value, never a panic, and any wait it asks for is judged
+        /// without overflowing.
+        #[test]
+        fn any_header_value_is_read_without_a_panic(
+            value in proptest::prelude::any::<String>(),
+            digits in "[0-9]{0,40}",
+            now_secs in 0u64..=253_402_300_799,
+        ) {
+            let now = UNIX_EPOCH + Duration::from_secs(now_secs);
+            for text in [value.as_str(), digits.as_str()] {
+                let _ = parse_retry_after(text, now);
+                let _ = parse_rate_limit(Some(text), Some(text), now);
+                let _ = parse_rate_limit(Some("0"), Some(text), now);
+                let _ = quote(text);
+                if let RetryAfter::Wait(wait) = parse_retry_after(text, now) {
+                    let _ = admit_wait(Instant::now(), wait, WaitCause::RetryAfter, u64::MAX, None);
+                    let _ = utc_after(wait);
+                }
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_absurd_deadline_does_not_overflow() {
         let deadline = Deadline::after_secs(u64::MAX);
