@@ -49,6 +49,9 @@ pub struct Settings {
     pub loaded_from: Vec<PathBuf>,
 }
 
+/// The longest `general.run_deadline_secs`: beyond 30 days a deadline bounds nothing.
+pub const MAX_RUN_DEADLINE_SECS: u64 = 30 * 24 * 3600;
+
 /// `[general]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +63,9 @@ pub struct GeneralSettings {
     /// After SIGTERM/SIGINT, how long the request in flight may take to finish before the
     /// process exits anyway.
     pub shutdown_timeout_secs: u64,
+    /// How long a run may wait for peers' rate limits, counted from its start: a wait that
+    /// would end later fails its source (or push) at once, keeping its checkpoint.
+    pub run_deadline_secs: u64,
 }
 
 impl Default for GeneralSettings {
@@ -68,6 +74,7 @@ impl Default for GeneralSettings {
             data_dir: PathBuf::from("data"),
             timezone: "UTC".into(),
             shutdown_timeout_secs: 45,
+            run_deadline_secs: 21_600,
         }
     }
 }
@@ -507,6 +514,15 @@ impl Settings {
             problems.push(Problem::new(
                 "general.shutdown_timeout_secs",
                 "is 0: give the request in flight at least a second to finish after SIGTERM",
+            ));
+        }
+        if !(1..=MAX_RUN_DEADLINE_SECS).contains(&self.general.run_deadline_secs) {
+            problems.push(Problem::new(
+                "general.run_deadline_secs",
+                format!(
+                    "is {}: give a run between 1 s and {MAX_RUN_DEADLINE_SECS} s (30 days) to wait for peers' rate limits (default 21600, 6 hours)",
+                    self.general.run_deadline_secs
+                ),
             ));
         }
         if billing.default_currency.parse::<Currency>().is_err() {

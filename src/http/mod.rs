@@ -6,106 +6,35 @@
 //! no idempotency key) is retried only when the peer surely did not process it (429, or the
 //! connection could not be made): anything else is returned as [`HttpError`] so that the caller
 //! can check the billing system before sending again.
+//!
+//! Every wait is bounded ([`rate_limit`]): a `Retry-After` by `max_retry_after_secs`, every wait
+//! by the deadline of the run (`general.run_deadline_secs`, see [`with_deadline`]); a wait of
+//! [`LONG_WAIT`] or more is logged with its reason and its end.
 
+mod rate_limit;
+mod settings;
 mod token;
+mod url;
 
+pub use rate_limit::{
+    Deadline, RateLimit, RetryAfter, WaitLimit, parse_rate_limit, parse_retry_after, with_deadline,
+};
+pub use settings::HttpSettings;
 pub use token::{FetchedToken, TokenCache};
+pub use url::{check_base_url, encode_query_value, redact_url};
 
+use rate_limit::{WaitCause, admit_wait, current_deadline, quote, utc_after};
+
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-/// Retry and timeout settings of one connector (`[sources.X.http]` / `[sinks.X.http]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpSettings {
-    /// Seconds before one request is abandoned (and retried, if it may be).
-    pub timeout_secs: u64,
-    /// Retries after the first attempt, for retriable failures.
-    pub max_retries: u32,
-    /// First backoff in milliseconds; doubled on every retry, with jitter.
-    pub backoff_ms: u64,
-    /// Longest backoff between two attempts, in milliseconds.
-    pub max_backoff_ms: u64,
-    /// Longest `Retry-After` (seconds) tally waits for; a peer asking for more fails the call.
-    pub max_retry_after_secs: u64,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            timeout_secs: 30,
-            max_retries: 5,
-            backoff_ms: 500,
-            max_backoff_ms: 30_000,
-            max_retry_after_secs: 900,
-        }
-    }
-}
-
-impl HttpSettings {
-    /// Every problem of the `http` table of the source or sink at `at` (e.g. `sources.ccc`).
-    pub fn validate(&self, at: &str) -> Vec<crate::problem::Problem> {
-        use crate::problem::Problem;
-        let mut problems = Vec::new();
-        if self.timeout_secs == 0 {
-            problems.push(Problem::new(
-                format!("{at}.http.timeout_secs"),
-                "is 0: every request needs a timeout of at least 1 s",
-            ));
-        }
-        if self.backoff_ms > self.max_backoff_ms {
-            problems.push(Problem::new(
-                format!("{at}.http.backoff_ms"),
-                format!(
-                    "is {} ms, longer than http.max_backoff_ms ({} ms)",
-                    self.backoff_ms, self.max_backoff_ms
-                ),
-            ));
-        }
-        problems
-    }
-}
-
-/// Percent-encodes a query name or value: everything but RFC 3986's unreserved characters,
-/// for the URLs tally builds by hand (RamBase's `$`-prefixed names must stay as they are).
-pub fn encode_query_value(value: &str) -> String {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    utf8_percent_encode(value, RESERVED).to_string()
-}
-
-/// `Ok` when `base_url` is an absolute http(s) URL with a host and without credentials, query
-/// or fragment, so that tally can join API paths to it and never logs a password. `example`
-/// ends each message; `credentials` says where credentials belong instead.
-pub fn check_base_url(base_url: &str, example: &str, credentials: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(base_url.trim())
-        .map_err(|e| format!("{base_url:?} is not a URL ({e}); {example}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "{base_url:?} must start with https:// (or http:// for the simulator); {example}"
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{base_url:?} has no host; {example}"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // Credentials in a URL end up in logs.
-        return Err(format!("must not contain credentials; {credentials}"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{base_url:?} must not have a query or fragment; {example}"
-        ));
-    }
-    Ok(())
-}
+/// Waits at least this long are logged (warn) with their reason, URL and end time: shorter ones
+/// are routine pacing.
+pub const LONG_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether a request may be sent again after a failure whose outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,14 +58,19 @@ pub enum HttpError {
         /// The response body, cut to 2,000 characters.
         body: String,
     },
-    /// 429 with a `Retry-After` longer than tally is configured to wait.
-    #[error(
-        "{method} {url} is rate limited for {retry_after_secs} s, longer than max_retry_after_secs"
-    )]
+    /// The peer asks for a wait longer than tally may wait: a `Retry-After` over
+    /// `max_retry_after_secs`, or any wait ending after the run's deadline. Nothing was sent.
+    #[error("{method} {url} is rate limited: {asked}, {}", rate_limited(*.wait_secs, .ends.as_ref(), .limit))]
     RateLimited {
         method: Method,
         url: String,
-        retry_after_secs: u64,
+        /// What the peer said, quoting its header (`it answered 429 with Retry-After: "1e20"`).
+        asked: String,
+        /// The wait asked for, in whole seconds (saturated: `u64::MAX` for longer).
+        wait_secs: u64,
+        /// When the wait would end, where that is a date at all.
+        ends: Option<DateTime<Utc>>,
+        limit: WaitLimit,
     },
     /// No answer within the timeout.
     #[error("{method} {url} timed out after {timeout_secs} s")]
@@ -163,7 +97,56 @@ pub enum HttpError {
     },
 }
 
+/// The rest of a [`HttpError::RateLimited`] message: how long, until when, and which bound.
+fn rate_limited(wait_secs: u64, ends: Option<&DateTime<Utc>>, limit: &WaitLimit) -> String {
+    let wait = if wait_secs == u64::MAX {
+        "a wait too long to count".to_owned()
+    } else {
+        format!("a wait of {wait_secs} s")
+    };
+    match limit {
+        WaitLimit::MaxRetryAfter { max_secs } => {
+            format!("{wait}, longer than http.max_retry_after_secs ({max_secs} s)")
+        }
+        WaitLimit::Deadline {
+            deadline,
+            run_deadline_secs,
+        } => format!(
+            "{wait}, until {}, which ends after this run's deadline {} \
+             (general.run_deadline_secs = {run_deadline_secs}): tally does not wait past it",
+            utc_text(ends),
+            utc_text(Some(deadline))
+        ),
+    }
+}
+
+/// A moment for messages and logs, to the second.
+fn utc_text(at: Option<&DateTime<Utc>>) -> String {
+    at.map_or_else(
+        || "a time past any date".to_owned(),
+        |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
 impl HttpError {
+    /// What to do about a failed call, for a connector whose table is `at` (`sources.ccc`):
+    /// for a wait tally refused, the setting that bounds it.
+    pub fn rate_limit_advice(&self, at: &str) -> String {
+        match self {
+            HttpError::RateLimited {
+                limit: WaitLimit::MaxRetryAfter { .. },
+                ..
+            } => format!("run again later, or raise {at}.http.max_retry_after_secs"),
+            HttpError::RateLimited {
+                limit: WaitLimit::Deadline { .. },
+                ..
+            } => "run again once the peer's limit has reset (the next run resumes where this one \
+                  stopped), or raise general.run_deadline_secs"
+                .to_owned(),
+            _ => "run again later".to_owned(),
+        }
+    }
+
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             HttpError::Status { status, .. } => Some(*status),
@@ -177,6 +160,16 @@ impl HttpError {
         match self {
             HttpError::Status { body, .. } => Some(body),
             _ => None,
+        }
+    }
+
+    pub fn method(&self) -> &Method {
+        match self {
+            HttpError::Status { method, .. }
+            | HttpError::RateLimited { method, .. }
+            | HttpError::Timeout { method, .. }
+            | HttpError::Transport { method, .. }
+            | HttpError::Decode { method, .. } => method,
         }
     }
 
@@ -212,8 +205,17 @@ pub struct HttpClient {
     /// For writes: follows no redirect at all (a 307/308 would re-send the body elsewhere).
     writer: reqwest::Client,
     settings: HttpSettings,
-    /// When the peer said its rate-limit window resets after it reported 0 requests remaining.
-    paused_until: Mutex<Option<Instant>>,
+    /// The peer's rate-limit window, when an answer said it is used up.
+    paused: Mutex<Option<Pause>>,
+}
+
+/// A used-up rate-limit window: every request of the connector waits for its reset.
+#[derive(Debug, Clone)]
+struct Pause {
+    /// When the window resets; `None` when that is too far away to represent.
+    until: Option<Instant>,
+    /// What the peer said, for the log and the error.
+    asked: String,
 }
 
 impl HttpClient {
@@ -232,7 +234,7 @@ impl HttpClient {
             client,
             writer,
             settings: settings.clone(),
-            paused_until: Mutex::new(None),
+            paused: Mutex::new(None),
         })
     }
 
@@ -244,17 +246,19 @@ impl HttpClient {
     /// Sends the request `build` makes, retrying per the policy, and returns a 2xx response.
     ///
     /// `build` is called once per attempt, so that a retry sends a fresh request (and picks up,
-    /// say, a refreshed token).
+    /// say, a refreshed token). Before sending, the request waits for a used-up rate-limit
+    /// window to reset; a wait that breaks a bound is [`HttpError::RateLimited`] at once.
     pub async fn send<F>(&self, idempotency: Idempotency, build: F) -> Result<Response, HttpError>
     where
         F: Fn(&reqwest::Client) -> RequestBuilder,
     {
         let mut attempt: u32 = 0;
         loop {
-            self.wait_for_rate_limit().await;
             let request = build(&self.client)
                 .build()
                 .map_err(|e| HttpError::Transport {
+                    // A request that could not be built has no method to read back; the only
+                    // such failures are a header a peer's token made invalid, on any request.
                     method: Method::GET,
                     url: redact_url(e.url().map(|u| u.as_str()).unwrap_or("?")),
                     message: format!(
@@ -265,6 +269,7 @@ impl HttpClient {
                 })?;
             let method = request.method().clone();
             let url = redact_url(request.url().as_str());
+            self.wait_for_window(&method, &url).await?;
             let client = if matches!(method, Method::GET | Method::HEAD) {
                 &self.client
             } else {
@@ -272,26 +277,44 @@ impl HttpClient {
             };
             let result = client.execute(request).await;
             let error = match result {
-                Ok(response) => {
-                    self.note_rate_limit(&response);
+                Ok(mut response) => {
+                    self.note_rate_limit(response.headers());
                     let status = response.status();
                     if status.is_success() {
+                        // For `decode_json`, which names the method in its errors.
+                        response.extensions_mut().insert(method);
                         return Ok(response);
                     }
-                    let retry_after = retry_after(&response);
+                    let retry_after = header_text(response.headers(), "retry-after");
+                    let location = header_text(response.headers(), "location");
                     let body = body_text(response).await;
                     if status == StatusCode::TOO_MANY_REQUESTS {
-                        let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                        if wait.as_secs() > self.settings.max_retry_after_secs {
-                            return Err(HttpError::RateLimited {
-                                method,
-                                url,
-                                retry_after_secs: wait.as_secs(),
-                            });
-                        }
+                        let (wait, asked) = match retry_after
+                            .as_deref()
+                            .map(|v| (v, parse_retry_after(v, SystemTime::now())))
+                        {
+                            Some((value, RetryAfter::Wait(wait))) => (
+                                wait,
+                                format!("it answered 429 with Retry-After: {}", quote(value)),
+                            ),
+                            Some((value, RetryAfter::Unreadable)) => (
+                                self.backoff(attempt),
+                                format!(
+                                    "it answered 429 with Retry-After: {}, which is neither seconds nor a date (waiting the backoff instead)",
+                                    quote(value)
+                                ),
+                            ),
+                            None => (
+                                self.backoff(attempt),
+                                "it answered 429 without Retry-After (waiting the backoff)"
+                                    .to_owned(),
+                            ),
+                        };
+                        let until =
+                            self.admit(&method, &url, wait, WaitCause::RetryAfter, &asked)?;
                         if attempt < self.settings.max_retries {
-                            tracing::warn!(%url, wait_secs = wait.as_secs_f64(), attempt, "rate limited; waiting as the peer asked");
-                            tokio::time::sleep(wait).await;
+                            wait_logged(&url, wait, until, &asked, WaitCause::RetryAfter, attempt)
+                                .await;
                             attempt += 1;
                             continue;
                         }
@@ -300,7 +323,10 @@ impl HttpClient {
                         method,
                         url,
                         status,
-                        body,
+                        body: match location {
+                            Some(to) if status.is_redirection() => not_followed(&to, &body),
+                            _ => body,
+                        },
                     }
                 }
                 Err(e) if e.is_timeout() => HttpError::Timeout {
@@ -327,6 +353,13 @@ impl HttpClient {
                 return Err(error);
             }
             let wait = self.backoff(attempt);
+            if self
+                .admit(error.method(), error.url(), wait, WaitCause::Backoff, "")
+                .is_err()
+            {
+                // Retrying would end after the run's deadline: the failure stands as it is.
+                return Err(error);
+            }
             tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, attempt, "request failed; retrying");
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -354,71 +387,150 @@ impl HttpClient {
         Duration::from_millis(jittered)
     }
 
-    /// Remembers a rate-limit window that is used up, so the next request waits for its reset
-    /// instead of provoking a 429.
-    fn note_rate_limit(&self, response: &Response) {
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<i64>().ok())
-        };
-        if let (Some(0), Some(reset)) =
-            (header("x-ratelimit-remaining"), header("x-ratelimit-reset"))
-        {
-            let now = chrono::Utc::now().timestamp();
-            let wait = Duration::from_secs(
-                (reset - now).clamp(0, self.settings.max_retry_after_secs as i64) as u64,
-            );
-            tracing::info!(
-                wait_secs = wait.as_secs(),
-                "rate-limit window used up; pausing until it resets"
-            );
-            if let Ok(mut paused) = self.paused_until.lock() {
-                *paused = Some(Instant::now() + wait);
+    /// When a wait of `wait` may end, or the [`HttpError::RateLimited`] it is refused with
+    /// (bounds: [`admit_wait`]).
+    fn admit(
+        &self,
+        method: &Method,
+        url: &str,
+        wait: Duration,
+        cause: WaitCause,
+        asked: &str,
+    ) -> Result<Instant, HttpError> {
+        let deadline = current_deadline();
+        admit_wait(
+            Instant::now(),
+            wait,
+            cause,
+            self.settings.max_retry_after_secs,
+            deadline.as_ref(),
+        )
+        .map_err(|limit| HttpError::RateLimited {
+            method: method.clone(),
+            url: url.to_owned(),
+            asked: asked.to_owned(),
+            wait_secs: wait.as_secs(),
+            ends: utc_after(wait),
+            limit,
+        })
+    }
+
+    /// Remembers a rate-limit window that is used up, so that the next requests wait for its
+    /// reset instead of provoking a 429.
+    fn note_rate_limit(&self, headers: &HeaderMap) {
+        let remaining = header_text(headers, "x-ratelimit-remaining");
+        let reset = header_text(headers, "x-ratelimit-reset");
+        match parse_rate_limit(remaining.as_deref(), reset.as_deref(), SystemTime::now()) {
+            RateLimit::Open => {}
+            RateLimit::UsedUp(wait) => {
+                let pause = Pause {
+                    until: Instant::now().checked_add(wait),
+                    asked: format!(
+                        "its rate-limit window is used up (X-RateLimit-Remaining: 0, \
+                         X-RateLimit-Reset: {})",
+                        quote(reset.as_deref().unwrap_or_default())
+                    ),
+                };
+                if let Ok(mut paused) = self.paused.lock() {
+                    *paused = Some(pause);
+                }
+            }
+            RateLimit::Unreadable(why) => {
+                tracing::debug!(%why, "rate-limit headers ignored");
             }
         }
     }
 
-    async fn wait_for_rate_limit(&self) {
-        let until = self.paused_until.lock().ok().and_then(|mut p| p.take());
-        if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
+    /// Waits for a used-up window to reset, or fails when that wait breaks a bound.
+    async fn wait_for_window(&self, method: &Method, url: &str) -> Result<(), HttpError> {
+        let pause = self.paused.lock().ok().and_then(|p| p.clone());
+        let Some(pause) = pause else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let wait = pause
+            .until
+            .map_or(Duration::MAX, |until| until.saturating_duration_since(now));
+        if wait.is_zero() {
+            if let Ok(mut paused) = self.paused.lock() {
+                *paused = None;
+            }
+            return Ok(());
         }
+        let until = self.admit(method, url, wait, WaitCause::Window, &pause.asked)?;
+        wait_logged(url, wait, until, &pause.asked, WaitCause::Window, 0).await;
+        Ok(())
     }
 }
 
-/// Decodes a 2xx response's JSON body, naming the URL on failure.
+/// Sleeps until `until`, saying why when the wait is long (or is a 429's).
+async fn wait_logged(
+    url: &str,
+    wait: Duration,
+    until: Instant,
+    asked: &str,
+    cause: WaitCause,
+    attempt: u32,
+) {
+    if wait >= LONG_WAIT {
+        let ends = utc_text(utc_after(wait).as_ref());
+        tracing::warn!(
+            %url, reason = %asked, wait_secs = wait.as_secs(), until = %ends,
+            "waiting {} s for the peer's rate limit, until {ends}", wait.as_secs()
+        );
+    } else if cause == WaitCause::RetryAfter {
+        tracing::warn!(%url, wait_secs = wait.as_secs_f64(), attempt, "rate limited; waiting as the peer asked");
+    } else {
+        tracing::debug!(%url, wait_ms = wait.as_millis() as u64, reason = %asked, "pausing for the peer's rate limit");
+    }
+    tokio::time::sleep_until(until).await;
+}
+
+/// The body of an error for a redirect that was not followed: where it pointed, and why.
+fn not_followed(location: &str, body: &str) -> String {
+    let mut text = format!(
+        "a redirect to {} that tally does not follow: reads follow redirects only within the \
+         same origin and writes none; check the base_url",
+        quote(&redact_url(location))
+    );
+    if !body.trim().is_empty() {
+        text.push_str(&format!(" (the body: {body})"));
+    }
+    text
+}
+
+/// A header's value as text (lossy: a peer may send any bytes), if present.
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Decodes a 2xx response's JSON body, naming the method and URL on failure.
 pub async fn decode_json<T: serde::de::DeserializeOwned>(
     response: Response,
 ) -> Result<T, HttpError> {
+    // `HttpClient::send` records the method; a response from elsewhere is a read.
+    let method = response
+        .extensions()
+        .get::<Method>()
+        .cloned()
+        .unwrap_or(Method::GET);
     let url = redact_url(response.url().as_str());
     let bytes = response.bytes().await.map_err(|e| HttpError::Transport {
-        method: Method::GET,
+        method: method.clone(),
         url: url.clone(),
         message: format!("reading the body: {}", error_chain(&e.without_url())),
         not_sent: false,
     })?;
     serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode {
-        method: Method::GET,
+        method,
         url,
         message: format!(
             "{e} (body starts: {})",
             preview(&String::from_utf8_lossy(&bytes))
         ),
     })
-}
-
-/// `Retry-After` in seconds (the only form the peers tally talks to use).
-fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
 async fn body_text(response: Response) -> String {
@@ -438,36 +550,6 @@ fn preview(text: &str) -> String {
             end -= 1;
         }
         format!("{}…", &text[..end])
-    }
-}
-
-/// The URL without credentials or token-like query parameters, safe for logs and messages.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_password(None);
-            let pairs: Vec<(String, String)> = parsed
-                .query_pairs()
-                .map(|(k, v)| {
-                    let lower = k.to_ascii_lowercase();
-                    if lower.contains("token")
-                        || lower.contains("secret")
-                        || lower.contains("password")
-                    {
-                        (k.into_owned(), "REDACTED".to_owned())
-                    } else {
-                        (k.into_owned(), v.into_owned())
-                    }
-                })
-                .collect();
-            if pairs.is_empty() {
-                parsed.set_query(None);
-            } else {
-                parsed.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            parsed.to_string()
-        }
-        Err(_) => url.to_owned(),
     }
 }
 
@@ -501,146 +583,4 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    /// A server that answers everything with `status` and `Location: location`, counting hits.
-    async fn redirecting(
-        status: u16,
-        location: String,
-    ) -> (String, Arc<std::sync::atomic::AtomicU64>) {
-        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = hits.clone();
-        let app = axum::Router::new().fallback(move || {
-            let counter = counter.clone();
-            let location = location.clone();
-            async move {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                axum::response::Response::builder()
-                    .status(status)
-                    .header("location", location)
-                    .body(axum::body::Body::from("[]"))
-                    .unwrap_or_default()
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, hits)
-    }
-
-    #[tokio::test]
-    async fn no_redirect_to_another_origin_and_none_on_a_write_is_followed() {
-        // The second server answers 200 with an empty list: what a hijacked redirect would serve.
-        let (elsewhere, hits) = redirecting(200, String::new()).await;
-        let (peer, _) = redirecting(307, format!("{elsewhere}/collect")).await;
-        let client = HttpClient::new(&HttpSettings {
-            max_retries: 0,
-            ..HttpSettings::default()
-        })
-        .unwrap();
-        let read = client
-            .send(Idempotency::Idempotent, |c| {
-                c.get(format!("{peer}/people"))
-                    .header("x-api-token", "s3cret")
-            })
-            .await;
-        assert!(
-            matches!(read, Err(HttpError::Status { status, .. }) if status.as_u16() == 307),
-            "{read:?}"
-        );
-        let write = client
-            .send(Idempotency::NotIdempotent, |c| {
-                c.post(format!("{peer}/corrections"))
-                    .header("x-api-token", "s3cret")
-                    .body("{\"total\":\"1.00\"}")
-            })
-            .await;
-        assert!(write.is_err(), "{write:?}");
-        assert_eq!(
-            hits.load(std::sync::atomic::Ordering::SeqCst),
-            0,
-            "the other server received nothing"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_redirect_within_the_same_origin_is_followed_on_a_read() {
-        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = hits.clone();
-        let app = axum::Router::new()
-            .route(
-                "/old",
-                axum::routing::get(|| async { axum::response::Redirect::permanent("/new") }),
-            )
-            .route(
-                "/new",
-                axum::routing::get(move || {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    async { "ok" }
-                }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let client = HttpClient::new(&HttpSettings::default()).unwrap();
-        let response = client
-            .send(Idempotency::Idempotent, |c| c.get(format!("{url}/old")))
-            .await
-            .unwrap();
-        assert_eq!(response.text().await.unwrap(), "ok");
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
-    }
-
-    /// A refused connection: reqwest's own message names the full URL, token and all; the
-    /// error tally reports must carry only the redacted one.
-    #[tokio::test]
-    async fn a_transport_error_does_not_leak_the_token() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let client = HttpClient::new(&HttpSettings {
-            max_retries: 0,
-            ..HttpSettings::default()
-        })
-        .unwrap();
-        let url =
-            format!("http://127.0.0.1:{port}/api/vendor/v1/accounts.json?api_token=s3cret-token");
-        let err = client
-            .send(Idempotency::Idempotent, |c| c.get(&url))
-            .await
-            .unwrap_err();
-        let message = format!("{err} {err:?}");
-        assert!(
-            matches!(err, HttpError::Transport { not_sent: true, .. }),
-            "{message}"
-        );
-        assert!(!message.contains("s3cret-token"), "{message}");
-        assert!(message.contains("api_token=REDACTED"), "{message}");
-    }
-
-    #[test]
-    fn secrets_never_reach_a_message() {
-        assert_eq!(
-            redact_url("https://x.example/api/accounts.json?api_token=abc&page=2"),
-            "https://x.example/api/accounts.json?api_token=REDACTED&page=2"
-        );
-        assert_eq!(
-            redact_url("https://u:pw@x.example/a"),
-            "https://u@x.example/a"
-        );
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        let client = HttpClient::new(&HttpSettings::default()).unwrap();
-        for attempt in 0..30 {
-            let wait = client.backoff(attempt);
-            assert!(wait <= Duration::from_millis(30_000), "{attempt}: {wait:?}");
-        }
-        assert!(client.backoff(0) <= Duration::from_millis(500));
-        assert!(client.backoff(3) >= Duration::from_millis(2_000));
-    }
-}
+mod tests;

@@ -286,8 +286,16 @@ pub struct UsageError(pub String);
 /// A run that writes must hold the store's writer lease (`Store::acquire_writer`), as every
 /// command does: two runs at once would take each other's staged records and send lines twice.
 /// A stop request (`app.shutdown`) ends the run `interrupted` at the next page or push.
+///
+/// Every wait for a peer's rate limit during the run ends by the run's deadline
+/// (`general.run_deadline_secs` from now), or fails its source or push at once.
 #[instrument(skip_all, fields(period = %options.period, dry_run = options.dry_run))]
 pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
+    let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
+    crate::http::with_deadline(deadline, run_until_deadline(app, options)).await
+}
+
+async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let selected: Vec<&Source> = match &options.source {
         Some(name) => {
             let found: Vec<&Source> = app

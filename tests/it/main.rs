@@ -13,6 +13,7 @@ mod cli;
 mod file_sink;
 mod genesys;
 mod guards;
+mod http_peers;
 mod multi_source;
 mod operations;
 mod pipeline;

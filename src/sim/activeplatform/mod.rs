@@ -129,6 +129,8 @@ struct Inner {
     data: Persisted,
     state_file: Option<PathBuf>,
     fail_next: Option<(u32, u16)>,
+    /// Requests still to answer with a redirect: (count, status, `Location`).
+    redirect_next: Option<(u32, u16, String)>,
     accept_then_fail: u32,
     /// `METHOD /path?query` of every request (the `api_token` value redacted).
     requests: Vec<String>,
@@ -289,6 +291,13 @@ impl ActivePlatformSim {
         self.lock().fail_next = Some((n, status));
     }
 
+    /// Answers the next `n` requests (any endpoint) with `status` (a 3xx) and `Location:
+    /// location`, before authentication, storing nothing: a proxy or a hijacked peer pointing
+    /// tally at another server.
+    pub fn redirect_next(&self, n: u32, status: u16, location: &str) {
+        self.lock().redirect_next = Some((n, status, location.to_owned()));
+    }
+
     /// The next `n` valid correction POSTs store their correction, then answer 500: accepted,
     /// but the answer is lost.
     pub fn accept_then_fail_next(&self, n: u32) {
@@ -387,6 +396,11 @@ async fn faults(State(sim): State<ActivePlatformSim>, request: Request, next: Ne
                 .unwrap_or_default()
         );
         inner.requests.push(line);
+        if let Some((n, status, location)) = inner.redirect_next.take().filter(|r| r.0 > 0) {
+            inner.redirect_next = Some((n - 1, status, location.clone()));
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
+            return (status, [(header::LOCATION, location)]).into_response();
+        }
         match inner.fail_next.filter(|(n, _)| *n > 0) {
             Some((n, status)) => {
                 inner.fail_next = Some((n - 1, status));

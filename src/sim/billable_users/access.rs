@@ -103,11 +103,7 @@ pub(super) fn injected_fault(sim: &BillableUsersSim) -> Option<Response> {
     if state.rate_limit_next > 0 {
         state.rate_limit_next -= 1;
         let mut response = message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
-        set(
-            response.headers_mut(),
-            "retry-after",
-            state.retry_after_secs,
-        );
+        set(response.headers_mut(), "retry-after", &state.retry_after);
         return Some(response);
     }
     if state.fail_next > 0 {

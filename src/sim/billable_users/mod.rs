@@ -124,7 +124,8 @@ struct SimState {
     people: HashMap<Period, Arc<Vec<Person>>>,
     /// Requests still to refuse with 429, and the `Retry-After` they carry.
     rate_limit_next: u32,
-    retry_after_secs: u64,
+    /// The `Retry-After` value as sent: any text, for tests of a peer that sends garbage.
+    retry_after: String,
     /// Requests still to refuse with `fail_status`.
     fail_next: u32,
     fail_status: u16,
@@ -161,7 +162,7 @@ impl BillableUsersSim {
                 state: Mutex::new(SimState {
                     people: HashMap::new(),
                     rate_limit_next: 0,
-                    retry_after_secs: 0,
+                    retry_after: "0".to_owned(),
                     fail_next: 0,
                     fail_status: 500,
                     limit: HOURLY_LIMIT,
@@ -238,9 +239,15 @@ impl BillableUsersSim {
 
     /// The next `n` requests are refused with 429 and `Retry-After: retry_after_secs`.
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
+        self.rate_limit_next_with(n, &retry_after_secs.to_string());
+    }
+
+    /// The next `n` requests are refused with 429 and `Retry-After: {retry_after}` exactly as
+    /// given (`1e20`, `-1`, an HTTP-date, garbage): what a misbehaving peer or proxy may send.
+    pub fn rate_limit_next_with(&self, n: u32, retry_after: &str) {
         let mut state = self.state();
         state.rate_limit_next = n;
-        state.retry_after_secs = retry_after_secs;
+        state.retry_after = retry_after.to_owned();
     }
 
     /// The next `n` requests are refused with `status` and `{"message": ...}` (a 422 also

@@ -591,6 +591,11 @@ impl ActivePlatform {
     /// Scrubbed of the token whatever the lower layers put in it.
     fn describe(&self, error: &HttpError) -> String {
         let text = match error.status() {
+            // tally's refusal to wait that long, not ActivePlatform's answer.
+            _ if matches!(error, HttpError::RateLimited { .. }) => format!(
+                "{error}; {}",
+                error.rate_limit_advice("sinks.activeplatform")
+            ),
             None => format!("ActivePlatform could not be reached: {error}"),
             Some(status) => {
                 let vendor = error
@@ -604,6 +609,7 @@ impl ActivePlatform {
                          variable {API_TOKEN_ENV}"
                     ),
                     404 => " — check sinks.activeplatform.base_url and reseller_id".to_owned(),
+                    300..=399 => format!(" — {}", error.body().unwrap_or_default()),
                     _ => String::new(),
                 };
                 format!(

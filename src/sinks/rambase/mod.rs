@@ -489,6 +489,10 @@ impl RamBase {
                         e.url()
                     )
                 }
+                _ if matches!(e, HttpError::RateLimited { .. }) => format!(
+                    "RamBase token request failed: {e}; {}",
+                    e.rate_limit_advice("sinks.rambase")
+                ),
                 _ => format!("RamBase token request failed: {e}"),
             })?;
         Ok(crate::http::FetchedToken {
@@ -576,6 +580,10 @@ fn parse_marker(line: &LedgerLine) -> Result<Marker, String> {
 
 /// A readable message for a failed RamBase call, naming the error id and what to check.
 fn describe(error: &HttpError, target: Option<Target>) -> String {
+    if let HttpError::RateLimited { .. } = error {
+        // Not RamBase's answer but tally's refusal to wait that long: say how long and why.
+        return format!("{error}; {}", error.rate_limit_advice("sinks.rambase"));
+    }
     let Some(status) = error.status() else {
         return error.to_string();
     };
@@ -604,6 +612,8 @@ fn describe(error: &HttpError, target: Option<Target>) -> String {
             " — RamBase refused a fresh token: check sinks.rambase.client_id and the environment \
              variable {CLIENT_SECRET_ENV}"
         ),
+        // A redirect tally did not follow: the body says where to and what to check.
+        _ if status.is_redirection() => format!(" — {}", error.body().unwrap_or_default()),
         _ if status == reqwest::StatusCode::NOT_FOUND && target.is_some() => format!(
             " ({}) — check sinks.rambase.items and sinks.rambase.period_ids",
             target.map(|t| t.to_string()).unwrap_or_default()

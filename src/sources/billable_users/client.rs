@@ -274,7 +274,8 @@ fn explain(error: HttpError, account: &str, auth: &Auth) -> anyhow::Error {
             }
         }
         HttpError::RateLimited { .. } => format!(
-            "{error}; run again later, or raise sources.billable_users.http.max_retry_after_secs"
+            "{error}; {}",
+            error.rate_limit_advice("sources.billable_users")
         ),
         HttpError::Timeout { .. } | HttpError::Transport { .. } => {
             format!(

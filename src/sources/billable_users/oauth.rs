@@ -177,7 +177,8 @@ fn explain(error: HttpError, client_id: &str) -> anyhow::Error {
             }
         }
         HttpError::RateLimited { .. } => format!(
-            "{error}; run again later, or raise sources.billable_users.http.max_retry_after_secs"
+            "{error}; {}",
+            error.rate_limit_advice("sources.billable_users")
         ),
         HttpError::Timeout { .. } | HttpError::Transport { .. } => format!(
             "{error} (after retries); check sources.billable_users.oauth_url and the network"

@@ -346,7 +346,7 @@ impl Client {
                 }
             }
             HttpError::RateLimited { .. } => {
-                format!("{error}; run again later, or raise sources.ccc.http.max_retry_after_secs")
+                format!("{error}; {}", error.rate_limit_advice("sources.ccc"))
             }
             HttpError::Timeout { .. } | HttpError::Transport { .. } => {
                 format!("{error} (after retries); check sources.ccc.base_url and the network")

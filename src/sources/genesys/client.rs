@@ -204,7 +204,7 @@ fn token_or_api_failure(error: &HttpError, said: &str, url_key: &str) -> String 
     let what = headline(error);
     match error {
         HttpError::RateLimited { .. } => {
-            format!("{error}; run again later, or raise sources.genesys.http.max_retry_after_secs")
+            format!("{error}; {}", error.rate_limit_advice("sources.genesys"))
         }
         HttpError::Status { status, .. } if status.as_u16() == 429 => {
             format!("{what}: still rate limited after retrying; run again later{said}")
