@@ -14,6 +14,7 @@ mod file_sink;
 mod genesys;
 mod multi_source;
 mod operations;
+mod peer_paging;
 mod pipeline;
 mod rambase;
 mod store;
