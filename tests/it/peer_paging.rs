@@ -228,6 +228,42 @@ async fn totals_higher_or_lower_than_the_list_fail_the_source_with_both_numbers(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn after_a_crash_the_count_covers_the_pages_staged_before_it() {
+    let sims = sims().await;
+    let url = database().await;
+    sims.billable_users.announce_total_entries(1, 500);
+    let mut crashing = app_on(&sims, &url, |_| {}).await;
+    crashing.faults.crash_after_pages = Some(3);
+    let crash = pipeline::run(
+        &crashing,
+        &RunOptions {
+            period: period(),
+            source: Some("billable_users".into()),
+            dry_run: false,
+            trigger: Trigger::Manual,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        crash.downcast_ref::<pipeline::SimulatedCrash>().is_some(),
+        "{crash:#}"
+    );
+    drop(crashing);
+
+    // The resumed run reads pages 4 to 6 only, yet counts all 52 entries.
+    let app = app_on(&sims, &url, |_| {}).await;
+    let report = run(&app, "billable_users").await;
+    let error = failure(&report, "billable_users");
+    assert!(
+        error.contains("the list ended on page 6 after 52 entries, but X-Pagination-Total-Entries announced 500"),
+        "{error}"
+    );
+    assert_eq!(requests_for_page(&sims.billable_users, 1), 1);
+    assert!(sims.rambase.usages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_total_that_changes_between_pages_sets_the_pages_aside_and_the_rerun_reads_from_page_1() {
     let sims = sims().await;
     let app = app_on(&sims, &database().await, |_| {}).await;
