@@ -210,9 +210,9 @@ pub fn advance(
             && u64::from(page) != pages.max(1)
         {
             return fail(format!(
-                "page {page} has no next page ({} is missing), but {} announced {pages} pages: \
-                 the list ended early or ran past its end; nothing of this page was staged",
-                words.next, words.total_pages
+                "page {page} names no next page, but {} announced {pages} pages: the list \
+                 ended early or ran past its end; nothing of this page was staged",
+                words.total_pages
             ));
         }
         if let (Some(read), Some(total)) = (read, answer.total_entries)

@@ -238,7 +238,7 @@ fn a_page_count_that_disagrees_with_the_next_link_fails() {
         ..honest(p, 10, 47)
     };
     let error = message(read_all(Progress::START, more_pages, 100));
-    assert!(error.contains("page 5 has no next page"), "{error}");
+    assert!(error.contains("page 5 names no next page"), "{error}");
     assert!(error.contains("announced 9 pages"), "{error}");
 }
 
