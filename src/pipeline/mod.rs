@@ -570,10 +570,21 @@ async fn extract(
             if app.shutdown.requested() {
                 return Err(Interrupted.into());
             }
-            let page = source
-                .fetch_page(&scope, period, cursor.as_deref())
-                .await
-                .with_context(|| format!("extracting {name} ({scope}) for {period}"))?;
+            let page = match source.fetch_page(&scope, period, cursor.as_deref()).await {
+                Ok(page) => page,
+                Err(e) => {
+                    // A list that changed while it was read cannot be resumed: its pages so
+                    // far are set aside, so that the next run reads one snapshot from page 1.
+                    if e.downcast_ref::<crate::sources::paging::ReadAgain>()
+                        .is_some()
+                    {
+                        app.store
+                            .restart_extraction(name, &scope, period, run_id)
+                            .await?;
+                    }
+                    return Err(e.context(format!("extracting {name} ({scope}) for {period}")));
+                }
+            };
             app.store
                 .stage_page(
                     name,

@@ -11,7 +11,11 @@
 //! is 100020 (400); a date outside the period is 100030 (400); a missing or unknown token is
 //! 101001 (401). `$filter` and `$orderby` are refused (400) rather than ignored, so that nothing
 //! comes to rely on a filter the simulator would not apply. `$db` is accepted and ignored (one
-//! company). Lists are in usage id order.
+//! company). Lists are in usage id order. Knobs (off by default) make the list lie about its
+//! `paging.size` or skip a page (`rambase/paging.rs`).
+
+mod paging;
+use paging::{PagingFaults, page_key, parse_page_key};
 
 pub use super::server::SimHandle;
 use anyhow::Context;
@@ -81,6 +85,8 @@ struct Inner {
     rate_limit_next: Option<(u32, u64)>,
     /// `METHOD /path?query` of every request, in arrival order.
     requests: Vec<String>,
+    /// A lying `paging.size` or a skipped page (see `rambase/paging.rs`); off by default.
+    paging: PagingFaults,
 }
 
 /// The simulator. Clones share one state (an `Arc` inside).
@@ -484,29 +490,6 @@ fn xml(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// Page keys are opaque to clients; here they carry the list and the offset, so a key from
-/// another list is refused.
-fn page_key(target: (u64, u64, u64), offset: usize) -> String {
-    let raw = format!("{}:{}:{}:{offset}", target.0, target.1, target.2);
-    raw.bytes().map(|b| format!("{:02x}", b ^ 0x5a)).collect()
-}
-
-fn parse_page_key(key: &str, target: (u64, u64, u64)) -> Option<usize> {
-    let bytes: Option<Vec<u8>> = (0..key.len())
-        .step_by(2)
-        .map(|i| {
-            key.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .map(|b| b.map(|b| b ^ 0x5a))
-        .collect();
-    let raw = String::from_utf8(bytes?).ok()?;
-    let (list, offset) = raw.rsplit_once(':')?;
-    (list == format!("{}:{}:{}", target.0, target.1, target.2))
-        .then(|| offset.parse().ok())
-        .flatten()
-}
-
 async fn list_usages(
     State(sim): State<RamBaseSim>,
     Path(ids): Path<(String, String, String)>,
@@ -583,15 +566,16 @@ async fn list_usages(
         if offset > 0 {
             paging["previousPageKey"] = page_key(target, offset.saturating_sub(top)).into();
         }
-        if offset + top < all.len() {
-            paging["nextPageKey"] = page_key(target, offset + top).into();
+        let faults = sim.lock().paging;
+        if let Some(next) = faults.next_offset(offset, top, all.len()) {
+            paging["nextPageKey"] = page_key(target, next).into();
         }
     }
     if query
         .get("$inlinecount")
         .is_some_and(|c| c.eq_ignore_ascii_case("allpages"))
     {
-        paging["size"] = all.len().into();
+        paging["size"] = sim.lock().paging.size(all.len()).into();
     }
     if wants_json(&headers, &query) {
         let usages: Vec<serde_json::Value> = page.iter().map(|u| usage_json(u)).collect();

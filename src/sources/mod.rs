@@ -4,6 +4,7 @@
 pub mod billable_users;
 pub mod ccc;
 pub mod genesys;
+pub mod paging;
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
 use crate::mapping::KeyMatch;

@@ -48,6 +48,7 @@ fn settings(handle: &SimHandle, token: &str, per_page: u32) -> BillableUsersSett
         client_secret: None,
         oauth_url: None,
         per_page,
+        max_pages_per_scope: 100_000,
         license_type: "Service desk user".into(),
         format: Format::Json,
         http: HttpSettings {
@@ -119,7 +120,16 @@ async fn paging_over_three_pages_yields_every_record_exactly_once() {
 
     let (pages, cursors) = fetch_all(&source).await.unwrap();
 
-    assert_eq!(cursors, [Some("2".to_owned()), Some("3".to_owned()), None]);
+    // Each cursor names the next page and carries what was read and announced, so that a run
+    // resuming at it can still check the count.
+    assert_eq!(
+        cursors,
+        [
+            Some("2;read=100;entries=250;pages=3".to_owned()),
+            Some("3;read=200;entries=250;pages=3".to_owned()),
+            None
+        ]
+    );
     assert_eq!(
         pages.iter().map(|p| p.records.len()).collect::<Vec<_>>(),
         [100, 100, 50]

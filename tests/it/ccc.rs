@@ -54,6 +54,7 @@ fn settings(handle: &SimHandle, services: &[&str]) -> CccSettings {
         password: Some(SecretString::from(PASSWORD)),
         services: services.iter().map(|s| s.to_string()).collect(),
         page_size: 25,
+        max_pages_per_scope: 100_000,
         concurrency: 4,
         daily: false,
         licenses: default_licenses(),
@@ -130,7 +131,14 @@ async fn three_pages_of_users_are_read_with_bounded_concurrent_usage_calls() {
 
     let (records, cursors) = fetch_all(&source, A).await.unwrap();
 
-    assert_eq!(cursors, [Some("2".to_owned()), Some("3".to_owned()), None]);
+    assert_eq!(
+        cursors,
+        [
+            Some("2;read=25;entries=60;pages=3".to_owned()),
+            Some("3;read=50;entries=60;pages=3".to_owned()),
+            None
+        ]
+    );
     let expected = expected_billable(&users);
     assert!(
         expected.len() < 60,

@@ -16,6 +16,7 @@ mod guards;
 mod http_peers;
 mod multi_source;
 mod operations;
+mod peer_paging;
 mod pipeline;
 mod rambase;
 mod store;

@@ -224,16 +224,48 @@ async fn reading_usages_pages_through_three_pages_of_eighty() {
         .filter(|r| r.starts_with("GET /sales"))
         .collect();
     assert_eq!(gets.len(), 3, "{gets:?}");
-    assert!(
-        gets.iter()
-            .all(|g| g.contains("$top=80") && g.contains("$expand=PagingDetails"))
-    );
+    assert!(gets.iter().all(|g| g.contains("$top=80")
+        && g.contains("$expand=PagingDetails")
+        && g.contains("$inlinecount=allpages")));
     assert!(!gets[0].contains("$pageKey"));
     assert!(gets[1].contains("$pageKey=") && gets[2].contains("$pageKey="));
 
     // The new usage is found after all three pages, too.
     let id = rambase.push(&line).await.unwrap();
     assert_eq!(id, "171");
+    assert_eq!(rambase.find(&line).await.unwrap(), Some("171".to_owned()));
+}
+
+#[tokio::test]
+async fn a_read_back_that_skips_a_page_fails_with_both_numbers_instead_of_guessing() {
+    let sim = sim();
+    for n in 0..170 {
+        sim.insert_usage(PLAN, ITEM, PERIOD, day(2026, 10, 1), n % 7);
+    }
+    let handle = serve(&sim).await;
+    let rambase = RamBase::new(&settings(&handle)).unwrap();
+    let line = prepared(&rambase, ledger_line("Agent", 1, dec!(4))).await;
+    assert_eq!(rambase.push(&line).await.unwrap(), "171");
+
+    // Page 1's next key names page 3: the 80 usages of page 2 are never listed.
+    sim.skip_page_after(1);
+    let message = format!("{:#}", rambase.find(&line).await.unwrap_err());
+    assert!(
+        message.contains("ended after 91 usages on 2 page(s), but RamBase said it holds 171"),
+        "{message}"
+    );
+    assert!(message.contains("80 usages were not read"), "{message}");
+    assert!(
+        message.contains("$inlinecount=allpages"),
+        "names the URL: {message}"
+    );
+    // Nor can a new revision be prepared from such a listing.
+    let next = ledger_line("Agent", 2, dec!(1));
+    let message = format!("{:#}", rambase.prepare(&next).await.unwrap_err());
+    assert!(message.contains("holds 171"), "{message}");
+    assert_eq!(sim.posts_received(), 1);
+
+    sim.honest_paging();
     assert_eq!(rambase.find(&line).await.unwrap(), Some("171".to_owned()));
 }
 

@@ -36,11 +36,15 @@
 //!   Issued tokens stop working after their lifetime (1 h, or what a test sets), or when a test
 //!   calls [`BillableUsersSim::expire_tokens`]; the API then answers the same 401 as for any
 //!   unknown token. Token requests do not count against the API's rate limit (another host).
+//! - Knobs (`paging.rs`, off by default) make the list skip a page, announce totals that lie or
+//!   change between pages, or redirect to another address.
 
 mod access;
 mod csv_form;
+mod paging;
 use access::*;
 use csv_form::*;
+use paging::PagingFaults;
 
 pub use super::server::SimHandle;
 use crate::domain::Period;
@@ -148,6 +152,8 @@ struct SimState {
     token_lifetime: Duration,
     /// Whether token answers carry `expires_in` (the field is optional in OAuth 2.0).
     send_expires_in: bool,
+    /// Skipped pages, lying totals, a redirect elsewhere (see `paging.rs`); off by default.
+    paging: PagingFaults,
 }
 
 impl BillableUsersSim {
@@ -177,6 +183,7 @@ impl BillableUsersSim {
                     issued: HashMap::new(),
                     token_lifetime: TOKEN_LIFETIME,
                     send_expires_in: true,
+                    paging: PagingFaults::default(),
                 }),
             }),
         }
@@ -364,7 +371,7 @@ async fn list_json(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     receive(&sim, &uri, &headers);
-    list(&sim, &headers, &query, Format::Json)
+    list(&sim, &uri, &headers, &query, Format::Json)
 }
 
 async fn list_csv(
@@ -374,7 +381,7 @@ async fn list_csv(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     receive(&sim, &uri, &headers);
-    list(&sim, &headers, &query, Format::Csv)
+    list(&sim, &uri, &headers, &query, Format::Csv)
 }
 
 fn receive(sim: &BillableUsersSim, uri: &Uri, headers: &HeaderMap) {
@@ -392,6 +399,7 @@ fn receive(sim: &BillableUsersSim, uri: &Uri, headers: &HeaderMap) {
 
 fn list(
     sim: &BillableUsersSim,
+    uri: &Uri,
     headers: &HeaderMap,
     query: &[(String, String)],
     format: Format,
@@ -449,6 +457,10 @@ fn list(
         }
     };
 
+    let faults = sim.state().paging.clone();
+    if let Some(redirect) = faults.redirect(params.page, uri) {
+        return redirect;
+    }
     let all = sim
         .state()
         .people
@@ -472,7 +484,7 @@ fn list(
             (selected.len(), selected[start..end].to_vec())
         }
     };
-    let total_pages = total.div_ceil(params.per_page);
+    let total_pages = faults.total_pages(params.page, total.div_ceil(params.per_page));
 
     let mut response = match format {
         Format::Json => axum::Json(page).into_response(),
@@ -491,7 +503,11 @@ fn list(
     set(out, "x-pagination-per-page", params.per_page);
     set(out, "x-pagination-current-page", params.page);
     set(out, "x-pagination-total-pages", total_pages);
-    set(out, "x-pagination-total-entries", total);
+    set(
+        out,
+        "x-pagination-total-entries",
+        faults.total_entries(params.page, total),
+    );
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -500,7 +516,16 @@ fn list(
         Format::Json => "/v1/account/billable_users",
         Format::Csv => "/v1/account/billable_users.csv",
     };
-    let link = links(host, path, query, params.page, params.per_page, total_pages);
+    let next = faults.next_page(params.page, total_pages);
+    let link = links(
+        host,
+        path,
+        query,
+        params.page,
+        params.per_page,
+        total_pages,
+        next,
+    );
     if let Ok(value) = HeaderValue::from_str(&link) {
         out.insert(header::LINK, value);
     }
@@ -604,8 +629,9 @@ impl Params {
     }
 }
 
-/// `Link` with first, prev, next and last, each the request's own query with `page` and
-/// `per_page` replaced, as absolute URLs on the request's host.
+/// `Link` with first, prev, next (to `next`, when the list goes on) and last, each the
+/// request's own query with `page` and `per_page` replaced, as absolute URLs on the request's
+/// host.
 fn links(
     host: &str,
     path: &str,
@@ -613,6 +639,7 @@ fn links(
     page: usize,
     per_page: usize,
     total_pages: usize,
+    next: Option<usize>,
 ) -> String {
     let last = total_pages.max(1);
     let url = |target: usize| {
@@ -639,8 +666,8 @@ fn links(
     if page > 1 {
         entries.push(format!("<{}>; rel=\"prev\"", url((page - 1).min(last))));
     }
-    if page < total_pages {
-        entries.push(format!("<{}>; rel=\"next\"", url(page + 1)));
+    if let Some(next) = next {
+        entries.push(format!("<{}>; rel=\"next\"", url(next)));
     }
     entries.push(format!("<{}>; rel=\"last\"", url(last)));
     entries.join(", ")
@@ -666,81 +693,4 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn period() -> Period {
-        Period::new(2026, 10).unwrap()
-    }
-
-    #[test]
-    fn generated_data_is_deterministic_with_unique_ids() {
-        let a = BillableUsersSim::generate(period(), 3, 4);
-        let b = BillableUsersSim::generate(period(), 3, 4);
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 12);
-        let mut ids: Vec<u64> = a.iter().map(|p| p.id).collect();
-        ids.dedup();
-        assert_eq!(ids.len(), 12);
-        assert_eq!(a[0].organization, "Org 0001");
-        assert_eq!(a[11].organization, "Org 0003");
-        for p in &a {
-            if let Some(visit) = &p.last_visit {
-                assert!(
-                    chrono::DateTime::parse_from_rfc3339(visit).is_ok(),
-                    "{visit}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn links_cover_first_prev_next_last() {
-        let query = vec![
-            ("year".to_owned(), "2026".to_owned()),
-            ("month".to_owned(), "10".to_owned()),
-            ("page".to_owned(), "2".to_owned()),
-        ];
-        let link = links(
-            "127.0.0.1:9",
-            "/v1/account/billable_users",
-            &query,
-            2,
-            100,
-            3,
-        );
-        assert_eq!(
-            link,
-            "<http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=1&per_page=100>; rel=\"first\", \
-             <http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=1&per_page=100>; rel=\"prev\", \
-             <http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=3&per_page=100>; rel=\"next\", \
-             <http://127.0.0.1:9/v1/account/billable_users?year=2026&month=10&page=3&per_page=100>; rel=\"last\""
-        );
-        let last = links("h", "/p", &[], 3, 100, 3);
-        assert!(!last.contains("rel=\"next\""), "{last}");
-    }
-
-    #[test]
-    fn csv_quotes_per_rfc_4180_and_defuses_formulas() {
-        let person = Person {
-            id: 7,
-            primary_email: "a@x.example".into(),
-            name: "=HYPERLINK(\"x\")".into(),
-            organization: "Widget Data Center, External IT".into(),
-            business_unit: None,
-            region: "-North".into(),
-            sign_ins: 0,
-            last_visit: None,
-            updates: 3,
-        };
-        let columns: Vec<String> = CSV_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
-        let csv = to_csv(&[&person], &columns, true).unwrap();
-        assert_eq!(
-            csv,
-            "id,primary_email,name,organization,business_unit,region,sign_ins,last_visit,updates\r\n\
-             7,a@x.example,\"\t=HYPERLINK(\"\"x\"\")\",\"Widget Data Center, External IT\",,\t-North,0,,3\r\n"
-        );
-        let unguarded = to_csv(&[&person], &["name".to_owned(), "nope".to_owned()], false).unwrap();
-        assert_eq!(unguarded, "name,nope\r\n\"=HYPERLINK(\"\"x\"\")\",\r\n");
-    }
-}
+mod tests;

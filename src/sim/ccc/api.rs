@@ -157,17 +157,30 @@ pub(super) async fn users(
         .map(Vec::as_slice)
         .unwrap_or_default();
     let total = all.len();
+    let served = if state.skip_page == Some(page) {
+        page + 1
+    } else {
+        page
+    };
     let results: Vec<Value> = all
         .iter()
-        .skip((page - 1).saturating_mul(page_size))
+        .skip((served - 1).saturating_mul(page_size))
         .take(page_size)
         .map(CccUser::list_json)
         .collect();
+    let total_items = match state.total_items {
+        Some((from, items)) if page >= from => items,
+        _ => total as u64,
+    };
+    let total_pages = match state.total_pages {
+        Some((from, pages)) if page >= from => pages,
+        _ => total.div_ceil(page_size) as u64,
+    };
     axum::Json(json!({
         "pageSize": page_size,
-        "totalPages": total.div_ceil(page_size),
-        "totalItems": total,
-        "currentPage": page,
+        "totalPages": total_pages,
+        "totalItems": total_items,
+        "currentPage": served,
         "results": results,
     }))
     .into_response()

@@ -16,6 +16,8 @@
 //! - GUIDs are printed as 32 lower-case hex digits (the seed's format) and accepted in any
 //!   spelling in paths.
 //! - Injected faults (`fail_next`) apply to every request, sign-in included.
+//! - Paging knobs (off by default) answer another page than the one asked for, or announce
+//!   `totalItems`/`totalPages` that lie or change between pages.
 
 mod api;
 use api::*;
@@ -280,6 +282,11 @@ struct SimState {
     usage_requests: Vec<UsageRequest>,
     /// `(service, Page, PageSize)` of every users request that was served.
     users_requests: Vec<(String, usize, usize)>,
+    /// Paging faults, all off by default: this page is answered with the next one (and its
+    /// `currentPage`); from a page on, `totalItems` or `totalPages` announce these values.
+    skip_page: Option<usize>,
+    total_items: Option<(usize, u64)>,
+    total_pages: Option<(usize, u64)>,
 }
 
 impl CccSim {
@@ -332,6 +339,32 @@ impl CccSim {
     /// had expired (sign-in is not affected).
     pub fn refuse_sessions_next(&self, n: u32) {
         self.state().refuse_sessions = n;
+    }
+
+    /// A users request for `page` is answered with page `page + 1` (its users and its
+    /// `currentPage`), as a peer that lost count would; the page itself is never served.
+    pub fn skip_page(&self, page: usize) {
+        self.state().skip_page = Some(page);
+    }
+
+    /// From page `from_page` on, `totalItems` announces `total` whatever the service holds:
+    /// higher or lower than the truth, or a change between pages.
+    pub fn announce_total_items(&self, from_page: usize, total: u64) {
+        self.state().total_items = Some((from_page, total));
+    }
+
+    /// From page `from_page` on, `totalPages` announces `pages`: more than there are makes the
+    /// pages past the end empty ones with `currentPage < totalPages`.
+    pub fn announce_total_pages(&self, from_page: usize, pages: u64) {
+        self.state().total_pages = Some((from_page, pages));
+    }
+
+    /// Turns every paging knob off again: the honest API.
+    pub fn honest_paging(&self) {
+        let mut state = self.state();
+        state.skip_page = None;
+        state.total_items = None;
+        state.total_pages = None;
     }
 
     /// Every usage call takes this long, so that concurrent calls overlap observably.

@@ -43,6 +43,11 @@ impl UsageEntry {
 pub(super) struct Paging {
     #[serde(default)]
     pub next_page_key: Option<String>,
+    /// The number of usages in the whole list, filled by `$inlinecount=allpages`. A value
+    /// that is not a count is refused rather than ignored: it is what the read is checked
+    /// against.
+    #[serde(default, deserialize_with = "opt_count")]
+    pub size: Option<u64>,
 }
 
 /// A usage as tally needs it (`createdAt` and `usageAmount` are not used).
@@ -105,6 +110,16 @@ fn i64_any<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(v.and_then(number_text).and_then(|s| s.parse().ok()))
+}
+
+fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => number_text(v.clone())
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a count, got {v}"))),
+    }
 }
 
 fn date_any<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {

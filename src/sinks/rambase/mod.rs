@@ -10,6 +10,7 @@ mod settings;
 pub use settings::{RamBaseItem, RamBaseSettings};
 
 mod api;
+mod listing;
 mod mapping;
 
 use crate::domain::{InvoiceLine, LedgerLine, LineKey, Period};
@@ -387,13 +388,18 @@ impl RamBase {
         }
     }
 
-    /// Every usage on a target, following `paging.nextPageKey` with the largest page allowed.
+    /// Every usage on a target, following `paging.nextPageKey` with the largest page allowed,
+    /// checked against the `paging.size` of `$inlinecount=allpages` (see [`listing`]).
     async fn list_usages(&self, target: Target) -> anyhow::Result<Vec<Usage>> {
         let mut usages = Vec::new();
         let mut page_key: Option<String> = None;
-        let mut seen_keys = HashSet::new();
+        let mut listing = listing::Listing::new(target.to_string());
         loop {
-            let url = self.usages_url(target, page_key.as_deref());
+            let mut url = self.usages_url(target, page_key.as_deref());
+            url.set_query(Some(&format!(
+                "{}&$inlinecount=allpages",
+                url.query().unwrap_or_default()
+            )));
             let page: UsagesPage = match self
                 .call(Idempotency::Idempotent, |client, token| {
                     client
@@ -409,19 +415,18 @@ impl RamBase {
                 Err(CallError::Http(e)) => anyhow::bail!("{}", describe(&e, Some(target))),
                 Err(CallError::Token(message)) => anyhow::bail!("{message}"),
             };
+            let count = page.usages.len();
             usages.extend(page.usages.into_iter().map(|u| u.into_usage()));
-            match page.paging.and_then(|p| p.next_page_key) {
-                Some(next) if !next.is_empty() => {
-                    // A peer that hands out the same key twice would page forever.
-                    if !seen_keys.insert(next.clone()) {
-                        anyhow::bail!(
-                            "RamBase returned page key {next:?} twice while listing the usages of \
-                             {target}; stopping instead of looping"
-                        );
-                    }
-                    page_key = Some(next);
-                }
-                _ => return Ok(usages),
+            let (size, next) = page
+                .paging
+                .map(|p| (p.size, p.next_page_key))
+                .unwrap_or_default();
+            match listing
+                .advance(url.as_str(), count, size, next.as_deref())
+                .map_err(anyhow::Error::msg)?
+            {
+                Some(next) => page_key = Some(next),
+                None => return Ok(usages),
             }
         }
     }

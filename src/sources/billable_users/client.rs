@@ -38,9 +38,13 @@ pub struct RawPage {
     pub url: String,
     pub body: Body,
     /// The `page` of the `Link` header's `rel="next"`; `None` on the last page.
-    pub next_page: Option<u32>,
-    /// `X-Pagination-Total-Entries`, when the peer sent a number.
+    pub next_page: Option<u64>,
+    /// `X-Pagination-Current-Page`, when sent.
+    pub current_page: Option<u64>,
+    /// `X-Pagination-Total-Entries`, when sent.
     pub total_entries: Option<u64>,
+    /// `X-Pagination-Total-Pages`, when sent.
+    pub total_pages: Option<u64>,
 }
 
 /// A page's people in the form they were asked for.
@@ -153,14 +157,15 @@ impl Client {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let next_page = next_page(&link_values, &url, page)
-            .map_err(|message| anyhow!("GET {shown}: {message}"))?;
-
-        let total_entries = response
-            .headers()
-            .get("x-pagination-total-entries")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let next_page =
+            next_page(&link_values, &url).map_err(|message| anyhow!("GET {shown}: {message}"))?;
+        let count = |name: &str| {
+            pagination_header(response.headers(), name)
+                .map_err(|message| anyhow!("GET {shown}: {message}"))
+        };
+        let current_page = count("x-pagination-current-page")?;
+        let total_entries = count("x-pagination-total-entries")?;
+        let total_pages = count("x-pagination-total-pages")?;
 
         let body = match self.format {
             Format::Json => {
@@ -189,14 +194,39 @@ impl Client {
             url: shown,
             body,
             next_page,
+            current_page,
             total_entries,
+            total_pages,
         })
     }
 }
 
-/// The page number of the `rel="next"` link, refusing a link that does not move forward: a
-/// peer that points back would make tally fetch (and bill) a page twice.
-fn next_page(link_values: &[&str], request: &Url, page: u32) -> Result<Option<u32>, String> {
+/// An `X-Pagination-*` header as a number; `None` when it is absent. A value that is not a
+/// number is refused: the totals are what the pages read are checked against, and a guess
+/// would let a short list pass.
+fn pagination_header(
+    headers: &reqwest::header::HeaderMap,
+    name: &str,
+) -> Result<Option<u64>, String> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "the header {name} is {:?}, not a number of entries or pages",
+                String::from_utf8_lossy(value.as_bytes())
+            )
+        })
+}
+
+/// The page number of the `rel="next"` link. Whether it is the page after this one is
+/// [`crate::sources::paging::advance`]'s to check.
+fn next_page(link_values: &[&str], request: &Url) -> Result<Option<u64>, String> {
     let entries = link::parse_link_header(link_values.iter().copied());
     let Some(next) = link::find_rel(&entries, "next", request) else {
         return Ok(None);
@@ -212,16 +242,10 @@ fn next_page(link_values: &[&str], request: &Url, page: u32) -> Result<Option<u3
             )
         })?
         .1
-        .parse::<u32>()
+        .parse::<u64>()
         .map_err(|e| {
             format!("the Link header's rel=\"next\" has a page that is not a number: {e}")
         })?;
-    if number <= page {
-        return Err(format!(
-            "the Link header's rel=\"next\" points to page {number} from page {page}; \
-             refusing to fetch a page twice"
-        ));
-    }
     Ok(Some(number))
 }
 
@@ -263,6 +287,13 @@ fn explain(error: HttpError, account: &str, auth: &Auth) -> anyhow::Error {
                 422 => format!(
                     "{what}: the API refused the request's parameters: {}",
                     validation_errors(body)
+                ),
+                300..=399 => format!(
+                    "{what}: the API redirected tally to another address (another scheme, host \
+                     or port), and tally follows a redirect only within the same origin, so that \
+                     neither the token nor the list of people can come from elsewhere; nothing \
+                     was read. If the API really moved, set sources.billable_users.base_url to \
+                     its new address"
                 ),
                 429 => {
                     format!("{what}: still rate limited after retrying; run again later{vendor}")
@@ -345,17 +376,36 @@ mod tests {
     #[test]
     fn the_next_page_comes_from_the_link_header() {
         let link = r#"<http://127.0.0.1:1/v1/account/billable_users?year=2026&month=10&page=1&per_page=100>; rel="first", <http://127.0.0.1:1/v1/account/billable_users?year=2026&month=10&page=3&per_page=100>; rel="next""#;
-        assert_eq!(next_page(&[link], &url(2), 2), Ok(Some(3)));
-        assert_eq!(next_page(&[], &url(2), 2), Ok(None));
+        assert_eq!(next_page(&[link], &url(2)), Ok(Some(3)));
+        assert_eq!(next_page(&[], &url(2)), Ok(None));
     }
 
     #[test]
-    fn a_next_link_that_does_not_move_forward_is_refused() {
-        let link = r#"<http://127.0.0.1:1/v1/account/billable_users?page=2>; rel="next""#;
-        let error = next_page(&[link], &url(2), 2).unwrap_err();
-        assert!(error.contains("twice"), "{error}");
+    fn a_next_link_without_a_page_number_is_refused() {
         let no_page = r#"<http://127.0.0.1:1/v1/account/billable_users>; rel="next""#;
-        assert!(next_page(&[no_page], &url(2), 2).is_err());
+        assert!(next_page(&[no_page], &url(2)).is_err());
+        let not_a_number = r#"<http://127.0.0.1:1/v1/account/billable_users?page=x>; rel="next""#;
+        assert!(next_page(&[not_a_number], &url(2)).is_err());
+    }
+
+    #[test]
+    fn a_pagination_header_is_a_number_or_absent() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(
+            pagination_header(&headers, "x-pagination-total-entries"),
+            Ok(None)
+        );
+        headers.insert("x-pagination-total-entries", "47".parse().unwrap());
+        assert_eq!(
+            pagination_header(&headers, "x-pagination-total-entries"),
+            Ok(Some(47))
+        );
+        headers.insert("x-pagination-total-entries", "lots".parse().unwrap());
+        let error = pagination_header(&headers, "x-pagination-total-entries").unwrap_err();
+        assert!(
+            error.contains("x-pagination-total-entries") && error.contains("lots"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub struct BillableUsersSettings {
     /// 3,600 requests an hour (docs/connectors/billable-users.md).
     #[serde(default = "default_per_page")]
     pub per_page: u32,
+    /// The most pages tally reads of one month (the source's one scope) before it fails the
+    /// source: a bound on a peer that keeps announcing a next page. Generous by default
+    /// (100,000 pages, ten million people at 100 a page); at least 1.
+    #[serde(default = "default_max_pages_per_scope")]
+    pub max_pages_per_scope: u32,
     /// The license type every billable person is billed as, e.g. `Service desk user`; it must
     /// match a license type in the pricing table.
     pub license_type: String,
@@ -87,6 +92,10 @@ fn default_enabled() -> bool {
 
 fn default_per_page() -> u32 {
     MAX_PER_PAGE
+}
+
+fn default_max_pages_per_scope() -> u32 {
+    crate::sources::paging::DEFAULT_MAX_PAGES_PER_SCOPE
 }
 
 impl BillableUsersSettings {
@@ -128,6 +137,15 @@ impl BillableUsersSettings {
                 format!(
                     "is {}, must be between 1 and {MAX_PER_PAGE} (the API's largest page)",
                     self.per_page
+                ),
+            ));
+        }
+        if self.max_pages_per_scope == 0 {
+            problems.push(Problem::new(
+                key("max_pages_per_scope"),
+                format!(
+                    "is 0, must be at least 1 (the default is {})",
+                    default_max_pages_per_scope()
                 ),
             ));
         }
@@ -286,6 +304,7 @@ mod tests {
             client_secret: None,
             oauth_url: None,
             per_page: 100,
+            max_pages_per_scope: 100_000,
             license_type: "Service desk user".into(),
             format: Format::Json,
             http: HttpSettings::default(),
@@ -319,6 +338,7 @@ mod tests {
             account: " ".into(),
             token: None,
             per_page: 500,
+            max_pages_per_scope: 0,
             license_type: String::new(),
             ..valid()
         };
@@ -331,6 +351,7 @@ mod tests {
                 "sources.billable_users.account",
                 "sources.billable_users.token",
                 "sources.billable_users.per_page",
+                "sources.billable_users.max_pages_per_scope",
                 "sources.billable_users.license_type",
             ]
         );
@@ -542,6 +563,7 @@ mod tests {
         .unwrap();
         assert!(settings.enabled);
         assert_eq!(settings.per_page, 100);
+        assert_eq!(settings.max_pages_per_scope, 100_000);
         assert!(settings.token.is_none());
         assert!(settings.client_id.is_none() && settings.oauth_url.is_none());
         assert_eq!(settings.http, HttpSettings::default());

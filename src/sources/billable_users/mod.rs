@@ -8,6 +8,8 @@
 //! - `csv_form`: the CSV export of the same list, read into rows (no I/O).
 //! - `link`: the `Link` header, which says where the next page is.
 //!
+//! What was read is checked against the `X-Pagination-*` totals by [`crate::sources::paging`].
+//!
 //! Both forms stage the same records (key, customer, item, quantity) for the same people; only
 //! the evidence payload differs (JSON values as sent, or the CSV row's strings).
 
@@ -24,6 +26,7 @@ pub use config::{
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
 use crate::http::HttpClient;
 use crate::sources::Page;
+use crate::sources::paging::{self, Progress};
 use anyhow::{Context, anyhow, bail};
 use rust_decimal::Decimal;
 
@@ -40,9 +43,19 @@ pub struct BillableUsers {
     /// The only scope: the account sent as `X-4me-Account`.
     account: String,
     per_page: u32,
+    max_pages: u32,
     license_type: LicenseType,
     client: client::Client,
 }
+
+/// The API's names for its paging, for messages.
+const PAGING: paging::Vocabulary = paging::Vocabulary {
+    total_entries: "X-Pagination-Total-Entries",
+    total_pages: "X-Pagination-Total-Pages",
+    current_page: "X-Pagination-Current-Page",
+    next: "the Link header's rel=\"next\"",
+    max_pages_key: "sources.billable_users.max_pages_per_scope",
+};
 
 impl BillableUsers {
     /// Checks `settings` (every problem at once) and builds the source, named `billable_users`.
@@ -71,6 +84,7 @@ impl BillableUsers {
             name: SourceName::new("billable_users"),
             account: settings.account.trim().to_owned(),
             per_page: settings.per_page,
+            max_pages: settings.max_pages_per_scope,
             license_type: LicenseType::new(settings.license_type.trim()),
             client: client::Client::new(&settings.base_url, settings.format, auth, http)?,
         })
@@ -85,8 +99,10 @@ impl BillableUsers {
         vec![self.account.clone()]
     }
 
-    /// Fetches the page at `cursor` (a page number; `None` is page 1) of `scope`'s billable
-    /// people in `period`. `next_cursor` is the page the `Link` header's `rel="next"` names.
+    /// Fetches the page at `cursor` (a [`Progress`]: the page number and what the pages
+    /// before it held; `None` is page 1) of `scope`'s billable people in `period`.
+    /// `next_cursor` names the page the `Link` header's `rel="next"` names, which must be the
+    /// next one; the last page must bring the entries read to `X-Pagination-Total-Entries`.
     ///
     /// A malformed person fails the whole page: staging the others would under-bill silently.
     #[tracing::instrument(skip(self, period), fields(source = %self.name, period = %period))]
@@ -96,7 +112,8 @@ impl BillableUsers {
         period: Period,
         cursor: Option<&str>,
     ) -> anyhow::Result<Page> {
-        let page = parse_cursor(cursor)?;
+        let progress = Progress::parse(cursor)?;
+        let page = progress.page;
         let raw = self
             .client
             .fetch(scope, period, page, self.per_page)
@@ -114,35 +131,31 @@ impl BillableUsers {
                 stage_csv(&body, raw.total_entries).map_err(|e| anyhow!("GET {}: {e}", raw.url))?
             }
         };
+        let answer = paging::Answer {
+            url: raw.url,
+            current_page: raw.current_page,
+            // Each person (a JSON element or a CSV row) is one entry and one record.
+            entries: records.len() as u64,
+            total_entries: raw.total_entries,
+            total_pages: raw.total_pages,
+            next_page: raw.next_page,
+        };
+        let next = paging::advance(progress, &answer, &PAGING, self.max_pages)?;
         tracing::debug!(
             page,
             count = records.len(),
-            next_page = raw.next_page,
+            next_page = answer.next_page,
             "fetched a page of billable users"
         );
         Ok(Page {
             records,
-            next_cursor: raw.next_page.map(|n| n.to_string()),
+            next_cursor: next.map(|n| n.to_string()),
         })
     }
 
     /// `billable_user` is billed as the configured license type; nothing else is known.
     pub fn license_type(&self, item: &str) -> Option<LicenseType> {
         (item == ITEM).then(|| self.license_type.clone())
-    }
-}
-
-/// The page a cursor names; cursors are what `fetch_page` returned, so anything else is a
-/// corrupted checkpoint rather than something to guess around.
-fn parse_cursor(cursor: Option<&str>) -> anyhow::Result<u32> {
-    match cursor {
-        None => Ok(1),
-        Some(text) => match text.trim().parse::<u32>() {
-            Ok(page) if page >= 1 => Ok(page),
-            _ => {
-                bail!("cursor {text:?} is not a page number (1, 2, ...); the checkpoint is corrupt")
-            }
-        },
     }
 }
 
@@ -228,6 +241,7 @@ mod tests {
             client_secret: None,
             oauth_url: None,
             per_page: 100,
+            max_pages_per_scope: 100_000,
             license_type: "Service desk user".into(),
             format: Format::Json,
             http: crate::http::HttpSettings::default(),
@@ -290,15 +304,6 @@ mod tests {
             csv_form::CsvError::Empty
         );
         assert_eq!(stage_csv(b"", None).unwrap_err(), csv_form::CsvError::Empty);
-    }
-
-    #[test]
-    fn cursors_are_page_numbers() {
-        assert_eq!(parse_cursor(None).unwrap(), 1);
-        assert_eq!(parse_cursor(Some("3")).unwrap(), 3);
-        for bad in ["0", "-1", "abc", ""] {
-            assert!(parse_cursor(Some(bad)).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -64,8 +64,12 @@ impl std::fmt::Debug for Client {
 pub struct UsersPage {
     /// The request's URL, redacted, for messages about the page's users.
     pub url: String,
-    pub current_page: u32,
-    pub total_pages: u32,
+    /// `currentPage`, when sent.
+    pub current_page: Option<u64>,
+    /// `totalPages`: the list ends when `currentPage >= totalPages`.
+    pub total_pages: u64,
+    /// `totalItems`, when sent.
+    pub total_items: Option<u64>,
     pub results: Vec<Value>,
 }
 
@@ -73,8 +77,11 @@ pub struct UsersPage {
 #[serde(rename_all = "camelCase")]
 struct UsersResponse {
     #[serde(default)]
-    total_pages: u32,
-    current_page: Option<u32>,
+    total_pages: Option<u64>,
+    #[serde(default)]
+    total_items: Option<u64>,
+    #[serde(default)]
+    current_page: Option<u64>,
     #[serde(default)]
     results: Vec<Value>,
 }
@@ -138,10 +145,20 @@ impl Client {
             .append_pair("Page", &page.to_string())
             .append_pair("PageSize", &page_size.to_string());
         let response: UsersResponse = self.get_json(service, &url, Step::Users).await?;
+        let shown = redact_url(url.as_str());
+        // Without `totalPages` nobody can tell where the list ends: taking the first page for
+        // the whole list would bill only its users.
+        let Some(total_pages) = response.total_pages else {
+            bail!(
+                "GET {shown} answered without totalPages, so tally cannot tell where the list of \
+                 users ends (docs/connectors/ccc.md); nothing of this page was staged"
+            );
+        };
         Ok(UsersPage {
-            url: redact_url(url.as_str()),
-            current_page: response.current_page.unwrap_or(page),
-            total_pages: response.total_pages,
+            url: shown,
+            current_page: response.current_page,
+            total_pages,
+            total_items: response.total_items,
             results: response.results,
         })
     }
@@ -334,6 +351,13 @@ impl Client {
                         format!("{what}: the session is not valid for service {service}{vendor}")
                     }
                     (400, _) => format!("{what}: CCC refused the request's parameters{vendor}"),
+                    (300..=399, _) => format!(
+                        "{what}: CCC redirected tally to another address (another scheme, host \
+                         or port), and tally follows a redirect only within the same origin, so \
+                         that neither the session nor the users can come from elsewhere; nothing \
+                         was read. If the API really moved, set sources.ccc.base_url to its new \
+                         address"
+                    ),
                     (429, _) => {
                         format!(
                             "{what}: still rate limited after retrying; run again later{vendor}"

@@ -48,6 +48,11 @@ pub struct CccSettings {
     /// Users per page (`PageSize`), 1..=100; the API's default is 25.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// The most pages of users tally reads of one service before it fails the source: a bound
+    /// on a peer that keeps announcing a next page. Generous by default (100,000 pages); at
+    /// least 1.
+    #[serde(default = "default_max_pages_per_scope")]
+    pub max_pages_per_scope: u32,
     /// Usage calls in flight at once (one call per user, or per user and day when `daily`),
     /// 1..=64.
     #[serde(default = "default_concurrency")]
@@ -74,6 +79,10 @@ pub struct CccSettings {
 
 fn default_enabled() -> bool {
     true
+}
+
+fn default_max_pages_per_scope() -> u32 {
+    crate::sources::paging::DEFAULT_MAX_PAGES_PER_SCOPE
 }
 
 fn default_page_size() -> u32 {
@@ -167,6 +176,15 @@ impl CccSettings {
                 ),
             ));
         }
+        if self.max_pages_per_scope == 0 {
+            problems.push(Problem::new(
+                key("max_pages_per_scope"),
+                format!(
+                    "is 0, must be at least 1 (the default is {})",
+                    default_max_pages_per_scope()
+                ),
+            ));
+        }
         if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
             problems.push(Problem::new(
                 key("concurrency"),
@@ -238,6 +256,7 @@ mod tests {
             password: Some(SecretString::from("s3cret")),
             services: vec!["6F9619FF-8B86-D011-B42D-00CF4FC964FF".into()],
             page_size: 25,
+            max_pages_per_scope: 100_000,
             concurrency: 8,
             daily: false,
             licenses: default_licenses(),
@@ -263,6 +282,7 @@ mod tests {
                 "6F9619FF8B86D011B42D00CF4FC964FF".into(),
             ],
             page_size: 101,
+            max_pages_per_scope: 0,
             concurrency: 0,
             licenses: BTreeMap::from([
                 ("Guest".into(), String::new()),
@@ -282,6 +302,7 @@ mod tests {
                 "sources.ccc.services[0]",
                 "sources.ccc.services[2]",
                 "sources.ccc.page_size",
+                "sources.ccc.max_pages_per_scope",
                 "sources.ccc.concurrency",
                 "sources.ccc.licenses.Guest",
                 "sources.ccc.licenses.guest",
@@ -313,6 +334,7 @@ mod tests {
         assert!(settings.enabled);
         assert!(!settings.daily);
         assert_eq!(settings.page_size, 25);
+        assert_eq!(settings.max_pages_per_scope, 100_000);
         assert_eq!(settings.concurrency, 8);
         assert_eq!(settings.licenses, default_licenses());
         assert!(settings.metered.is_empty());

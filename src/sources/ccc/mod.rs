@@ -22,7 +22,8 @@ pub use usage::{Metric, NO_GROUP};
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
 use crate::http::HttpClient;
 use crate::sources::Page;
-use anyhow::{Context, anyhow, bail};
+use crate::sources::paging::{self, Progress};
+use anyhow::{Context, anyhow};
 use chrono::NaiveDate;
 use client::PeriodType;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -33,6 +34,15 @@ use usage::Totals;
 /// The config key of this source; problems and messages name keys under it.
 const AT: &str = "sources.ccc";
 
+/// CCC's names for its paging, for messages.
+const PAGING: paging::Vocabulary = paging::Vocabulary {
+    total_entries: "totalItems",
+    total_pages: "totalPages",
+    current_page: "currentPage",
+    next: "currentPage < totalPages",
+    max_pages_key: "sources.ccc.max_pages_per_scope",
+};
+
 /// A configured CCC source. `Debug` shows no password or session.
 #[derive(Debug)]
 pub struct Ccc {
@@ -40,6 +50,7 @@ pub struct Ccc {
     /// Canonical service GUIDs, in configured order: the scopes.
     services: Vec<String>,
     page_size: u32,
+    max_pages: u32,
     concurrency: usize,
     daily: bool,
     /// Lower-cased `groupType` → license type.
@@ -80,6 +91,7 @@ impl Ccc {
             name: SourceName::new("ccc"),
             services,
             page_size: settings.page_size,
+            max_pages: settings.max_pages_per_scope,
             concurrency: settings.concurrency as usize,
             daily: settings.daily,
             licenses: settings
@@ -107,9 +119,13 @@ impl Ccc {
         self.services.clone()
     }
 
-    /// Fetches page `cursor` (a page number; `None` is page 1) of service `scope`'s users and
-    /// their usage in `period`, and stages the billable ones. `next_cursor` is the next page
-    /// while `currentPage < totalPages`.
+    /// Fetches page `cursor` (a [`Progress`]: the page number and what the pages before it
+    /// held; `None` is page 1) of service `scope`'s users and their usage in `period`, and
+    /// stages the billable ones. `next_cursor` is the next page while `currentPage <
+    /// totalPages`; the last page must bring the users read to `totalItems`.
+    ///
+    /// The page is checked against the list's totals before any usage is asked for, so that a
+    /// page that cannot be billed costs one request, not one per user.
     ///
     /// A malformed user or a failed usage call fails the whole page: staging the others would
     /// under-bill silently, and the page is fetched again from its checkpoint.
@@ -122,8 +138,19 @@ impl Ccc {
     ) -> anyhow::Result<Page> {
         let service = guid::normalize(scope)
             .ok_or_else(|| anyhow!("scope {scope:?} is not a service GUID"))?;
-        let page = parse_cursor(cursor)?;
+        let progress = Progress::parse(cursor)?;
+        let page = progress.page;
         let raw = self.client.users(&service, page, self.page_size).await?;
+        let served = raw.current_page.unwrap_or(u64::from(page));
+        let answer = paging::Answer {
+            url: raw.url.clone(),
+            current_page: raw.current_page,
+            entries: raw.results.len() as u64,
+            total_entries: raw.total_items,
+            total_pages: Some(raw.total_pages),
+            next_page: (served < raw.total_pages).then_some(served + 1),
+        };
+        let next = paging::advance(progress, &answer, &PAGING, self.max_pages)?;
         let users = raw
             .results
             .into_iter()
@@ -170,8 +197,7 @@ impl Ccc {
                 .map_err(|e| anyhow!("{}: user {} {e}", raw.url, user.guid))?;
             records.extend(usage::stage(&service, user, &totals, evidence, &metered));
         }
-        let next_cursor =
-            (raw.current_page < raw.total_pages).then(|| (raw.current_page + 1).to_string());
+        let next_cursor = next.map(|n| n.to_string());
         tracing::debug!(
             page,
             users = users.len(),
@@ -242,20 +268,6 @@ fn summarize(
     Ok((totals, evidence))
 }
 
-/// The page a cursor names; cursors are what `fetch_page` returned, so anything else is a
-/// corrupted checkpoint rather than something to guess around.
-fn parse_cursor(cursor: Option<&str>) -> anyhow::Result<u32> {
-    match cursor {
-        None => Ok(1),
-        Some(text) => match text.trim().parse::<u32>() {
-            Ok(page) if page >= 1 => Ok(page),
-            _ => {
-                bail!("cursor {text:?} is not a page number (1, 2, ...); the checkpoint is corrupt")
-            }
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +281,7 @@ mod tests {
             password: Some(SecretString::from("s3cret")),
             services: vec!["{6F9619FF-8B86-D011-B42D-00CF4FC964FF}".into()],
             page_size: 25,
+            max_pages_per_scope: 100_000,
             concurrency: 8,
             daily: false,
             licenses: default_licenses(),
@@ -329,14 +342,5 @@ mod tests {
         let (kind, days) = monthly.calls_for(Period::new(2026, 10).unwrap());
         assert_eq!((kind, days.len()), (PeriodType::Monthly, 1));
         assert_eq!(days[0].to_string(), "2026-10-01");
-    }
-
-    #[test]
-    fn cursors_are_page_numbers() {
-        assert_eq!(parse_cursor(None).unwrap(), 1);
-        assert_eq!(parse_cursor(Some("3")).unwrap(), 3);
-        for bad in ["0", "-1", "abc", ""] {
-            assert!(parse_cursor(Some(bad)).is_err(), "{bad}");
-        }
     }
 }

@@ -212,6 +212,12 @@ fn token_or_api_failure(error: &HttpError, said: &str, url_key: &str) -> String 
         HttpError::Status { status, .. } if status.is_server_error() => {
             format!("{what} and kept failing after retries; try again later{said}")
         }
+        HttpError::Status { status, .. } if status.is_redirection() => format!(
+            "{what}: Genesys redirected tally to another address (another scheme, host or \
+             port), and tally follows a redirect only within the same origin, so that neither a \
+             secret nor the report can come from elsewhere; nothing was read. Check \
+             sources.genesys.region (or {url_key})"
+        ),
         HttpError::Timeout { .. } | HttpError::Transport { .. } => format!(
             "{error} (after retries); check sources.genesys.region (or {url_key}) and the network"
         ),

@@ -154,7 +154,10 @@ impl Genesys {
 
         report::check_range(&report, &start, &end).map_err(|e| anyhow!("GET {shown}: {e}"))?;
         let records: Vec<StagedRecord> = report::stage_usages(&report.usages, &org.org_id)
-            .map_err(|e| anyhow!("GET {shown} (org {scope}): {e}"))?;
+            .map_err(|e| {
+                let id = report.id.as_deref().unwrap_or("without an id");
+                anyhow!("GET {shown} (org {scope}, report {id}): {e}")
+            })?;
         tracing::debug!(
             org = scope,
             report_id = report.id.as_deref().unwrap_or(""),

@@ -131,15 +131,63 @@ fn read_usage(usage: &serde_json::Value) -> Result<(String, Decimal), String> {
         }
         None => return Err(format!("({name:?}) has no field `totalUsage`")),
     };
-    let quantity = Decimal::from_str(total.trim()).map_err(|e| {
-        format!("({name:?}) field `totalUsage` {total:?} is not a decimal number: {e}")
-    })?;
+    let quantity =
+        parse_total(total).map_err(|e| format!("({name:?}) field `totalUsage` {total:?} {e}"))?;
     if quantity.is_sign_negative() && !quantity.is_zero() {
         return Err(format!(
             "({name:?}) field `totalUsage` {total:?} is negative; usage cannot be"
         ));
     }
     Ok((name, quantity.normalize()))
+}
+
+/// A `totalUsage` as Genesys documents it: "a decimal number in string format", written out
+/// (`"5.500"`, `"12"`), as the pricing table's numbers are. Refused, with why:
+///
+/// - exponent notation (`"1e3"`, `"1.5E+3"`): valid JSON and accepted by `Decimal::from_str`,
+///   but not what Genesys writes; a usage in that form has passed through a floating-point
+///   number somewhere upstream, which may already have dropped digits, so it is not billed as
+///   if it were exact;
+/// - `_` separators, spaces inside, a comma, or anything else that is not digits with at most
+///   one point and an optional sign;
+/// - a value that a decimal cannot hold exactly (above 79,228,162,514,264,337,593,543,950,335,
+///   or more digits than fit, which `Decimal::from_str` would round silently).
+fn parse_total(text: &str) -> Result<Decimal, String> {
+    let trimmed = text.trim();
+    let digits = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    if !plain {
+        return Err(
+            if digits.contains(['e', 'E']) && digits.bytes().any(|b| b.is_ascii_digit()) {
+                "is in exponent notation; Genesys writes totalUsage as a plain decimal (e.g. \
+                 \"5.500\"), and a number in exponent form has passed through a floating-point \
+                 number that may have dropped digits, so tally does not bill from it: check the \
+                 org's billable usage in Genesys Cloud and ask Genesys support why the report \
+                 says so"
+                    .to_owned()
+            } else {
+                "is not a decimal number (digits with at most one point, e.g. \"5.500\")".to_owned()
+            },
+        );
+    }
+    let too_large = || {
+        format!(
+            "is larger or more precise than tally can hold exactly (at most {} with up to 28 \
+             decimals in all): the report cannot be billed as sent; check the org's billable \
+             usage in Genesys Cloud",
+            Decimal::MAX
+        )
+    };
+    let value = Decimal::from_str(trimmed).map_err(|_| too_large())?;
+    // `from_str` rounds what does not fit into 96 bits instead of failing: a rounded quantity
+    // would be billed as if Genesys had sent it.
+    if value.scale() as usize != fraction.len() {
+        return Err(too_large());
+    }
+    Ok(value)
 }
 
 fn preview(value: &serde_json::Value) -> String {
@@ -201,6 +249,13 @@ mod tests {
             (json!({"name": "CX", "totalUsage": 5.5}), "`totalUsage`"),
             (json!({"name": "CX"}), "`totalUsage`"),
             (json!({"name": "CX", "totalUsage": "-1"}), "negative"),
+            (json!({"name": "CX", "totalUsage": "1e3"}), "exponent"),
+            (
+                json!({"name": "CX", "totalUsage": "1_000"}),
+                "not a decimal",
+            ),
+            (json!({"name": "CX", "totalUsage": "1,5"}), "not a decimal"),
+            (json!({"name": "CX", "totalUsage": ".5"}), "not a decimal"),
             (json!("CX"), "object"),
         ] {
             let error = stage_usages(
@@ -211,6 +266,46 @@ mod tests {
             assert!(error.starts_with("usages[1]"), "{usage}: {error}");
             assert!(error.contains(expected), "{usage}: {error}");
         }
+    }
+
+    #[test]
+    fn exponent_notation_is_refused_as_the_pricing_table_refuses_it() {
+        for total in ["1e3", "1E3", "1.5e+3", "5E-1", "1e20", "1e29"] {
+            let usage = json!({"name": "CX", "totalUsage": total});
+            let error = stage_usages(&[usage], ORG).unwrap_err();
+            assert!(error.contains("exponent notation"), "{total}: {error}");
+            assert!(error.contains(&format!("{total:?}")), "{total}: {error}");
+        }
+    }
+
+    #[test]
+    fn huge_totals_are_a_value_when_they_fit_and_an_error_when_they_do_not() {
+        let fits = stage_usages(
+            &[json!({"name": "CX", "totalUsage": "100000000000000000000"})],
+            ORG,
+        )
+        .unwrap();
+        assert_eq!(fits[0].quantity, dec!(100000000000000000000));
+        let max = Decimal::MAX.to_string();
+        let at_max = stage_usages(&[json!({"name": "CX", "totalUsage": max})], ORG).unwrap();
+        assert_eq!(at_max[0].quantity, Decimal::MAX);
+        for total in [
+            "79228162514264337593543950336",
+            "99999999999999999999999999999999999999",
+            "12345678901234567890123456789.1",
+            "0.00000000000000000000000000001",
+        ] {
+            let usage = json!({"name": "CX", "totalUsage": total});
+            let error = stage_usages(&[usage], ORG).unwrap_err();
+            assert!(
+                error.contains("than tally can hold exactly"),
+                "{total}: {error}"
+            );
+        }
+        // Two usages of one name that fit alone but not together.
+        let half = json!({"name": "CX", "totalUsage": "50000000000000000000000000000"});
+        let error = stage_usages(&[half.clone(), half], ORG).unwrap_err();
+        assert!(error.contains("overflows"), "{error}");
     }
 
     #[test]
