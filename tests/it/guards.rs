@@ -143,6 +143,29 @@ fn acme_reports(sims: &tally::sim::RunningSims, total: &str) {
     );
 }
 
+/// The messages of the `out_of_range` exceptions of a Genesys run, and the run's report.
+async fn genesys_out_of_range(
+    app: &tally::pipeline::App,
+    dry_run: bool,
+) -> (Vec<String>, tally::pipeline::RunReport) {
+    let report = pipeline::run(
+        app,
+        &RunOptions {
+            dry_run,
+            ..options(Some("genesys"))
+        },
+    )
+    .await
+    .unwrap();
+    let messages = report
+        .exceptions
+        .iter()
+        .filter(|e| e.kind == ExceptionKind::OutOfRange)
+        .map(|e| e.message.clone())
+        .collect();
+    (messages, report)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_absurd_quantity_is_an_exception_naming_the_record_never_a_line_or_a_panic() {
     let sims = sims().await;
@@ -150,28 +173,13 @@ async fn an_absurd_quantity_is_an_exception_naming_the_record_never_a_line_or_a_
     // 10^20 minutes: once planned as a line of 14,000,000,000,000,000,000,075.00 EUR.
     acme_reports(&sims, "100000000000000000000");
     for dry_run in [true, false] {
-        let report = pipeline::run(
-            &app,
-            &RunOptions {
-                dry_run,
-                ..options(Some("genesys"))
-            },
-        )
-        .await
-        .unwrap();
-        let out: Vec<_> = report
-            .exceptions
-            .iter()
-            .filter(|e| e.kind == ExceptionKind::OutOfRange)
-            .collect();
+        let (out, report) = genesys_out_of_range(&app, dry_run).await;
         assert_eq!(out.len(), 1, "dry run {dry_run}: {:?}", report.exceptions);
         assert!(
-            out[0]
-                .message
-                .contains("above billing.limits.max_quantity_per_record")
-                && out[0].message.contains(DEMO_ORGS[0].1),
+            out[0].contains("above billing.limits.max_quantity_per_record")
+                && out[0].contains(DEMO_ORGS[0].1),
             "{}",
-            out[0].message
+            out[0]
         );
         assert_eq!(report.summary.status, RunStatus::CompletedWithExceptions);
         let acme_amounts: Vec<_> = report
@@ -208,24 +216,7 @@ async fn an_amount_too_large_to_compute_is_an_exception_even_with_raised_limits(
     })
     .await;
     acme_reports(&sims, "5000000000000000000000000000");
-    let report = pipeline::run(
-        &app,
-        &RunOptions {
-            dry_run: true,
-            ..options(Some("genesys"))
-        },
-    )
-    .await
-    .unwrap();
-    let out: Vec<_> = report
-        .exceptions
-        .iter()
-        .filter(|e| e.kind == ExceptionKind::OutOfRange)
-        .collect();
+    let (out, report) = genesys_out_of_range(&app, true).await;
     assert_eq!(out.len(), 1, "{:?}", report.exceptions);
-    assert!(
-        out[0].message.contains("too large to compute"),
-        "{}",
-        out[0].message
-    );
+    assert!(out[0].contains("too large to compute"), "{}", out[0]);
 }
