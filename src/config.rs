@@ -21,6 +21,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod from_text;
+mod log_level;
+
 /// Keys whose values are secrets: accepted from the environment only.
 const SECRET_KEYS: &[&str] = &["token", "client_secret", "password", "api_token"];
 
@@ -196,19 +199,9 @@ impl BillingSettings {
 }
 
 /// Does `text` look like an e-mail address (`name@domain`, no spaces)? An account id with an
-/// `@` in it is read as one.
+/// `@` in it is read as one. The customer map's rule, so that both files agree.
 fn is_email(text: &str) -> bool {
-    match text.split_once('@') {
-        Some((name, domain)) => {
-            !name.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-                && !text.contains(char::is_whitespace)
-        }
-        None => false,
-    }
+    crate::mapping::is_email(text)
 }
 
 /// `[schedule]`: the nightly run of `tally daemon`.
@@ -615,6 +608,25 @@ impl Settings {
                 ),
             ));
         }
+        let enabled = [
+            self.sources.billable_users.as_ref().map(|s| s.enabled),
+            self.sources.ccc.as_ref().map(|s| s.enabled),
+            self.sources.genesys.as_ref().map(|s| s.enabled),
+        ];
+        if !sources.is_empty() && !enabled.contains(&Some(true)) {
+            problems.push(Problem::new(
+                "sources",
+                format!(
+                    "every configured source is disabled, so nothing would ever be billed: set {}                      (or remove the line enabled = false)",
+                    sources
+                        .iter()
+                        .map(|s| format!("sources.{s}.enabled = true"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ));
+        }
+        problems.extend(self.log.problems());
         if let Some(ap) = &self.sinks.activeplatform {
             for (i, name) in ap.lookup_sources.iter().enumerate() {
                 if !sources.contains(&name.trim()) {

@@ -205,14 +205,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let config = cli.config.clone();
     let load = move || Ok(Settings::load(config.as_deref())?);
     let load: Load<'_> = &load;
+    // Commands that do not check the whole configuration (it would ask for secrets they do not
+    // need) still refuse a `log.level` that would be half ignored.
+    let load_logged = || -> anyhow::Result<Settings> {
+        let settings = load()?;
+        let problems = settings.log.problems();
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError(problems).into())
+        }
+    };
+    let load_logged: Load<'_> = &load_logged;
     match cli.command {
         Command::Run(args) => run::execute(args, load).await,
-        Command::Lines(args) => ledger::lines(args, load).await,
-        Command::Runs(args) => ledger::runs(args, load).await,
-        Command::Approve(args) => approve::approve(args, load).await,
-        Command::Push(args) => approve::push(args, load).await,
+        Command::Lines(args) => ledger::lines(args, load_logged).await,
+        Command::Runs(args) => ledger::runs(args, load_logged).await,
+        Command::Approve(args) => approve::approve(args, load_logged).await,
+        Command::Push(args) => approve::push(args, load_logged).await,
         Command::Migrate => {
-            let settings = load()?;
+            let settings = load_logged()?;
             init_tracing(&settings, None);
             let store = Store::connect(&settings.database_target()).await?;
             let applied = store.migrate().await?;
@@ -255,10 +267,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Logs to stderr, as text or JSON per `[log]`; `RUST_LOG` wins over the configured level.
+/// A configured level that does not parse logs at `info` until the configuration check that
+/// follows refuses it ([`crate::config::LogSettings::problems`]).
 pub fn init_tracing(settings: &Settings, default_level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(default_level.unwrap_or(&settings.log.level)));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::builder()
+            .parse(default_level.unwrap_or(&settings.log.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -186,3 +186,47 @@ fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(v.and_then(scalar_text))
 }
+
+/// Which of ActivePlatform's answers [`parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `GET .../accounts.json`: a bare array of accounts.
+    Accounts,
+    /// The `201` of creating a correction.
+    Created,
+    /// `GET .../corrections`.
+    Corrections,
+    /// An error body.
+    Error,
+}
+
+/// Decodes one of ActivePlatform's answers with the types the connector decodes it with, for
+/// the fuzz harness: `Ok` with what was read (shown), or why it was refused.
+pub fn parse(answer: Answer, body: &[u8]) -> Result<String, String> {
+    let text = |e: serde_json::Error| e.to_string();
+    match answer {
+        Answer::Accounts => serde_json::from_slice::<Vec<RawAccount>>(body)
+            .map(|accounts| {
+                let pairs: Vec<Vec<(&str, String)>> = accounts
+                    .iter()
+                    .map(|a| {
+                        a.custom_attributes
+                            .as_ref()
+                            .map(CustomAttributes::pairs)
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                format!("{accounts:?} {pairs:?}")
+            })
+            .map_err(text),
+        Answer::Created => serde_json::from_slice::<OneCorrection>(body)
+            .map(|c| format!("{c:?}"))
+            .map_err(text),
+        Answer::Corrections => serde_json::from_slice::<CorrectionList>(body)
+            .map(|l| format!("{l:?}"))
+            .map_err(text),
+        Answer::Error => serde_json::from_slice::<ErrorBody>(body)
+            .map(|e| format!("{:?}", e.summary()))
+            .map_err(text),
+    }
+}

@@ -8,6 +8,7 @@
 //! every URL and message tally shows is redacted, and messages are scrubbed of the token.
 
 mod api;
+pub use api::{Answer as ActivePlatformAnswer, parse as parse_answer};
 pub mod config;
 mod rules;
 

@@ -127,3 +127,47 @@ fn date_any<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
     super::parse_date(&s)
         .ok_or_else(|| serde::de::Error::custom(format!("expected a date, got {s:?}")))
 }
+
+/// Which of RamBase's answers [`parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `POST oauth2/access_token`.
+    Token,
+    /// A page of `GET .../usages`.
+    UsagesPage,
+    /// The `201` of creating a usage.
+    Created,
+    /// An error body.
+    Error,
+}
+
+/// Decodes one of RamBase's answers with the types the connector decodes it with, for the fuzz
+/// harness: `Ok` with what was read (shown), or why it was refused.
+pub fn parse(answer: Answer, body: &[u8]) -> Result<String, String> {
+    let text = |e: serde_json::Error| e.to_string();
+    match answer {
+        Answer::Token => serde_json::from_slice::<TokenAnswer>(body)
+            .map(|t| format!("token expiring in {:?} s", t.expires_in))
+            .map_err(text),
+        Answer::UsagesPage => serde_json::from_slice::<UsagesPage>(body)
+            .map(|page| {
+                let next = page.paging.and_then(|p| p.next_page_key);
+                let usages: Vec<Usage> = page
+                    .usages
+                    .into_iter()
+                    .map(UsageEntry::into_usage)
+                    .collect();
+                format!("{usages:?}, next {next:?}")
+            })
+            .map_err(text),
+        Answer::Created => serde_json::from_slice::<Created>(body)
+            .map(|c| format!("{:?}", c.usage))
+            .map_err(text),
+        Answer::Error => serde_json::from_slice::<ErrorBody>(body)
+            .map(|e| {
+                let id = e.error_message.and_then(|m| m.error_message_id);
+                format!("{id:?}: {:?}", e.message)
+            })
+            .map_err(text),
+    }
+}

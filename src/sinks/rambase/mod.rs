@@ -11,7 +11,9 @@ pub use settings::{RamBaseItem, RamBaseSettings};
 
 mod api;
 mod listing;
+pub use api::{Answer as RamBaseAnswer, parse as parse_answer};
 mod mapping;
+pub use mapping::MappingFile;
 
 use crate::domain::{InvoiceLine, LedgerLine, LineKey, Period};
 use crate::http::{HttpClient, HttpError, HttpSettings, Idempotency};

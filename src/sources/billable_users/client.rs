@@ -362,6 +362,11 @@ fn validation_errors(body: &str) -> String {
     }
 }
 
+/// [`next_page`] of a page's `Link` values as a pure function, for the fuzz harness.
+pub fn parse_next_page(link_values: &[&str], request: &Url) -> Result<Option<u64>, String> {
+    next_page(link_values, request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,6 +225,30 @@ fn preview(value: &serde_json::Value) -> String {
     }
 }
 
+pub use client::parse_next_page;
+
+/// A JSON page's body staged as [`BillableUsers::fetch_page`] stages it: the page parser as a
+/// pure function of its bytes, for the fuzz harness.
+pub fn parse_json_page(body: &[u8]) -> Result<Vec<StagedRecord>, String> {
+    let people: Vec<serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON array of people: {e}"))?;
+    people
+        .into_iter()
+        .enumerate()
+        .map(|(index, person)| {
+            stage(person).map_err(|e| format!("the record at index {index} {e}"))
+        })
+        .collect()
+}
+
+/// A CSV page's body staged as [`BillableUsers::fetch_page`] stages it, for the fuzz harness.
+pub fn parse_csv_page(
+    body: &[u8],
+    total_entries: Option<u64>,
+) -> Result<Vec<StagedRecord>, String> {
+    stage_csv(body, total_entries).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

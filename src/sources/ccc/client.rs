@@ -439,6 +439,28 @@ fn describe_status(status: &Value) -> String {
     format!(" (CCC said: {})", parts.join("; "))
 }
 
+/// A users page decoded as [`Client::users`] decodes it, each user checked as `fetch_page`
+/// checks it: `(currentPage, totalPages, users)`. The page parser as a pure function of its
+/// bytes, for the fuzz harness.
+pub fn parse_users_page(body: &[u8]) -> Result<(Option<u64>, Option<u64>, usize), String> {
+    let page: UsersResponse = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let users = page.results.len();
+    for (index, user) in page.results.into_iter().enumerate() {
+        super::usage::parse_user(user).map_err(|e| format!("the user at index {index} {e}"))?;
+    }
+    Ok((page.current_page, page.total_pages, users))
+}
+
+/// A usage answer decoded as [`Client::usage`] decodes it, its totals read as `fetch_page`
+/// reads them, for the fuzz harness.
+pub fn parse_usage_answer(body: &[u8]) -> Result<super::usage::Totals, String> {
+    let answer: UsageResponse = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    match answer.usage {
+        Some(usage @ Value::Object(_)) => super::usage::Totals::from_usage(&usage),
+        _ => Err("answered without a usage object".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

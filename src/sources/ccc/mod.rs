@@ -13,6 +13,7 @@ mod config;
 mod guid;
 mod usage;
 
+pub use client::{parse_usage_answer, parse_users_page};
 pub use config::{
     CccSettings, DEFAULT_PAGE_SIZE, MAX_CONCURRENCY, MAX_PAGE_SIZE, PASSWORD_ENV, default_licenses,
 };

@@ -18,6 +18,7 @@ mod config;
 mod report;
 
 pub use config::{GenesysOrg, GenesysSettings, MAX_POLL_INTERVAL_MS, parse_org_id, secret_env_var};
+pub use report::parse_report;
 pub use report::{COMPLETE, IN_PROGRESS, month_range};
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};

@@ -198,6 +198,22 @@ fn preview(value: &serde_json::Value) -> String {
     }
 }
 
+/// A report answer read as the connector reads it: decoded; if complete, checked against the
+/// range asked for and staged for `org_id`. The report parser as a pure function of its bytes,
+/// for the fuzz harness.
+pub fn parse_report(
+    body: &[u8],
+    org_id: &str,
+    (start, end): (&str, &str),
+) -> Result<Vec<StagedRecord>, String> {
+    let report: BillingUsageReport = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if report.status != COMPLETE {
+        return Err(format!("the report's status is {:?}", report.status));
+    }
+    check_range(&report, start, end)?;
+    stage_usages(&report.usages, org_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

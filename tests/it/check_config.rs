@@ -1,0 +1,272 @@
+//! `tally check-config` and the start-up check of every command, as an operator meets them: a
+//! customer map whose rows can never match, a `log.level` that tracing would half ignore, and a
+//! configuration whose every source is disabled are refused with exit 2, every problem at once,
+//! each naming its file:row:column or key and what to do.
+
+use crate::common::{repo, text};
+use std::path::Path;
+use std::process::{Command, Output};
+use tally::mapping::{CustomerMap, KeyMatch, key_form};
+use tally::sim;
+
+/// A folder laid out like a checkout: the demo configuration and its tables.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("demo")).unwrap();
+    for file in ["demo.toml", "demo/pricing.csv", "demo/customers.csv"] {
+        std::fs::copy(repo().join("config").join(file), config.join(file)).unwrap();
+    }
+    dir
+}
+
+/// `tally <args> --config config/demo.toml` in `dir`, with every demo secret set (so that the
+/// only problems are the ones a test makes) and no database.
+fn tally(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .current_dir(dir)
+        .args(args)
+        .args(["--config", "config/demo.toml"])
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .envs(sim::demo_secrets())
+        .output()
+        .unwrap()
+}
+
+fn edit(dir: &Path, file: &str, change: impl FnOnce(String) -> String) {
+    let path = dir.join("config").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, change(text)).unwrap();
+}
+
+/// The problems of a refused configuration, one `  - ` line each.
+fn problems(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_demo_configuration_is_valid() {
+    let dir = workspace();
+    let output = tally(dir.path(), &["check-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("configuration is valid"));
+}
+
+#[test]
+fn customer_map_rows_that_can_never_match_are_refused_all_at_once() {
+    let dir = workspace();
+    edit(dir.path(), "demo/customers.csv", |mut map| {
+        map.push_str(
+            // row 9 (after the demo's 7 rows): a source tally has no connector for
+            "hubspot,Acme Corporation,ACME-001\n\
+             ccc,A1C3E5F7-0B2D-4E6F-8A1C-3E5F7A9B000,ACME-001\n\
+             genesys,globex-org,GLOBEX-002\n\
+             billable_users,Hooli Labs,billing@\n\
+             ccc,{a1c3e5f7-0b2d-4e6f-8a1c-3e5f7a9b0001},GLOBEX-002\n",
+        );
+        map
+    });
+    let output = tally(dir.path(), &["check-config"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let all = text(&output);
+    let at = "config/demo/customers.csv";
+    for expected in [
+        format!(
+            "{at}:9:source: unknown source \"hubspot\": a row must name one of billable_users, ccc, genesys"
+        ),
+        format!(
+            "{at}:10:source_customer: \"A1C3E5F7-0B2D-4E6F-8A1C-3E5F7A9B000\" is not a CCC service GUID"
+        ),
+        format!("{at}:11:source_customer: \"globex-org\" is not a Genesys Cloud organization id"),
+        format!(
+            "{at}:12:billing_account: \"billing@\" is neither an account id nor an e-mail address"
+        ),
+        // The same service in another spelling, for another account: both rows are named.
+        format!(
+            "{at}:6:source_customer: source \"ccc\" customer \"A1C3E5F7-0B2D-4E6F-8A1C-3E5F7A9B0001\" \
+             is mapped twice: also on row 13 as \"{{a1c3e5f7-0b2d-4e6f-8a1c-3e5f7a9b0001}}\" to account GLOBEX-002"
+        ),
+        format!(
+            "{at}:13:source_customer: source \"ccc\" customer \"{{a1c3e5f7-0b2d-4e6f-8a1c-3e5f7a9b0001}}\""
+        ),
+    ] {
+        assert!(all.contains(&expected), "missing {expected:?} in:\n{all}");
+    }
+    assert_eq!(
+        problems(&output).len(),
+        6,
+        "one problem per bad row:\n{all}"
+    );
+}
+
+#[test]
+fn a_command_that_runs_refuses_the_same_map_before_any_work() {
+    let dir = workspace();
+    edit(dir.path(), "demo/customers.csv", |map| {
+        map + "hubspot,Acme Corporation,ACME-001\n"
+    });
+    let output = tally(dir.path(), &["run", "--period", "2026-10", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("config/demo/customers.csv:9:source: unknown source \"hubspot\""),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        !dir.path().join("data/tally.db").exists(),
+        "nothing is written on bad configuration"
+    );
+}
+
+#[test]
+fn a_log_level_with_bad_directives_is_refused_with_the_others() {
+    let dir = workspace();
+    edit(dir.path(), "demo.toml", |toml| {
+        toml.replace("level = \"warn\"", "level = \"tally=loud,,==\"")
+            .replacen("timezone = \"UTC\"", "timezone = \"Mars/Olympus\"", 1)
+    });
+    let output = tally(dir.path(), &["check-config"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let all = text(&output);
+    for expected in [
+        "log.level: directive 1 \"tally=loud\" is not valid",
+        "log.level: directive 2 of \"tally=loud,,==\" is empty (a stray comma)",
+        "log.level: directive 3 \"==\" is not valid",
+        // All at once: another key's problem is listed too.
+        "general.timezone: unknown time zone \"Mars/Olympus\"",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    assert!(
+        all.contains("e.g. \"info,tally=debug\""),
+        "says what to write: {all}"
+    );
+
+    // A command that only reads the ledger refuses it too.
+    let lines = tally(dir.path(), &["lines", "--period", "2026-10"]);
+    assert_eq!(lines.status.code(), Some(2), "{}", text(&lines));
+    assert!(text(&lines).contains("log.level: directive 1 \"tally=loud\""));
+}
+
+#[test]
+fn a_good_log_level_with_several_directives_is_accepted() {
+    let dir = workspace();
+    edit(dir.path(), "demo.toml", |toml| {
+        toml.replace(
+            "level = \"warn\"",
+            "level = \"warn,tally=debug,tally::http=trace\"",
+        )
+    });
+    let output = tally(dir.path(), &["check-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
+
+#[test]
+fn a_configuration_whose_every_source_is_disabled_is_refused() {
+    let dir = workspace();
+    edit(dir.path(), "demo.toml", |toml| {
+        let mut toml = toml;
+        for source in ["billable_users", "ccc", "genesys"] {
+            toml = toml.replace(
+                &format!("[sources.{source}]\n"),
+                &format!("[sources.{source}]\nenabled = false\n"),
+            );
+        }
+        toml
+    });
+    let output = tally(dir.path(), &["check-config"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let all = text(&output);
+    assert!(
+        all.contains(
+            "sources: every configured source is disabled, so nothing would ever be billed: set \
+             sources.billable_users.enabled = true or sources.ccc.enabled = true or \
+             sources.genesys.enabled = true"
+        ),
+        "{all}"
+    );
+
+    // One enabled source is enough.
+    edit(dir.path(), "demo.toml", |toml| {
+        toml.replacen("[sources.ccc]\nenabled = false\n", "[sources.ccc]\n", 1)
+    });
+    let output = tally(dir.path(), &["check-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
+
+/// A CCC service or Genesys org written in any spelling in the map is found under the key the
+/// source stages (its canonical spelling), and a billable users organization only as written.
+#[test]
+fn the_lookup_matches_every_spelling_the_validation_accepts() {
+    let guid = "A1C3E5F7-0B2D-4E6F-8A1C-3E5F7A9B0001";
+    let org = "5d6f2b1e-3c4a-4e8b-9a01-ac0e00000001";
+    let map = CustomerMap::from_reader(
+        "customers.csv",
+        format!(
+            "source,source_customer,billing_account\n\
+             ccc, {{{guid}}} ,ACME-001\n\
+             genesys,{{{}}},GLOBEX-002\n\
+             billable_users,Initech,INITECH-003\n",
+            org.to_uppercase()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // What the sources stage: CCC's canonical GUID, Genesys's canonical org id.
+    let ccc_key = tally::sources::ccc::normalize_guid(guid).unwrap();
+    let genesys_key = tally::sources::genesys::parse_org_id(org).unwrap();
+    let how = |source: &str| key_form(source).unwrap().key_match();
+    assert_eq!(
+        map.lookup("ccc", &ccc_key, how("ccc")).map(|a| a.as_str()),
+        Some("ACME-001")
+    );
+    assert_eq!(
+        map.lookup("genesys", &genesys_key, how("genesys"))
+            .map(|a| a.as_str()),
+        Some("GLOBEX-002")
+    );
+    assert_eq!(
+        map.lookup("billable_users", "Initech", how("billable_users"))
+            .map(|a| a.as_str()),
+        Some("INITECH-003")
+    );
+    assert_eq!(
+        map.lookup("billable_users", "INITECH", KeyMatch::Exact),
+        None
+    );
+}
+
+/// The customer map's list of sources and their key comparison agree with the connectors the
+/// configuration builds: a source added to one and not the other would never match.
+#[test]
+fn the_map_knows_every_source_and_compares_keys_as_the_source_does() {
+    use secrecy::SecretString;
+    let names: Vec<&str> = tally::mapping::SOURCES.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, tally::config::SourcesSettings::ALL);
+
+    let mut settings =
+        tally::config::Settings::load_files(&[repo().join("config/demo.toml")], false).unwrap();
+    let sources = &mut settings.sources;
+    let secret = || Some(SecretString::from("s"));
+    sources.billable_users.as_mut().unwrap().token = secret();
+    sources.ccc.as_mut().unwrap().password = secret();
+    for org in sources.genesys.as_mut().unwrap().orgs.values_mut() {
+        org.client_secret = secret();
+    }
+    settings.sinks = Default::default();
+    let (built, _) = tally::pipeline::build_connectors(&settings).unwrap();
+    assert_eq!(built.len(), 3, "the demo has every source");
+    for source in &built {
+        let name = source.name().as_str();
+        assert_eq!(
+            key_form(name).map(|f| f.key_match()),
+            Some(source.key_match()),
+            "{name}"
+        );
+    }
+}
