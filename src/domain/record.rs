@@ -18,8 +18,18 @@ pub struct StagedRecord {
     pub item: String,
     /// How much of `item` this record stands for (1 for a billable person).
     pub quantity: Decimal,
-    /// The record as the source sent it, kept as evidence for the accountant.
+    /// The record as the source sent it, for the page's own checks and the debug log. The
+    /// store does not keep it: a staged record keeps the page it was read from instead.
     pub payload: serde_json::Value,
+}
+
+/// A staged record as totals read it back: its key, customer, item and quantity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagedQuantity {
+    pub record_key: String,
+    pub customer_key: String,
+    pub item: String,
+    pub quantity: Decimal,
 }
 
 /// The staged records of one source and period summed per (customer key, item).

@@ -7,10 +7,14 @@
 //! connection could not be made): anything else is returned as [`HttpError`] so that the caller
 //! can check the billing system before sending again.
 //!
+//! Requests of one connector in flight at once share the peer's announced budget (`budget`):
+//! together they never send more than `X-RateLimit-Remaining` said the window takes.
+//!
 //! Every wait is bounded ([`rate_limit`]): a `Retry-After` by `max_retry_after_secs`, every wait
 //! by the deadline of the run (`general.run_deadline_secs`, see [`with_deadline`]); a wait of
 //! [`LONG_WAIT`] or more is logged with its reason and its end.
 
+mod budget;
 mod rate_limit;
 mod settings;
 mod token;
@@ -207,6 +211,8 @@ pub struct HttpClient {
     settings: HttpSettings,
     /// The peer's rate-limit window, when an answer said it is used up.
     paused: Mutex<Option<Pause>>,
+    /// What the peer said remains of its window, shared by the requests in flight.
+    budget: budget::Budget,
 }
 
 /// A used-up rate-limit window: every request of the connector waits for its reset.
@@ -235,6 +241,7 @@ impl HttpClient {
             writer,
             settings: settings.clone(),
             paused: Mutex::new(None),
+            budget: budget::Budget::default(),
         })
     }
 
@@ -269,16 +276,24 @@ impl HttpClient {
                 })?;
             let method = request.method().clone();
             let url = redact_url(request.url().as_str());
-            self.wait_for_window(&method, &url).await?;
             let client = if matches!(method, Method::GET | Method::HEAD) {
                 &self.client
             } else {
                 &self.writer
             };
-            let result = client.execute(request).await;
+            // A place in the peer's announced budget first, then a used-up window waited out:
+            // requests queued behind this one see its answer's figure before they go.
+            let result = {
+                let _admitted = self.budget.admit().await;
+                self.wait_for_window(&method, &url).await?;
+                let result = client.execute(request).await;
+                if let Ok(response) = &result {
+                    self.note_rate_limit(response.headers());
+                }
+                result
+            };
             let error = match result {
                 Ok(mut response) => {
-                    self.note_rate_limit(response.headers());
                     let status = response.status();
                     if status.is_success() {
                         // For `decode_json`, which names the method in its errors.
@@ -420,6 +435,9 @@ impl HttpClient {
     fn note_rate_limit(&self, headers: &HeaderMap) {
         let remaining = header_text(headers, "x-ratelimit-remaining");
         let reset = header_text(headers, "x-ratelimit-reset");
+        let limit = header_text(headers, "x-ratelimit-limit");
+        self.budget
+            .announce(remaining.as_deref(), reset.as_deref(), limit.as_deref());
         match parse_rate_limit(remaining.as_deref(), reset.as_deref(), SystemTime::now()) {
             RateLimit::Open => {}
             RateLimit::UsedUp(wait) => {
@@ -455,10 +473,12 @@ impl HttpClient {
             if let Ok(mut paused) = self.paused.lock() {
                 *paused = None;
             }
+            self.budget.window_reset();
             return Ok(());
         }
         let until = self.admit(method, url, wait, WaitCause::Window, &pause.asked)?;
         wait_logged(url, wait, until, &pause.asked, WaitCause::Window, 0).await;
+        self.budget.window_reset();
         Ok(())
     }
 }

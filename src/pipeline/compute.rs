@@ -341,7 +341,9 @@ fn csv_cell(value: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Aggregator {
     limits: QuantityLimits,
-    groups: BTreeMap<(String, String), Group>,
+    /// customer key → item → group. Nested so that adding a record looks its group up by
+    /// borrowed keys and allocates only for a group's first record.
+    groups: BTreeMap<String, BTreeMap<String, Group>>,
 }
 
 #[derive(Debug, Default)]
@@ -360,54 +362,58 @@ impl Aggregator {
         }
     }
 
-    pub fn add(&mut self, record: &crate::domain::StagedRecord) {
-        let group = self
-            .groups
-            .entry((record.customer_key.clone(), record.item.clone()))
-            .or_default();
+    /// Adds one staged record (key, customer, item, quantity) to its group.
+    pub fn add(&mut self, record_key: &str, customer_key: &str, item: &str, quantity: Decimal) {
+        let items = match self.groups.get_mut(customer_key) {
+            Some(items) => items,
+            None => self.groups.entry(customer_key.to_owned()).or_default(),
+        };
+        let group = match items.get_mut(item) {
+            Some(group) => group,
+            None => items.entry(item.to_owned()).or_default(),
+        };
         group.records += 1;
-        for (a, b) in group
-            .hash
-            .iter_mut()
-            .zip(record_hash(&record.record_key, record.quantity))
-        {
+        for (a, b) in group.hash.iter_mut().zip(record_hash(record_key, quantity)) {
             *a ^= b;
         }
         if group.out_of_range.is_some() {
             return;
         }
-        if let Some(problem) = self
-            .limits
-            .check_record(&record.record_key, record.quantity)
-        {
+        if let Some(problem) = self.limits.check_record(record_key, quantity) {
             group.out_of_range = Some(problem);
             return;
         }
-        match group.quantity.checked_add(record.quantity) {
+        match group.quantity.checked_add(quantity) {
             Some(sum) => group.quantity = sum,
             None => {
                 group.out_of_range = Some(format!(
-                    "adding record {:?} ({}) makes a sum too large to compute; check the source",
-                    record.record_key, record.quantity
+                    "adding record {record_key:?} ({quantity}) makes a sum too large to compute; check the source"
                 ))
             }
         }
     }
 
     pub fn records(&self) -> u64 {
-        self.groups.values().map(|g| g.records).sum()
+        self.groups
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|g| g.records)
+            .sum()
     }
 
+    /// The groups, ordered by (customer key, item).
     pub fn finish(self) -> Vec<UsageQuantity> {
         self.groups
             .into_iter()
-            .map(|((customer_key, item), group)| UsageQuantity {
-                customer_key,
-                item,
-                quantity: group.quantity,
-                record_count: group.records,
-                hash: hex::encode(group.hash),
-                out_of_range: group.out_of_range,
+            .flat_map(|(customer_key, items)| {
+                items.into_iter().map(move |(item, group)| UsageQuantity {
+                    customer_key: customer_key.clone(),
+                    item,
+                    quantity: group.quantity,
+                    record_count: group.records,
+                    hash: hex::encode(group.hash),
+                    out_of_range: group.out_of_range,
+                })
             })
             .collect()
     }

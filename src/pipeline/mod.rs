@@ -5,6 +5,7 @@
 //! [`crate::reconcile`].
 
 pub mod compute;
+mod extract;
 mod push;
 mod resolve;
 
@@ -13,7 +14,7 @@ pub use push::{PushOutcome, PushSettings, Pusher};
 use crate::config::Settings;
 use crate::domain::{
     InvoiceLine, LedgerChange, LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary,
-    SourceFailure, SourceName, Trigger, UsageQuantity,
+    SourceFailure, SourceName, Trigger,
 };
 use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
@@ -24,7 +25,7 @@ use crate::sinks::Sink;
 use crate::sources::Source;
 use crate::store::{PushScope, Store};
 use anyhow::Context as _;
-use compute::{Aggregator, Rules};
+use compute::Rules;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 use tracing::{info, instrument, warn};
@@ -336,12 +337,12 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
     let mut lines = Vec::new();
     let mut exceptions = Vec::new();
     let mut completed_sources: Vec<SourceName> = Vec::new();
-    let mut pages_staged = 0u64;
+    let pages_staged = std::sync::atomic::AtomicU64::new(0);
     let mut interrupted = false;
     for source in &selected {
         let usage = match run_id {
-            Some(run_id) => extract(app, source, period, run_id, &mut pages_staged).await,
-            None => extract_in_memory(app, source, period).await,
+            Some(run_id) => extract::extract(app, source, period, run_id, &pages_staged).await,
+            None => extract::extract_in_memory(app, source, period).await,
         };
         let usage = match usage {
             Ok(usage) => usage,
@@ -538,142 +539,3 @@ pub struct Interrupted;
 #[derive(Debug, thiserror::Error)]
 #[error("simulated crash: {0}")]
 pub struct SimulatedCrash(pub String);
-
-/// Extracts every scope of a source into the staging tables, resuming an unfinished
-/// extraction at its checkpoint, then sums what is staged.
-#[instrument(skip_all, fields(source = %source.name(), run_id))]
-async fn extract(
-    app: &App,
-    source: &Source,
-    period: Period,
-    run_id: i64,
-    pages_staged: &mut u64,
-) -> anyhow::Result<Vec<UsageQuantity>> {
-    let name = source.name();
-    for scope in source.scopes() {
-        let checkpoint = app.store.checkpoint(name, &scope, period).await?;
-        let mut cursor = match checkpoint {
-            Some(cp) if !cp.complete => {
-                info!(%scope, pages = cp.pages, records = cp.records, "resuming an unfinished extraction at its checkpoint");
-                cp.cursor
-            }
-            _ => {
-                app.store
-                    .restart_extraction(name, &scope, period, run_id)
-                    .await?;
-                None
-            }
-        };
-        let mut pages = 0u64;
-        let mut records = 0u64;
-        loop {
-            if app.shutdown.requested() {
-                return Err(Interrupted.into());
-            }
-            let page = match source.fetch_page(&scope, period, cursor.as_deref()).await {
-                Ok(page) => page,
-                Err(e) => {
-                    // A list that changed while it was read cannot be resumed: its pages so
-                    // far are set aside, so that the next run reads one snapshot from page 1.
-                    if e.downcast_ref::<crate::sources::paging::ReadAgain>()
-                        .is_some()
-                    {
-                        app.store
-                            .restart_extraction(name, &scope, period, run_id)
-                            .await?;
-                    }
-                    return Err(e.context(format!("extracting {name} ({scope}) for {period}")));
-                }
-            };
-            app.store
-                .stage_page(
-                    name,
-                    &scope,
-                    period,
-                    run_id,
-                    &page.records,
-                    page.next_cursor.as_deref(),
-                )
-                .await?;
-            pages += 1;
-            records += page.records.len() as u64;
-            *pages_staged += 1;
-            if pages.is_multiple_of(10) {
-                info!(%scope, pages, records, "extracting");
-            }
-            if let Some(limit) = app.faults.crash_after_pages
-                && *pages_staged >= limit
-            {
-                return Err(SimulatedCrash(format!("after {limit} staged pages")).into());
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        info!(%scope, pages, records, "extraction complete");
-    }
-    // The staged records are this run's extraction's: it restarted or resumed every scope, and
-    // the writer lease keeps any other run out. Checked, because totalling another run's records
-    // would bill what this run did not read.
-    for scope in source.scopes() {
-        let owner = app
-            .store
-            .checkpoint(name, &scope, period)
-            .await?
-            .map(|cp| cp.run_id);
-        anyhow::ensure!(
-            owner == Some(run_id),
-            "extracting {name} ({scope}) for {period}: the staged records belong to run {} now, not to this run {run_id}; another tally wrote the ledger without the writer lease — run again",
-            owner
-                .map(|o| o.to_string())
-                .unwrap_or_else(|| "none".into())
-        );
-    }
-    let mut aggregator = Aggregator::new(&app.settings.billing.limits);
-    let mut after = 0;
-    loop {
-        let batch = app.store.staged_page(name, period, after, 5_000).await?;
-        let Some((last, _)) = batch.last() else { break };
-        after = *last;
-        for (_, record) in &batch {
-            aggregator.add(record);
-        }
-    }
-    Ok(aggregator.finish())
-}
-
-/// A dry run's extraction: the same pages, kept in memory, nothing written. Records are
-/// de-duplicated by (scope, record key) as the staging table does.
-async fn extract_in_memory(
-    app: &App,
-    source: &Source,
-    period: Period,
-) -> anyhow::Result<Vec<UsageQuantity>> {
-    let name = source.name();
-    let mut seen: HashMap<(String, String), crate::domain::StagedRecord> = HashMap::new();
-    for scope in source.scopes() {
-        let mut cursor: Option<String> = None;
-        loop {
-            if app.shutdown.requested() {
-                return Err(Interrupted.into());
-            }
-            let page = source
-                .fetch_page(&scope, period, cursor.as_deref())
-                .await
-                .with_context(|| format!("extracting {name} ({scope}) for {period}"))?;
-            for record in page.records {
-                seen.insert((scope.clone(), record.record_key.clone()), record);
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-    }
-    let mut aggregator = Aggregator::new(&app.settings.billing.limits);
-    for record in seen.values() {
-        aggregator.add(record);
-    }
-    Ok(aggregator.finish())
-}

@@ -17,6 +17,12 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// A page requested by number ([`Source::fetch_numbered`]), not yet checked in order.
+#[derive(Debug)]
+pub enum Numbered {
+    BillableUsers(billable_users::Numbered),
+}
+
 /// A configured source.
 #[derive(Debug)]
 pub enum Source {
@@ -64,6 +70,52 @@ impl Source {
             Source::BillableUsers(s) => s.fetch_page(scope, period, cursor).await,
             Source::Ccc(s) => s.fetch_page(scope, period, cursor).await,
             Source::Genesys(s) => s.fetch_page(scope, period, cursor).await,
+        }
+    }
+
+    /// The pages after `cursor`'s that may be requested before `cursor`'s page is checked, and
+    /// how many at once: where the peer announced its total pages and pages are addressed by
+    /// number (billable users). `None`: each page's cursor comes from the page before it.
+    pub fn pages_ahead(&self, cursor: &str) -> Option<(std::ops::RangeInclusive<u32>, usize)> {
+        match self {
+            Source::BillableUsers(s) if s.concurrency() > 1 => {
+                s.pages_ahead(cursor).map(|pages| (pages, s.concurrency()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Requests page `page` of `scope` (one of [`Self::pages_ahead`]), to be checked in order
+    /// with [`Self::accept`].
+    pub async fn fetch_numbered(
+        &self,
+        scope: &str,
+        period: Period,
+        page: u32,
+    ) -> anyhow::Result<Numbered> {
+        match self {
+            Source::BillableUsers(s) => s
+                .fetch_numbered(scope, period, page)
+                .await
+                .map(Numbered::BillableUsers),
+            Source::Ccc(_) | Source::Genesys(_) => Err(anyhow::anyhow!(
+                "{} pages are not addressed by number; this is a defect of tally",
+                self.name()
+            )),
+        }
+    }
+
+    /// Checks a page fetched by number against the progress up to it, `cursor`, and names the
+    /// page after it, as [`Self::fetch_page`] would have.
+    pub fn accept(&self, cursor: Option<&str>, fetched: Numbered) -> anyhow::Result<Page> {
+        match (self, fetched) {
+            (Source::BillableUsers(s), Numbered::BillableUsers(fetched)) => {
+                s.accept(cursor, fetched)
+            }
+            _ => Err(anyhow::anyhow!(
+                "{} was given another source's page; this is a defect of tally",
+                self.name()
+            )),
         }
     }
 

@@ -1,13 +1,12 @@
-//! Extraction: checkpoints and staged records, a page and its checkpoint in one transaction.
+//! Extraction: checkpoints and staged records, pages and their checkpoint in one transaction.
 
 use super::dialect;
 use super::{Backend, Store};
 use super::{Checkpoint, ROWS_PER_INSERT, rows};
-use crate::domain::{Period, SourceName, StagedRecord};
+use crate::domain::{Period, SourceName, StagedQuantity, StagedRecord};
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::QueryBuilder;
-use sqlx::types::Json;
 use std::collections::HashMap;
 
 impl Store {
@@ -78,10 +77,8 @@ impl Store {
         })
     }
 
-    /// Stages one page and moves the checkpoint past it, in ONE transaction: upserts the
-    /// records (one multi-row statement per batch; a `record_key` already staged for the same
-    /// source, scope and period is replaced, so it counts once), then sets the cursor to
-    /// `next_cursor`, `complete` to `next_cursor.is_none()`, and adds to pages and records.
+    /// Stages one page and moves the checkpoint past it, in one transaction (see
+    /// [`Self::stage_pages`]).
     pub async fn stage_page(
         &self,
         source: &SourceName,
@@ -91,18 +88,52 @@ impl Store {
         records: &[StagedRecord],
         next_cursor: Option<&str>,
     ) -> anyhow::Result<()> {
-        let what = || format!("stage_page of ({source}, {scope}, {period})");
-        let unique = last_of_each_key(records);
-        let received = i64::try_from(records.len()).with_context(what)?;
+        let page = match self.checkpoint(source, scope, period).await? {
+            Some(cp) => cp.pages.saturating_add(1),
+            None => 1,
+        };
+        let pages = [PageToStage {
+            page,
+            records,
+            next_cursor,
+        }];
+        self.stage_pages(source, scope, period, run_id, &pages)
+            .await
+    }
+
+    /// Stages consecutive pages of one scope and moves the checkpoint past the last of them, in
+    /// ONE transaction: upserts their records (one multi-row statement per batch; a `record_key`
+    /// already staged for the same source, scope and period is replaced, so it counts once),
+    /// then sets the cursor to the last page's `next_cursor`, `complete` to whether that is
+    /// `None`, and adds the pages and the records received to the checkpoint's counts.
+    ///
+    /// Many pages per transaction is what makes staging fast (one commit, not one per page);
+    /// the checkpoint still claims exactly the pages whose records it commits.
+    pub async fn stage_pages(
+        &self,
+        source: &SourceName,
+        scope: &str,
+        period: Period,
+        run_id: i64,
+        pages: &[PageToStage<'_>],
+    ) -> anyhow::Result<()> {
+        let Some(last) = pages.last() else {
+            return Ok(());
+        };
+        let what = || format!("stage_pages of ({source}, {scope}, {period})");
+        let unique = last_of_each_key(pages);
+        let received: usize = pages.iter().map(|p| p.records.len()).sum();
+        let received = i64::try_from(received).with_context(what)?;
+        let count = i64::try_from(pages.len()).with_context(what)?;
         let period_text = period.to_string();
         with_backend!(self, |pool, D| {
             let mut tx = D::begin(pool).await.with_context(what)?;
             for batch in unique.chunks(ROWS_PER_INSERT) {
                 let mut insert = QueryBuilder::new(
                     "INSERT INTO staged_records (source, scope, period, record_key, \
-                     customer_key, item, quantity, payload, run_id) ",
+                     customer_key, item, quantity, page, run_id) ",
                 );
-                insert.push_values(batch, |mut row, record| {
+                insert.push_values(batch, |mut row, (page, record)| {
                     row.push_bind(source.as_str())
                         .push_bind(scope)
                         .push_bind(period_text.as_str())
@@ -110,13 +141,13 @@ impl Store {
                         .push_bind(record.customer_key.as_str())
                         .push_bind(record.item.as_str())
                         .push_bind(D::dec(record.quantity))
-                        .push_bind(Json(&record.payload))
+                        .push_bind(*page)
                         .push_bind(run_id);
                 });
                 insert.push(
                     " ON CONFLICT (source, scope, period, record_key) DO UPDATE SET \
                      customer_key = excluded.customer_key, item = excluded.item, \
-                     quantity = excluded.quantity, payload = excluded.payload, \
+                     quantity = excluded.quantity, page = excluded.page, \
                      run_id = excluded.run_id",
                 );
                 insert
@@ -128,17 +159,19 @@ impl Store {
             sqlx::query(
                 "INSERT INTO checkpoints \
                  (source, scope, period, next_cursor, complete, pages, records, run_id, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (source, scope, period) DO UPDATE SET \
                  next_cursor = excluded.next_cursor, complete = excluded.complete, \
-                 pages = checkpoints.pages + 1, records = checkpoints.records + excluded.records, \
+                 pages = checkpoints.pages + excluded.pages, \
+                 records = checkpoints.records + excluded.records, \
                  run_id = excluded.run_id, updated_at = excluded.updated_at",
             )
             .bind(source.as_str())
             .bind(scope)
             .bind(period_text.as_str())
-            .bind(next_cursor)
-            .bind(next_cursor.is_none())
+            .bind(last.next_cursor)
+            .bind(last.next_cursor.is_none())
+            .bind(count)
             .bind(received)
             .bind(run_id)
             .bind(Utc::now())
@@ -152,17 +185,18 @@ impl Store {
     }
 
     /// Staged records of `source` and `period` (all scopes) with id greater than `after_id`,
-    /// ordered by id, at most `limit`: read page by page so memory stays flat.
+    /// ordered by id, at most `limit`: read batch by batch so memory stays flat, and only the
+    /// columns totals need.
     pub async fn staged_page(
         &self,
         source: &SourceName,
         period: Period,
         after_id: i64,
         limit: u32,
-    ) -> anyhow::Result<Vec<(i64, StagedRecord)>> {
+    ) -> anyhow::Result<Vec<(i64, StagedQuantity)>> {
         with_backend!(self, |pool, D| {
             let found = sqlx::query(
-                "SELECT id, record_key, customer_key, item, quantity, payload \
+                "SELECT id, record_key, customer_key, item, quantity \
                  FROM staged_records WHERE source = $1 AND period = $2 AND id > $3 \
                  ORDER BY id LIMIT $4",
             )
@@ -180,18 +214,32 @@ impl Store {
     }
 }
 
-/// A page's records with each `record_key` once (its last occurrence wins, as a later listing
-/// is the fresher one). Postgres refuses an upsert that touches the same row twice.
-fn last_of_each_key(records: &[StagedRecord]) -> Vec<&StagedRecord> {
-    let last: HashMap<&str, usize> = records
-        .iter()
+/// One page for [`Store::stage_pages`].
+#[derive(Debug, Clone, Copy)]
+pub struct PageToStage<'a> {
+    /// Which page of the scope's listing this is, from 1: kept with each record as evidence.
+    pub page: i64,
+    pub records: &'a [StagedRecord],
+    /// Where the page after it starts; `None` on the last page.
+    pub next_cursor: Option<&'a str>,
+}
+
+/// The pages' records with each `record_key` once, with the page it was read from (its last
+/// occurrence wins, as a later listing is the fresher one). Postgres refuses an upsert that
+/// touches the same row twice.
+fn last_of_each_key<'a>(pages: &[PageToStage<'a>]) -> Vec<(i64, &'a StagedRecord)> {
+    let all = || {
+        pages
+            .iter()
+            .flat_map(|p| p.records.iter().map(move |record| (p.page, record)))
+    };
+    let last: HashMap<&str, usize> = all()
         .enumerate()
-        .map(|(index, record)| (record.record_key.as_str(), index))
+        .map(|(index, (_, record))| (record.record_key.as_str(), index))
         .collect();
-    records
-        .iter()
+    all()
         .enumerate()
-        .filter(|(index, record)| last.get(record.record_key.as_str()) == Some(index))
-        .map(|(_, record)| record)
+        .filter(|(index, (_, record))| last.get(record.record_key.as_str()) == Some(index))
+        .map(|(_, found)| found)
         .collect()
 }

@@ -138,6 +138,7 @@ mod lease;
 mod ledger;
 mod runs;
 
+pub use extraction::PageToStage;
 pub use lease::{Busy, LeaseHolder};
 pub use ledger::PushScope;
 

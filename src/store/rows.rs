@@ -5,7 +5,7 @@ use super::dialect::Columns;
 use super::{Checkpoint, RunRecord};
 use crate::domain::{
     Approval, BillingAccount, Currency, Evidence, ExceptionKind, LedgerLine, LicenseType, LineKey,
-    LineStatus, Period, RunException, RunStatus, RunSummary, SourceName, StagedRecord, Trigger,
+    LineStatus, Period, RunException, RunStatus, RunSummary, SourceName, StagedQuantity, Trigger,
 };
 use anyhow::{Context, anyhow};
 
@@ -60,15 +60,14 @@ pub(super) fn checkpoint(row: &impl Columns) -> anyhow::Result<Checkpoint> {
     })
 }
 
-pub(super) fn staged(row: &impl Columns) -> anyhow::Result<(i64, StagedRecord)> {
+pub(super) fn staged(row: &impl Columns) -> anyhow::Result<(i64, StagedQuantity)> {
     Ok((
         row.int("id")?,
-        StagedRecord {
+        StagedQuantity {
             record_key: row.text("record_key")?,
             customer_key: row.text("customer_key")?,
             item: row.text("item")?,
             quantity: row.decimal("quantity")?,
-            payload: row.json("payload")?,
         },
     ))
 }

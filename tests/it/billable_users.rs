@@ -49,6 +49,7 @@ fn settings(handle: &SimHandle, token: &str, per_page: u32) -> BillableUsersSett
         oauth_url: None,
         per_page,
         max_pages_per_scope: 100_000,
+        concurrency: 4,
         license_type: "Service desk user".into(),
         format: Format::Json,
         http: HttpSettings {

@@ -37,6 +37,7 @@ fn settings(handle: &SimHandle, format: Format, per_page: u32) -> BillableUsersS
         oauth_url: None,
         per_page,
         max_pages_per_scope: 100_000,
+        concurrency: 4,
         license_type: "Service desk user".into(),
         format,
         http: HttpSettings {

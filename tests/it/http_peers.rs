@@ -67,6 +67,7 @@ async fn billable_users() -> (BillableUsersSim, SimHandle, BillableUsers) {
         oauth_url: None,
         per_page: 10,
         max_pages_per_scope: 100_000,
+        concurrency: 4,
         license_type: "Service desk user".into(),
         format: Format::Json,
         http: quick_http(),

@@ -75,6 +75,12 @@ pub struct BillableUsersSettings {
     /// (100,000 pages, ten million people at 100 a page); at least 1.
     #[serde(default = "default_max_pages_per_scope")]
     pub max_pages_per_scope: u32,
+    /// Pages requested at once, 1..=16, once page 1 has announced the total
+    /// (`X-Pagination-Total-Pages`): later pages are addressed by number, so they can be
+    /// fetched ahead and are still checked and staged in order. The HTTP client never has more
+    /// requests in flight than the peer's `X-RateLimit-Remaining` allows.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
     /// The license type every billable person is billed as, e.g. `Service desk user`; it must
     /// match a license type in the pricing table.
     pub license_type: String,
@@ -93,6 +99,14 @@ fn default_enabled() -> bool {
 fn default_per_page() -> u32 {
     MAX_PER_PAGE
 }
+
+/// Four pages in flight hide most of a page's round trip without crowding the peer.
+fn default_concurrency() -> u32 {
+    4
+}
+
+/// The most pages in flight at once.
+pub const MAX_CONCURRENCY: u32 = 16;
 
 fn default_max_pages_per_scope() -> u32 {
     crate::sources::paging::DEFAULT_MAX_PAGES_PER_SCOPE
@@ -146,6 +160,15 @@ impl BillableUsersSettings {
                 format!(
                     "is 0, must be at least 1 (the default is {})",
                     default_max_pages_per_scope()
+                ),
+            ));
+        }
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            problems.push(Problem::new(
+                key("concurrency"),
+                format!(
+                    "is {}, must be between 1 (one page at a time) and {MAX_CONCURRENCY}",
+                    self.concurrency
                 ),
             ));
         }
@@ -305,6 +328,7 @@ mod tests {
             oauth_url: None,
             per_page: 100,
             max_pages_per_scope: 100_000,
+            concurrency: 4,
             license_type: "Service desk user".into(),
             format: Format::Json,
             http: HttpSettings::default(),

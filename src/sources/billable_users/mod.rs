@@ -44,6 +44,7 @@ pub struct BillableUsers {
     account: String,
     per_page: u32,
     max_pages: u32,
+    concurrency: usize,
     license_type: LicenseType,
     client: client::Client,
 }
@@ -85,6 +86,7 @@ impl BillableUsers {
             account: settings.account.trim().to_owned(),
             per_page: settings.per_page,
             max_pages: settings.max_pages_per_scope,
+            concurrency: usize::try_from(settings.concurrency).unwrap_or(1).max(1),
             license_type: LicenseType::new(settings.license_type.trim()),
             client: client::Client::new(&settings.base_url, settings.format, auth, http)?,
         })
@@ -105,7 +107,6 @@ impl BillableUsers {
     /// next one; the last page must bring the entries read to `X-Pagination-Total-Entries`.
     ///
     /// A malformed person fails the whole page: staging the others would under-bill silently.
-    #[tracing::instrument(skip(self, period), fields(source = %self.name, period = %period))]
     pub async fn fetch_page(
         &self,
         scope: &str,
@@ -113,42 +114,88 @@ impl BillableUsers {
         cursor: Option<&str>,
     ) -> anyhow::Result<Page> {
         let progress = Progress::parse(cursor)?;
-        let page = progress.page;
+        let fetched = self.fetch_numbered(scope, period, progress.page).await?;
+        self.accept(cursor, fetched)
+    }
+
+    /// The pages after `cursor`'s that may be requested before `cursor`'s page is checked:
+    /// known once page 1 has announced `X-Pagination-Total-Pages`, up to that total and
+    /// `max_pages_per_scope`; `None` when the total is unknown.
+    pub fn pages_ahead(&self, cursor: &str) -> Option<std::ops::RangeInclusive<u32>> {
+        let progress = Progress::parse(Some(cursor)).ok()?;
+        let total = u32::try_from(progress.total_pages?).unwrap_or(u32::MAX);
+        let last = total.min(self.max_pages);
+        (progress.page <= last).then_some(progress.page..=last)
+    }
+
+    /// How many pages [`Self::pages_ahead`] may have in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Requests page `page` and reads its people: the I/O half of [`Self::fetch_page`],
+    /// which may run ahead of the pages before it.
+    #[tracing::instrument(skip(self, period), fields(source = %self.name, period = %period))]
+    pub async fn fetch_numbered(
+        &self,
+        scope: &str,
+        period: Period,
+        page: u32,
+    ) -> anyhow::Result<Numbered> {
         let raw = self
             .client
             .fetch(scope, period, page, self.per_page)
             .await?;
+        let url = &raw.url;
         let records = match raw.body {
             client::Body::Json(people) => people
                 .into_iter()
                 .enumerate()
                 .map(|(index, person)| {
-                    stage(person)
-                        .map_err(|e| anyhow!("{}: the record at index {index} {e}", raw.url))
+                    stage(person).map_err(|e| anyhow!("{url}: the record at index {index} {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
             client::Body::Csv(body) => {
-                stage_csv(&body, raw.total_entries).map_err(|e| anyhow!("GET {}: {e}", raw.url))?
+                stage_csv(&body, raw.total_entries).map_err(|e| anyhow!("GET {url}: {e}"))?
             }
         };
-        let answer = paging::Answer {
-            url: raw.url,
-            current_page: raw.current_page,
-            // Each person (a JSON element or a CSV row) is one entry and one record.
-            entries: records.len() as u64,
-            total_entries: raw.total_entries,
-            total_pages: raw.total_pages,
-            next_page: raw.next_page,
-        };
+        Ok(Numbered {
+            page,
+            records,
+            answer: paging::Answer {
+                url: raw.url,
+                current_page: raw.current_page,
+                // Each person (a JSON element or a CSV row) is one entry and one record.
+                entries: 0,
+                total_entries: raw.total_entries,
+                total_pages: raw.total_pages,
+                next_page: raw.next_page,
+            },
+        })
+    }
+
+    /// Checks a fetched page against what the pages before it announced (`cursor`, the
+    /// progress up to it) and names the page after it: the in-order half of
+    /// [`Self::fetch_page`].
+    pub fn accept(&self, cursor: Option<&str>, fetched: Numbered) -> anyhow::Result<Page> {
+        let progress = Progress::parse(cursor)?;
+        anyhow::ensure!(
+            fetched.page == progress.page,
+            "page {} was fetched where page {} was due; this is a defect of tally, nothing was staged",
+            fetched.page,
+            progress.page
+        );
+        let mut answer = fetched.answer;
+        answer.entries = fetched.records.len() as u64;
         let next = paging::advance(progress, &answer, &PAGING, self.max_pages)?;
         tracing::debug!(
-            page,
-            count = records.len(),
+            page = progress.page,
+            count = fetched.records.len(),
             next_page = answer.next_page,
             "fetched a page of billable users"
         );
         Ok(Page {
-            records,
+            records: fetched.records,
             next_cursor: next.map(|n| n.to_string()),
         })
     }
@@ -157,6 +204,14 @@ impl BillableUsers {
     pub fn license_type(&self, item: &str) -> Option<LicenseType> {
         (item == ITEM).then(|| self.license_type.clone())
     }
+}
+
+/// A page requested by number, read but not yet checked against the pages before it.
+#[derive(Debug)]
+pub struct Numbered {
+    page: u32,
+    records: Vec<StagedRecord>,
+    answer: paging::Answer,
 }
 
 /// One person of the JSON form as a staged record (see [`person_record`]).
@@ -266,6 +321,7 @@ mod tests {
             oauth_url: None,
             per_page: 100,
             max_pages_per_scope: 100_000,
+            concurrency: 4,
             license_type: "Service desk user".into(),
             format: Format::Json,
             http: crate::http::HttpSettings::default(),

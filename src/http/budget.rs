@@ -1,0 +1,172 @@
+//! The peer's announced request budget shared by the requests of one connector in flight.
+//!
+//! A peer that announces `X-RateLimit-Remaining` says how many requests its window still
+//! takes. Sent one at a time, the next request reads the latest figure; sent several at once,
+//! requests already in flight use up the same figure. The budget admits a request only while
+//! fewer are in flight than remain, so that concurrent requests together never exceed what the
+//! peer said it takes (and so provoke no 429). A request always goes out when none is in flight:
+//! the peer's answer to it is the truth, and a used-up window is waited out by the client's
+//! pause before it is sent.
+
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// What the peer last announced, and what is in flight against it.
+#[derive(Debug, Default)]
+pub(super) struct Budget {
+    state: Mutex<State>,
+    /// Woken whenever a request in flight ends.
+    freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// `X-RateLimit-Remaining` of the latest window seen, with that window's reset (epoch
+    /// seconds, when sent): answers of concurrent requests arrive in any order, so within one
+    /// window the lowest figure is the truth.
+    remaining: Option<(u64, Option<u64>)>,
+    /// `X-RateLimit-Limit`: what a fresh window takes, until its first answer says more.
+    limit: Option<u64>,
+    in_flight: u64,
+}
+
+impl State {
+    fn admits(&self) -> bool {
+        match self.remaining {
+            None => true,
+            Some((remaining, _)) => self.in_flight == 0 || self.in_flight < remaining,
+        }
+    }
+}
+
+/// One admitted request; ending it (drop, also on cancellation) frees its place.
+#[derive(Debug)]
+pub(super) struct Admitted<'a> {
+    budget: &'a Budget,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.budget.state.lock() {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+        self.budget.freed.notify_waiters();
+    }
+}
+
+impl Budget {
+    /// Waits until the budget admits one more request in flight.
+    pub(super) async fn admit(&self) -> Admitted<'_> {
+        loop {
+            // Registered before the check, so that a request ending in between still wakes it.
+            let freed = self.freed.notified();
+            if let Ok(mut state) = self.state.lock()
+                && state.admits()
+            {
+                state.in_flight += 1;
+                return Admitted { budget: self };
+            }
+            freed.await;
+        }
+    }
+
+    /// Records an answer's `X-RateLimit-Remaining` (and `X-RateLimit-Reset`) as sent; values
+    /// that are not counts are ignored here (the client logs them).
+    pub(super) fn announce(
+        &self,
+        remaining: Option<&str>,
+        reset: Option<&str>,
+        limit: Option<&str>,
+    ) {
+        let count = |value: Option<&str>| value.and_then(|v| v.trim().parse::<u64>().ok());
+        let Some(remaining) = count(remaining) else {
+            return;
+        };
+        let reset = count(reset);
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(limit) = count(limit) {
+                state.limit = Some(limit);
+            }
+            state.remaining = Some(match state.remaining {
+                // The same window: the lowest figure, whatever order the answers came in.
+                Some((before, window)) if window == reset => (before.min(remaining), reset),
+                // An older window's answer arriving late says nothing about the new one.
+                Some((before, Some(window))) if reset.is_some_and(|r| r < window) => {
+                    (before, Some(window))
+                }
+                _ => (remaining, reset),
+            });
+        }
+    }
+
+    /// A used-up window has reset: its figure no longer holds. Until the next answer brings the
+    /// new one, the window is taken to hold `X-RateLimit-Limit` requests (when announced), so
+    /// that the requests queued for it do not all go at once into a small window.
+    pub(super) fn window_reset(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.remaining = state.limit.map(|limit| (limit, None));
+        }
+        self.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn requests_in_flight_never_exceed_what_remains() {
+        let budget = Budget::default();
+        budget.announce(Some("2"), Some("100"), None);
+        let a = budget.admit().await;
+        let b = budget.admit().await;
+        let third = tokio::time::timeout(Duration::from_millis(50), budget.admit()).await;
+        assert!(
+            third.is_err(),
+            "a third request waits while two of two are in flight"
+        );
+        drop(a);
+        // One of the two answered and said one remains: one more in flight may go.
+        budget.announce(Some("1"), Some("100"), None);
+        drop(b);
+        let c = tokio::time::timeout(Duration::from_millis(50), budget.admit())
+            .await
+            .expect("admitted once nothing is in flight");
+        drop(c);
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_of_the_same_window_does_not_raise_the_figure() {
+        let budget = Budget::default();
+        budget.announce(Some("1"), Some("100"), None);
+        budget.announce(Some("5"), Some("100"), None);
+        let a = budget.admit().await;
+        let second = tokio::time::timeout(Duration::from_millis(50), budget.admit()).await;
+        assert!(second.is_err(), "one remains, one is in flight");
+        drop(a);
+        // A new window announces its own figure.
+        budget.announce(Some("5"), Some("200"), None);
+        let _a = budget.admit().await;
+        let _b = budget.admit().await;
+    }
+
+    #[tokio::test]
+    async fn nothing_announced_or_nothing_in_flight_always_admits() {
+        let budget = Budget::default();
+        let _a = budget.admit().await;
+        let _b = budget.admit().await;
+        let used_up = Budget::default();
+        used_up.announce(Some("0"), Some("100"), Some("2"));
+        let only = tokio::time::timeout(Duration::from_millis(50), used_up.admit())
+            .await
+            .expect("the peer's answer to one request is the truth");
+        drop(only);
+        // The window reset: it takes its announced limit, two, until an answer says more.
+        used_up.window_reset();
+        let _a = used_up.admit().await;
+        let _b = used_up.admit().await;
+        let third = tokio::time::timeout(Duration::from_millis(50), used_up.admit()).await;
+        assert!(third.is_err(), "a fresh window of two takes two at once");
+    }
+}

@@ -1,0 +1,327 @@
+//! Extraction: every scope of a source read page by page into the staging tables, with the
+//! reading and the writing overlapped, then totalled in one streaming pass.
+//!
+//! Why it is shaped this way (docs/PERFORMANCE.md): a page's round trip to the peer and its
+//! transaction in the store used to take turns, one page at a time. Here, per scope, a
+//! *fetcher* requests pages (several at once where the peer announced its total pages and
+//! pages are addressed by number) and hands them, in order, to a *stager*, which writes
+//! whatever has arrived as one transaction with the scope's checkpoint. Independent scopes
+//! (Genesys organizations, CCC services) run side by side, a few at a time.
+//!
+//! What does not change: pages are checked and staged in the order the peer lists them, each
+//! page is requested exactly once, and a checkpoint never claims a page whose records it did
+//! not commit, so a crash or a signal anywhere resumes at the last committed page.
+
+use super::{App, Interrupted, SimulatedCrash};
+use crate::domain::{Period, StagedRecord, UsageQuantity};
+use crate::sources::{Page, Source};
+use crate::store::PageToStage;
+use compute::Aggregator;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tracing::{info, instrument, warn};
+
+use super::compute;
+
+/// Records per staging transaction at most: large enough that commits are rare, small enough
+/// that a transaction stays short and a batch's memory small.
+const STAGE_RECORDS: usize = 5_000;
+
+/// Fetched pages waiting for the stager, per scope: the fetcher runs at most this far ahead.
+const QUEUE_PAGES: usize = 32;
+
+/// Staged records read back per query when totalling.
+const TOTAL_BATCH: u32 = 10_000;
+
+/// Scopes of one source extracted at once. Each scope is its own unit (own checkpoint, own
+/// pages); a few side by side hide each other's round trips without crowding one peer.
+const SCOPES_AT_ONCE: usize = 4;
+
+/// Extracts every scope of a source into the staging tables, resuming an unfinished
+/// extraction at its checkpoint, then sums what is staged.
+///
+/// `pages_staged` counts the pages this run staged across its sources, for the
+/// `crash_after_pages` fault.
+#[instrument(skip_all, fields(source = %source.name(), run_id))]
+pub(super) async fn extract(
+    app: &App,
+    source: &Source,
+    period: Period,
+    run_id: i64,
+    pages_staged: &AtomicU64,
+) -> anyhow::Result<Vec<UsageQuantity>> {
+    let name = source.name();
+    let mut scopes = futures_util::stream::iter(source.scopes().into_iter().enumerate())
+        .map(|(index, scope)| async move {
+            let result = extract_scope(app, source, &scope, period, run_id, pages_staged).await;
+            (index, scope, result)
+        })
+        .buffer_unordered(SCOPES_AT_ONCE);
+    // Scopes finish in any order; the error reported is that of the first scope in the
+    // configured order, so that the same failure reads the same way every night.
+    let mut errors = std::collections::BTreeMap::new();
+    while let Some((index, scope, result)) = scopes.next().await {
+        let Err(e) = result else { continue };
+        // A crash or a stop ends the source at once; the scopes still running are dropped,
+        // which rolls back their open transaction: their checkpoints stay where they were.
+        if e.downcast_ref::<SimulatedCrash>().is_some() || e.downcast_ref::<Interrupted>().is_some()
+        {
+            return Err(e);
+        }
+        errors.insert(index, (scope, e));
+    }
+    drop(scopes);
+    let mut errors = errors.into_values();
+    if let Some((_, first)) = errors.next() {
+        for (scope, e) in errors {
+            warn!(%scope, error = %format!("{e:#}"), "another scope of the source failed too; its checkpoint is kept");
+        }
+        return Err(first);
+    }
+    // The staged records are this run's extraction's: it restarted or resumed every scope, and
+    // the writer lease keeps any other run out. Checked, because totalling another run's records
+    // would bill what this run did not read.
+    for scope in source.scopes() {
+        let owner = app
+            .store
+            .checkpoint(name, &scope, period)
+            .await?
+            .map(|cp| cp.run_id);
+        anyhow::ensure!(
+            owner == Some(run_id),
+            "extracting {name} ({scope}) for {period}: the staged records belong to run {} now, not to this run {run_id}; another tally wrote the ledger without the writer lease — run again",
+            owner
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "none".into())
+        );
+    }
+    // One streaming pass over the staged records, batch by batch, reading only what totals
+    // need: memory follows the number of (customer, item) groups, not of records.
+    let mut aggregator = Aggregator::new(&app.settings.billing.limits);
+    let mut after = 0;
+    loop {
+        let batch = app
+            .store
+            .staged_page(name, period, after, TOTAL_BATCH)
+            .await?;
+        let Some((last, _)) = batch.last() else { break };
+        after = *last;
+        for (_, r) in &batch {
+            aggregator.add(&r.record_key, &r.customer_key, &r.item, r.quantity);
+        }
+    }
+    Ok(aggregator.finish())
+}
+
+/// One scope: resumes at its checkpoint (or starts afresh), then fetches and stages side by
+/// side until the last page is committed.
+async fn extract_scope(
+    app: &App,
+    source: &Source,
+    scope: &str,
+    period: Period,
+    run_id: i64,
+    pages_staged: &AtomicU64,
+) -> anyhow::Result<()> {
+    let name = source.name();
+    let checkpoint = app.store.checkpoint(name, scope, period).await?;
+    let (cursor, pages_before) = match checkpoint {
+        Some(cp) if !cp.complete => {
+            info!(%scope, pages = cp.pages, records = cp.records, "resuming an unfinished extraction at its checkpoint");
+            (cp.cursor, cp.pages)
+        }
+        _ => {
+            app.store
+                .restart_extraction(name, scope, period, run_id)
+                .await?;
+            (None, 0)
+        }
+    };
+    let (pages, arrived) = mpsc::channel(QUEUE_PAGES);
+    let fetcher = fetch_scope(app, source, scope, period, cursor, pages);
+    let stager = stage_scope(
+        app,
+        source,
+        scope,
+        period,
+        run_id,
+        pages_before,
+        arrived,
+        pages_staged,
+    );
+    let (fetched, staged) = tokio::join!(fetcher, stager);
+    // The stager's failure is the cause when both failed: the fetcher stopped because the
+    // stager stopped taking pages.
+    let (pages, records) = staged?;
+    if let Err(e) = fetched {
+        // A list that changed while it was read cannot be resumed: its pages so far are set
+        // aside, so that the next run reads one snapshot from page 1.
+        if e.downcast_ref::<crate::sources::paging::ReadAgain>()
+            .is_some()
+        {
+            app.store
+                .restart_extraction(name, scope, period, run_id)
+                .await?;
+        }
+        if e.downcast_ref::<Interrupted>().is_some() {
+            return Err(e);
+        }
+        return Err(e.context(format!("extracting {name} ({scope}) for {period}")));
+    }
+    info!(%scope, pages, records, "extraction complete");
+    Ok(())
+}
+
+/// Requests `scope`'s pages from `cursor` on and sends each, checked, in the peer's order.
+/// Where the peer announced its total pages, later pages are requested several at once; each
+/// page is still requested once and checked against the pages before it. Ends when the last
+/// page is sent, at the first error, or when the receiver is gone.
+async fn fetch_scope(
+    app: &App,
+    source: &Source,
+    scope: &str,
+    period: Period,
+    mut cursor: Option<String>,
+    pages: mpsc::Sender<Page>,
+) -> anyhow::Result<()> {
+    loop {
+        if app.shutdown.requested() {
+            return Err(Interrupted.into());
+        }
+        let page = source.fetch_page(scope, period, cursor.as_deref()).await?;
+        let next = page.next_cursor.clone();
+        if pages.send(page).await.is_err() {
+            return Ok(());
+        }
+        let Some(next) = next else { return Ok(()) };
+        cursor = Some(next);
+        let Some((ahead, at_once)) = cursor.as_deref().and_then(|c| source.pages_ahead(c)) else {
+            continue;
+        };
+        let mut fetched = futures_util::stream::iter(ahead)
+            .map(|number| source.fetch_numbered(scope, period, number))
+            .buffered(at_once);
+        while let Some(numbered) = fetched.try_next().await? {
+            if app.shutdown.requested() {
+                return Err(Interrupted.into());
+            }
+            let page = source.accept(cursor.as_deref(), numbered)?;
+            let next = page.next_cursor.clone();
+            if pages.send(page).await.is_err() {
+                return Ok(());
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(()),
+            }
+        }
+        // The pages announced are read and the last of them named a next one: the peer has more
+        // than it said; the checks of the next page say so, page by page.
+    }
+}
+
+/// Writes the pages as they arrive: everything that has arrived (up to [`STAGE_RECORDS`]
+/// records) goes in one transaction with the checkpoint past its last page. Returns the pages
+/// and records staged.
+#[allow(clippy::too_many_arguments)]
+async fn stage_scope(
+    app: &App,
+    source: &Source,
+    scope: &str,
+    period: Period,
+    run_id: i64,
+    pages_before: i64,
+    mut arrived: mpsc::Receiver<Page>,
+    pages_staged: &AtomicU64,
+) -> anyhow::Result<(u64, u64)> {
+    let name = source.name();
+    let crash_after = app.faults.crash_after_pages;
+    let mut pages = 0u64;
+    let mut records = 0u64;
+    let mut batch: Vec<Page> = Vec::new();
+    while let Some(page) = arrived.recv().await {
+        batch.push(page);
+        // The `crash_after_pages` fault stops after exactly that many pages: a batch never
+        // crosses it.
+        let room = crash_after.map_or(u64::MAX, |limit| {
+            limit.saturating_sub(pages_staged.load(Ordering::SeqCst))
+        });
+        let mut held: usize = batch.iter().map(|p| p.records.len()).sum();
+        while held < STAGE_RECORDS && (batch.len() as u64) < room {
+            match arrived.try_recv() {
+                Ok(page) => {
+                    held += page.records.len();
+                    batch.push(page);
+                }
+                Err(_) => break,
+            }
+        }
+        let first = pages_before
+            .saturating_add(i64::try_from(pages).unwrap_or(i64::MAX))
+            .saturating_add(1);
+        let to_stage: Vec<PageToStage<'_>> = batch
+            .iter()
+            .zip(first..)
+            .map(|(page, number)| PageToStage {
+                page: number,
+                records: &page.records,
+                next_cursor: page.next_cursor.as_deref(),
+            })
+            .collect();
+        app.store
+            .stage_pages(name, scope, period, run_id, &to_stage)
+            .await?;
+        let before = pages / 10;
+        pages += batch.len() as u64;
+        records += held as u64;
+        let total =
+            pages_staged.fetch_add(batch.len() as u64, Ordering::SeqCst) + batch.len() as u64;
+        batch.clear();
+        if pages / 10 > before {
+            info!(%scope, pages, records, "extracting");
+        }
+        if let Some(limit) = crash_after
+            && total >= limit
+        {
+            return Err(SimulatedCrash(format!("after {limit} staged pages")).into());
+        }
+    }
+    Ok((pages, records))
+}
+
+/// A dry run's extraction: the same pages, kept in memory, nothing written. Records are
+/// de-duplicated by (scope, record key) as the staging table does.
+pub(super) async fn extract_in_memory(
+    app: &App,
+    source: &Source,
+    period: Period,
+) -> anyhow::Result<Vec<UsageQuantity>> {
+    let name = source.name();
+    let mut seen: HashMap<(String, String), StagedRecord> = HashMap::new();
+    for scope in source.scopes() {
+        let (pages, mut arrived) = mpsc::channel(QUEUE_PAGES);
+        let fetcher = fetch_scope(app, source, &scope, period, None, pages);
+        let keeper = async {
+            while let Some(page) = arrived.recv().await {
+                for record in page.records {
+                    seen.insert((scope.clone(), record.record_key.clone()), record);
+                }
+            }
+        };
+        let (fetched, ()) = tokio::join!(fetcher, keeper);
+        fetched.map_err(|e| {
+            if e.downcast_ref::<Interrupted>().is_some() {
+                e
+            } else {
+                e.context(format!("extracting {name} ({scope}) for {period}"))
+            }
+        })?;
+    }
+    let mut aggregator = Aggregator::new(&app.settings.billing.limits);
+    for r in seen.values() {
+        aggregator.add(&r.record_key, &r.customer_key, &r.item, r.quantity);
+    }
+    Ok(aggregator.finish())
+}
