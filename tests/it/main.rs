@@ -11,6 +11,7 @@ mod billable_users_csv;
 mod ccc;
 mod check_config;
 mod cli;
+mod concurrent_fetch;
 mod file_sink;
 mod fuzz;
 mod genesys;
