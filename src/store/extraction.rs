@@ -128,34 +128,15 @@ impl Store {
         let period_text = period.to_string();
         with_backend!(self, |pool, D| {
             let mut tx = D::begin(pool).await.with_context(what)?;
-            for batch in unique.chunks(ROWS_PER_INSERT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO staged_records (source, scope, period, record_key, \
-                     customer_key, item, quantity, page, run_id) ",
-                );
-                insert.push_values(batch, |mut row, (page, record)| {
-                    row.push_bind(source.as_str())
-                        .push_bind(scope)
-                        .push_bind(period_text.as_str())
-                        .push_bind(record.record_key.as_str())
-                        .push_bind(record.customer_key.as_str())
-                        .push_bind(record.item.as_str())
-                        .push_bind(D::dec(record.quantity))
-                        .push_bind(*page)
-                        .push_bind(run_id);
-                });
-                insert.push(
-                    " ON CONFLICT (source, scope, period, record_key) DO UPDATE SET \
-                     customer_key = excluded.customer_key, item = excluded.item, \
-                     quantity = excluded.quantity, page = excluded.page, \
-                     run_id = excluded.run_id",
-                );
-                insert
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .with_context(|| format!("{}: upserting staged_records", what()))?;
-            }
+            let at = Scope {
+                source: source.as_str(),
+                scope,
+                period: period_text.as_str(),
+                run_id,
+            };
+            D::upsert_staged(&mut tx, &at, &unique)
+                .await
+                .with_context(|| format!("{}: upserting staged_records", what()))?;
             sqlx::query(
                 "INSERT INTO checkpoints \
                  (source, scope, period, next_cursor, complete, pages, records, run_id, updated_at) \
@@ -213,6 +194,90 @@ impl Store {
         })
     }
 }
+
+/// Which scope's extraction staged rows belong to, and the run staging them.
+struct Scope<'a> {
+    source: &'a str,
+    scope: &'a str,
+    period: &'a str,
+    run_id: i64,
+}
+
+/// On a conflict the record is replaced: a record listed again is the fresher listing.
+const ON_CONFLICT: &str = " ON CONFLICT (source, scope, period, record_key) DO UPDATE SET \
+     customer_key = excluded.customer_key, item = excluded.item, \
+     quantity = excluded.quantity, page = excluded.page, run_id = excluded.run_id";
+
+impl dialect::Pg {
+    /// Postgres takes a batch as one array per column (`UNNEST`): one statement of ten binds
+    /// however many rows, parsed and planned once, instead of a VALUES list of nine binds a row.
+    async fn upsert_staged(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        at: &Scope<'_>,
+        rows: &[(i64, &StagedRecord)],
+    ) -> sqlx::Result<()> {
+        for batch in rows.chunks(STAGE_ROWS_PER_STATEMENT) {
+            let keys: Vec<&str> = batch.iter().map(|(_, r)| r.record_key.as_str()).collect();
+            let customers: Vec<&str> = batch.iter().map(|(_, r)| r.customer_key.as_str()).collect();
+            let items: Vec<&str> = batch.iter().map(|(_, r)| r.item.as_str()).collect();
+            let quantities: Vec<rust_decimal::Decimal> =
+                batch.iter().map(|(_, r)| r.quantity).collect();
+            let pages: Vec<i64> = batch.iter().map(|(page, _)| *page).collect();
+            sqlx::query(&format!(
+                "INSERT INTO staged_records (source, scope, period, record_key, customer_key, \
+                 item, quantity, page, run_id) \
+                 SELECT $1, $2, $3, r.record_key, r.customer_key, r.item, r.quantity, r.page, $4 \
+                 FROM UNNEST($5::text[], $6::text[], $7::text[], $8::numeric[], $9::bigint[]) \
+                 AS r(record_key, customer_key, item, quantity, page){ON_CONFLICT}"
+            ))
+            .bind(at.source)
+            .bind(at.scope)
+            .bind(at.period)
+            .bind(at.run_id)
+            .bind(&keys)
+            .bind(&customers)
+            .bind(&items)
+            .bind(&quantities)
+            .bind(&pages)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl dialect::Lite {
+    /// SQLite has no arrays: a multi-row VALUES list per batch, in the one transaction.
+    async fn upsert_staged(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        at: &Scope<'_>,
+        rows: &[(i64, &StagedRecord)],
+    ) -> sqlx::Result<()> {
+        for batch in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO staged_records (source, scope, period, record_key, \
+                 customer_key, item, quantity, page, run_id) ",
+            );
+            insert.push_values(batch, |mut row, (page, record)| {
+                row.push_bind(at.source)
+                    .push_bind(at.scope)
+                    .push_bind(at.period)
+                    .push_bind(record.record_key.as_str())
+                    .push_bind(record.customer_key.as_str())
+                    .push_bind(record.item.as_str())
+                    .push_bind(dialect::Lite::dec(record.quantity))
+                    .push_bind(*page)
+                    .push_bind(at.run_id);
+            });
+            insert.push(ON_CONFLICT);
+            insert.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows per `UNNEST` statement: bounded so that one statement's arrays stay a few megabytes.
+const STAGE_ROWS_PER_STATEMENT: usize = 10_000;
 
 /// One page for [`Store::stage_pages`].
 #[derive(Debug, Clone, Copy)]
