@@ -404,6 +404,9 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
     let ledger: Vec<LedgerLine> = app.store.ledger_lines(period, None).await?;
     let approvals = approvals(app, period).await?;
     let plan = reconcile::plan(&lines, &ledger, &completed_sources, &approvals);
+    // The plan holds what it needs of the ledger; the period's revisions are not kept through
+    // the push (memory follows the lines, once).
+    drop(ledger);
     exceptions.extend(plan.exceptions(period));
     lines.retain(|l| !plan.conflicts.iter().any(|c| c.key == l.key));
 
