@@ -49,6 +49,7 @@ both_backends!(
     a_crash_after_the_file_is_synced_is_recovered_without_writing_a_row_twice,
     a_torn_last_row_is_cut_off_and_its_revision_written_again,
     a_batch_transition_is_refused_whole_when_one_revision_is_not_in_its_state,
+    a_stop_requested_before_a_batch_is_sent_writes_nothing_of_it,
 );
 
 // ---- fixtures -------------------------------------------------------------------------------
@@ -329,6 +330,40 @@ async fn a_batch_transition_is_refused_whole_when_one_revision_is_not_in_its_sta
         store.mark_pushing_many(&ids[..1]).await.is_err(),
         "pushed once"
     );
+}
+
+async fn a_stop_requested_before_a_batch_is_sent_writes_nothing_of_it(target: DatabaseTarget) {
+    let store = ledger_of(&target, 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = file_sink(dir.path(), FileFormat::Csv);
+    let shutdown = Shutdown::new();
+    shutdown.request();
+    let outcome = Pusher {
+        store: &store,
+        sinks: &sinks,
+        settle: Duration::ZERO,
+        retries: 0,
+        retry_backoff: Duration::ZERO,
+        faults: &Faults::default(),
+        shutdown: &shutdown,
+    }
+    .push_period(october(), &PushScope::default())
+    .await
+    .unwrap();
+    assert!(outcome.interrupted);
+    assert_eq!(outcome.pushed, 0);
+    assert!(!csv_path(dir.path()).exists(), "nothing was written");
+    assert!(
+        ledger(&store)
+            .await
+            .iter()
+            .all(|l| l.status == LineStatus::Approved),
+        "every revision waits for the next run"
+    );
+
+    let outcome = push(&store, &sinks, &Faults::default()).await.unwrap();
+    assert_eq!(outcome.pushed, 20);
+    assert_all_pushed_once(&store, &csv_path(dir.path()), 20).await;
 }
 
 /// Data rows that end with a newline.
