@@ -12,8 +12,13 @@
 //!   the billing system still does not hold once settled is sent again within the run, a
 //!   bounded number of times, with a growing pause.
 //!
-//! A stop request (SIGTERM/SIGINT) is honoured between requests: the request in flight
-//! finishes and is recorded, nothing new starts.
+//! A billing system that takes batches (the file sink, [`Sink::batch_size`]) gets its approved
+//! revisions in batches: one statement marks a batch `pushing`, one write sends it, one statement
+//! marks what it accepted `pushed`. A revision left `pushing` by a crash in between is found by
+//! its key on the next run, like any other.
+//!
+//! A stop request (SIGTERM/SIGINT) is honoured between requests (a batch is one request): the
+//! request in flight finishes and is recorded, nothing new starts.
 
 use super::{Faults, SimulatedCrash};
 pub use crate::config::PushSettings;
@@ -85,6 +90,11 @@ impl Pusher<'_> {
         lines.sort_by_key(|l| l.status != LineStatus::Pushing);
         let mut unresolved: HashSet<LineKey> = HashSet::new();
         let mut unsure: Vec<Unsure> = Vec::new();
+        // Revisions waiting to go in one batch, per billing system that takes batches.
+        let mut batches: Vec<(&Sink, Vec<LedgerLine>)> = Vec::new();
+        for sink in self.sinks {
+            sink.begin_push().await;
+        }
         for line in lines {
             if self.shutdown.requested() {
                 outcome.interrupted = true;
@@ -118,6 +128,27 @@ impl Pusher<'_> {
             if line.status != LineStatus::Approved {
                 continue;
             }
+            if let Some(size) = sink.batch_size() {
+                let at = match batches.iter().position(|(s, _)| s.name() == sink.name()) {
+                    Some(at) => at,
+                    None => {
+                        batches.push((sink, Vec::with_capacity(size)));
+                        batches.len() - 1
+                    }
+                };
+                batches[at].1.push(line);
+                if batches[at].1.len() >= size {
+                    let batch = std::mem::take(&mut batches[at].1);
+                    for left in self
+                        .send_batch(sink, batch, &mut accepted, &mut outcome)
+                        .await?
+                    {
+                        unresolved.insert(left.line.key.clone());
+                        unsure.push(left);
+                    }
+                }
+                continue;
+            }
             match self.send(sink, line, &mut accepted, &mut outcome).await? {
                 None => {}
                 Some(left) => {
@@ -125,6 +156,15 @@ impl Pusher<'_> {
                     unsure.push(left);
                 }
             }
+        }
+        for (sink, batch) in batches {
+            if outcome.interrupted {
+                break;
+            }
+            unsure.extend(
+                self.send_batch(sink, batch, &mut accepted, &mut outcome)
+                    .await?,
+            );
         }
         self.settle_unsure(unsure, &mut accepted, &mut outcome)
             .await?;
@@ -216,14 +256,7 @@ impl Pusher<'_> {
                 Ok(None)
             }
             Err(PushError::Rejected(reason)) => {
-                let message = format!(
-                    "{} refused by {}: {reason}",
-                    line.idempotency_key, line.sink
-                );
-                warn!(%message, "push refused; the line stays approved and is retried on the next run");
-                self.store.reset_to_approved(line.id).await?;
-                self.store.record_push_error(line.id, &message).await?;
-                outcome.errors.push(message);
+                self.refused(&line, &reason, outcome).await?;
                 Ok(None)
             }
             Err(PushError::Uncertain(reason)) => {
@@ -235,6 +268,98 @@ impl Pusher<'_> {
                 }))
             }
         }
+    }
+
+    /// The batch path of a billing system with a [`Sink::batch_size`] (the file sink): phase one
+    /// for every revision of the batch in one statement, one write, phase two for every revision
+    /// the billing system accepted in one statement. Per revision the rule is the same as
+    /// [`Self::send`]'s: nothing is sent before it is committed `pushing`, nothing is marked
+    /// `pushed` before the billing system accepted it. Such a billing system finds a revision by
+    /// its key alone, so there is no marker. Returns the revisions whose answer was uncertain,
+    /// left `pushing` for [`Self::settle_unsure`].
+    async fn send_batch(
+        &self,
+        sink: &Sink,
+        mut lines: Vec<LedgerLine>,
+        accepted: &mut u64,
+        outcome: &mut PushOutcome,
+    ) -> anyhow::Result<Vec<Unsure>> {
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The batch is the request: a stop requested while it was filling sends none of it.
+        if self.shutdown.requested() {
+            outcome.interrupted = true;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = lines.iter().map(|l| l.id).collect();
+        self.store.mark_pushing_many(&ids).await?;
+        for line in &mut lines {
+            line.status = LineStatus::Pushing;
+            line.push_marker = None;
+        }
+        let sent_at = Instant::now();
+        let results = sink.push_batch(&lines).await;
+        // Anything else is a bug of the connector: the revisions stay `pushing`, and the next run
+        // reads the billing system.
+        anyhow::ensure!(
+            results.len() == lines.len(),
+            "{} answered {} results for a batch of {} revisions",
+            sink.name(),
+            results.len(),
+            lines.len()
+        );
+        let mut pushed = Vec::with_capacity(lines.len());
+        let mut unsure = Vec::new();
+        for (line, result) in lines.into_iter().zip(results) {
+            match result {
+                Ok(external_id) => pushed.push((line.id, external_id)),
+                Err(PushError::Rejected(reason)) => self.refused(&line, &reason, outcome).await?,
+                Err(PushError::Uncertain(reason)) => {
+                    warn!(key = %line.idempotency_key, %reason, "uncertain answer; reading the billing system before anything is sent again");
+                    unsure.push(Unsure {
+                        line,
+                        sent_at,
+                        reason,
+                    });
+                }
+            }
+        }
+        let before = *accepted;
+        *accepted += pushed.len() as u64;
+        if let Some(crash_at) = self.faults.crash_after_accepted_pushes
+            && before < crash_at
+            && crash_at <= *accepted
+        {
+            return Err(SimulatedCrash(format!(
+                "after the billing system accepted {accepted} revision(s), the last {} in one \
+                 batch, before the ledger recorded them",
+                pushed.len()
+            ))
+            .into());
+        }
+        self.store.mark_pushed_many(&pushed).await?;
+        outcome.pushed += pushed.len() as u64;
+        Ok(unsure)
+    }
+
+    /// The billing system refused the revision: it goes back to `approved` with the reason, for
+    /// the next run.
+    async fn refused(
+        &self,
+        line: &LedgerLine,
+        reason: &str,
+        outcome: &mut PushOutcome,
+    ) -> anyhow::Result<()> {
+        let message = format!(
+            "{} refused by {}: {reason}",
+            line.idempotency_key, line.sink
+        );
+        warn!(%message, "push refused; the line stays approved and is retried on the next run");
+        self.store.reset_to_approved(line.id).await?;
+        self.store.record_push_error(line.id, &message).await?;
+        outcome.errors.push(message);
+        Ok(())
     }
 
     /// Resolves the revisions sent with an uncertain answer: found → pushed; absent once

@@ -4,7 +4,8 @@
 //! Pushing is two-phase (docs/LEDGER.md): the pipeline calls [`Sink::prepare`] and commits the line
 //! as `pushing` with the marker it returns, then [`Sink::push`], then commits `pushed`. A line
 //! found `pushing` (a crash, or an uncertain answer) is resolved with [`Sink::find`] before
-//! anything is sent again.
+//! anything is sent again. A billing system with a [`Sink::batch_size`] takes many revisions at
+//! once: each is still committed `pushing` before the batch is sent, and `pushed` after.
 
 pub mod activeplatform;
 pub mod file;
@@ -78,6 +79,40 @@ impl Sink {
             Sink::RamBase(s) => s.prepare(line).await,
             Sink::ActivePlatform(s) => s.prepare(line).await,
             Sink::File(_) => Ok(None),
+        }
+    }
+
+    /// Forgets what the connector learnt during the previous push (the file sink's keys), so that
+    /// a push reads each file afresh, and at most once.
+    pub async fn begin_push(&self) {
+        if let Sink::File(s) = self {
+            s.begin_push().await;
+        }
+    }
+
+    /// How many revisions one [`push_batch`](Self::push_batch) takes, for a billing system that
+    /// takes many in one write and finds a revision by its key alone, so needs no
+    /// [`prepare`](Self::prepare) marker: the file sink. `None`: one revision at a time.
+    pub fn batch_size(&self) -> Option<usize> {
+        match self {
+            Sink::File(_) => Some(file::BATCH_SIZE),
+            Sink::RamBase(_) | Sink::ActivePlatform(_) => None,
+        }
+    }
+
+    /// Sends revisions already marked `pushing`; one result per revision, in order. The file
+    /// sink appends them in one write and one sync.
+    pub async fn push_batch(&self, lines: &[LedgerLine]) -> Vec<Result<String, PushError>> {
+        match self {
+            Sink::File(s) => s.push_batch(lines).await,
+            // One request each: these take no batches (the pipeline sends them one by one).
+            Sink::RamBase(_) | Sink::ActivePlatform(_) => {
+                let mut results = Vec::with_capacity(lines.len());
+                for line in lines {
+                    results.push(self.push(line).await);
+                }
+                results
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! State: runs, checkpoints, staged records, the ledger and exceptions. All SQL of tally lives
-//! under this folder: `runs`, `extraction`, `ledger` and `lease` hold the queries by concern,
-//! `migrations/` the schema; this file opens and migrates the store.
+//! under this folder: `runs`, `extraction`, `ledger`, `push_batch` and `lease` hold the queries by
+//! concern, `migrations/` the schema; this file opens and migrates the store.
 //!
 //! One interface, two databases: Postgres in production (`DATABASE_URL` or `[database] url`)
 //! and an embedded SQLite file by default, so that a newcomer needs no server. Both run the
@@ -136,6 +136,7 @@ macro_rules! describe_revision {
 mod extraction;
 mod lease;
 mod ledger;
+mod push_batch;
 mod runs;
 
 pub use extraction::PageToStage;

@@ -13,6 +13,7 @@ mod check_config;
 mod cli;
 mod concurrent_fetch;
 mod file_sink;
+mod file_sink_batch;
 mod fuzz;
 mod genesys;
 mod guards;

@@ -5,14 +5,26 @@
 //! never written twice. A row counts only once it is complete (ends with a newline) and synced;
 //! a torn row left by a crash is cut off before the next append. One tally process writes at a
 //! time (the runner lock); within it, a mutex serialises check-then-append.
+//!
+//! A push reads each period's file once: the keys of its complete rows are kept in memory for the
+//! rest of the push, and a batch of revisions is appended in one write and one sync. Reading the
+//! file for every revision made a push quadratic in the size of the file. What is kept is checked
+//! against the file's length and modification time before each use, so a file changed by someone
+//! else (or by a write that failed half-way) is read again rather than trusted.
 
 use crate::domain::{LedgerLine, Period};
 use crate::problem::Problem;
 use crate::sinks::PushError;
 use anyhow::Context;
 use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 use tokio::io::AsyncWriteExt;
+
+/// Revisions per append: one write and one sync for each batch. Big enough that the sync no
+/// longer dominates; small enough that a crash leaves few revisions `pushing` to read back.
+pub const BATCH_SIZE: usize = 500;
 
 /// The columns, in order. Decimals are written as exact strings, never as floats.
 pub const COLUMNS: [&str; 12] = [
@@ -83,9 +95,21 @@ impl FileSinkSettings {
 pub struct FileSink {
     dir: PathBuf,
     format: FileFormat,
-    /// Serialises "is the key there? then append" so that two pushes of one key in this
-    /// process cannot both append.
-    lock: tokio::sync::Mutex<()>,
+    /// What this push knows of each file, by file name. The mutex also serialises "is the key
+    /// there? then append", so that two pushes of one key in this process cannot both append.
+    files: tokio::sync::Mutex<HashMap<String, Known>>,
+}
+
+/// One file as the sink last read or wrote it.
+#[derive(Debug)]
+struct Known {
+    /// The idempotency keys of its complete rows.
+    keys: HashSet<String>,
+    /// Its length up to and including its last newline: what is kept when a torn row is cut.
+    complete_len: u64,
+    /// Its length and modification time then (`None`: there was no file). A file that looks
+    /// different now was changed by something else, and is read again.
+    seen: Option<(u64, SystemTime)>,
 }
 
 impl FileSink {
@@ -97,7 +121,7 @@ impl FileSink {
         Ok(Self {
             dir: settings.dir.clone(),
             format: settings.format,
-            lock: tokio::sync::Mutex::new(()),
+            files: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -106,59 +130,151 @@ impl FileSink {
         format!("invoice-lines-{period}.{}", self.format.extension())
     }
 
-    /// Appends the revision (header first in a new file), flushes and syncs; returns
-    /// `"<file name>:<idempotency_key>"`. A key already in the file is not written again: its
-    /// existing id is returned.
+    /// Forgets the keys learnt so far, so that a new push reads each file afresh (once), and a
+    /// long-running daemon does not keep the keys of every month it ever pushed.
+    pub async fn begin_push(&self) {
+        self.files.lock().await.clear();
+    }
+
+    /// [`Self::push_batch`] of one revision.
     pub async fn push(&self, line: &LedgerLine) -> Result<String, PushError> {
-        let _guard = self.lock.lock().await;
-        let name = self.file_name(line.key.period);
-        let path = self.dir.join(&name);
-        let id = format!("{name}:{}", line.idempotency_key);
-        // Nothing has been written when these fail, so the line is surely not in the file.
-        let rows = self
-            .complete_rows(&path)
+        self.push_batch(std::slice::from_ref(line))
             .await
-            .map_err(|e| PushError::Rejected(format!("{}: {e:#}", line.idempotency_key)))?;
-        if rows.iter().any(|key| key == &line.idempotency_key) {
-            return Ok(id);
+            .pop()
+            .unwrap_or_else(|| Err(PushError::Rejected("no revision was given".to_owned())))
+    }
+
+    /// Appends the revisions whose keys are not in their period's file yet (header first in a
+    /// new file), each file's in one write, then flushes and syncs; one result per revision, in
+    /// order: `"<file name>:<idempotency_key>"`. A key already in the file is not written again:
+    /// its existing id is returned. A revision whose row cannot be formatted is refused alone; a
+    /// write that failed makes every revision it carried uncertain.
+    pub async fn push_batch(&self, lines: &[LedgerLine]) -> Vec<Result<String, PushError>> {
+        let mut files = self.files.lock().await;
+        let mut results: Vec<Option<Result<String, PushError>>> =
+            std::iter::repeat_with(|| None).take(lines.len()).collect();
+        let mut by_file: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, line) in lines.iter().enumerate() {
+            by_file
+                .entry(self.file_name(line.key.period))
+                .or_default()
+                .push(i);
         }
-        let row = self.row(line).map_err(PushError::Rejected)?;
-        self.append(&path, &row).await.map_err(|e| {
-            // A write or sync that failed half-way may have left a row (complete or not):
-            // `find` tells.
-            PushError::Uncertain(format!(
-                "{}: writing {}: {e:#}",
-                line.idempotency_key,
-                path.display()
-            ))
-        })?;
-        Ok(id)
+        for (name, indices) in by_file {
+            let path = self.dir.join(&name);
+            let id = |line: &LedgerLine| format!("{name}:{}", line.idempotency_key);
+            let known = match self.known(&mut files, &name, &path).await {
+                Ok(known) => known,
+                Err(e) => {
+                    // Nothing has been written, so these lines are surely not in the file.
+                    for i in indices {
+                        let message = format!("{}: {e:#}", lines[i].idempotency_key);
+                        results[i] = Some(Err(PushError::Rejected(message)));
+                    }
+                    continue;
+                }
+            };
+            let mut bytes = Vec::new();
+            let mut new_keys = HashSet::new();
+            let mut written = Vec::new();
+            for i in indices {
+                let line = &lines[i];
+                if known.keys.contains(&line.idempotency_key)
+                    || new_keys.contains(&line.idempotency_key)
+                {
+                    results[i] = Some(Ok(id(line)));
+                    continue;
+                }
+                match self.row(line) {
+                    Ok(row) => {
+                        bytes.extend(row);
+                        new_keys.insert(line.idempotency_key.clone());
+                        written.push(i);
+                    }
+                    Err(reason) => results[i] = Some(Err(PushError::Rejected(reason))),
+                }
+            }
+            if written.is_empty() {
+                continue;
+            }
+            match self.append(&path, known, &bytes).await {
+                Ok(()) => {
+                    known.keys.extend(new_keys);
+                    for i in written {
+                        results[i] = Some(Ok(id(&lines[i])));
+                    }
+                }
+                Err(e) => {
+                    // A write or sync that failed half-way may have left rows (complete or not):
+                    // what is known of the file is wrong now, and `find` reads it again to tell.
+                    files.remove(&name);
+                    for i in written {
+                        results[i] = Some(Err(PushError::Uncertain(format!(
+                            "{}: writing {}: {e:#}",
+                            lines[i].idempotency_key,
+                            path.display()
+                        ))));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| Err(PushError::Rejected("not pushed".to_owned())))
+            })
+            .collect()
     }
 
     /// Looks for the revision's idempotency key among the complete rows of its period's file.
     pub async fn find(&self, line: &LedgerLine) -> anyhow::Result<Option<String>> {
-        let _guard = self.lock.lock().await;
+        let mut files = self.files.lock().await;
         let name = self.file_name(line.key.period);
-        let rows = self.complete_rows(&self.dir.join(&name)).await?;
-        Ok(rows
-            .iter()
-            .any(|key| key == &line.idempotency_key)
+        let path = self.dir.join(&name);
+        let known = self.known(&mut files, &name, &path).await?;
+        Ok(known
+            .keys
+            .contains(&line.idempotency_key)
             .then(|| format!("{name}:{}", line.idempotency_key)))
     }
 
-    /// The idempotency keys of the complete rows (those ending with a newline), in order. An
-    /// empty list for a missing file. A row that does not parse is an error naming its line.
-    async fn complete_rows(&self, path: &Path) -> anyhow::Result<Vec<String>> {
+    /// What is known of the file `name`, read now if it was not read in this push or looks
+    /// different from when it was.
+    async fn known<'a>(
+        &self,
+        files: &'a mut HashMap<String, Known>,
+        name: &str,
+        path: &Path,
+    ) -> anyhow::Result<&'a mut Known> {
+        let seen = looks(path).await?;
+        if files.get(name).is_none_or(|known| known.seen != seen) {
+            let known = self.read(path, seen).await?;
+            files.insert(name.to_owned(), known);
+        }
+        files
+            .get_mut(name)
+            .with_context(|| format!("{} was read but is not known", path.display()))
+    }
+
+    /// Reads the file: the idempotency keys of its complete rows (those ending with a newline).
+    /// Nothing for a missing file. A row that does not parse is an error naming its line.
+    async fn read(&self, path: &Path, seen: Option<(u64, SystemTime)>) -> anyhow::Result<Known> {
         let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Known {
+                    keys: HashSet::new(),
+                    complete_len: 0,
+                    seen: None,
+                });
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let complete = match bytes.iter().rposition(|b| *b == b'\n') {
             Some(end) => &bytes[..=end],
             None => &[][..],
         };
-        let mut keys = Vec::new();
+        let mut keys = HashSet::new();
         match self.format {
             FileFormat::Csv => {
                 let mut reader = csv::ReaderBuilder::new()
@@ -178,7 +294,7 @@ impl FileSink {
                         }
                         continue;
                     }
-                    keys.push(record.get(0).unwrap_or_default().to_owned());
+                    keys.insert(record.get(0).unwrap_or_default().to_owned());
                 }
             }
             FileFormat::Jsonl => {
@@ -196,11 +312,17 @@ impl FileSink {
                         .with_context(|| {
                             format!("{}: line {} has no idempotency_key", path.display(), i + 1)
                         })?;
-                    keys.push(key.to_owned());
+                    keys.insert(key.to_owned());
                 }
             }
         }
-        Ok(keys)
+        Ok(Known {
+            keys,
+            complete_len: complete.len() as u64,
+            // The length read, with the time seen before reading: a write in between makes the
+            // next look differ, and the file is read again.
+            seen: seen.map(|(_, modified)| (bytes.len() as u64, modified)),
+        })
     }
 
     /// One row, newline included, ready to be written in one call.
@@ -251,9 +373,9 @@ impl FileSink {
         }
     }
 
-    /// Appends `row` (after the header for a new file) in one write, then flushes and syncs.
-    async fn append(&self, path: &Path, row: &[u8]) -> anyhow::Result<()> {
-        let existed = tokio::fs::try_exists(path).await.unwrap_or(false);
+    /// Appends `rows` (after the header for a new file) in one write, then flushes and syncs,
+    /// first cutting a torn last row; `known` is then what the file holds.
+    async fn append(&self, path: &Path, known: &mut Known, rows: &[u8]) -> anyhow::Result<()> {
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -261,22 +383,27 @@ impl FileSink {
             .await
             .with_context(|| format!("opening {}", path.display()))?;
         let len = file.metadata().await?.len();
-        let complete_len = complete_len(path, len).await?;
-        if complete_len < len {
+        let expected = known.seen.map_or(0, |(len, _)| len);
+        anyhow::ensure!(
+            len == expected,
+            "{} changed while tally was writing it ({len} bytes, {expected} expected)",
+            path.display()
+        );
+        if known.complete_len < len {
             // A torn row from a crash: it never counted, and appending after it would glue the
             // next row to it.
-            tracing::warn!(file = %path.display(), cut_bytes = len - complete_len, "cutting an incomplete last row");
-            file.set_len(complete_len).await?;
+            tracing::warn!(file = %path.display(), cut_bytes = len - known.complete_len, "cutting an incomplete last row");
+            file.set_len(known.complete_len).await?;
         }
-        let mut bytes = Vec::with_capacity(row.len() + 200);
-        if self.format == FileFormat::Csv && complete_len == 0 {
+        let mut bytes = Vec::with_capacity(rows.len() + 200);
+        if self.format == FileFormat::Csv && known.complete_len == 0 {
             bytes.extend(csv_row(&COLUMNS.map(str::to_owned))?);
         }
-        bytes.extend_from_slice(row);
+        bytes.extend_from_slice(rows);
         file.write_all(&bytes).await?;
         file.flush().await?;
         file.sync_all().await?;
-        if !existed {
+        if known.seen.is_none() {
             // The new file's directory entry must survive a crash too.
             if let Some(dir) = path.parent()
                 && let Ok(dir) = std::fs::File::open(dir)
@@ -285,22 +412,26 @@ impl FileSink {
                     .with_context(|| format!("syncing {}", path.display()))?;
             }
         }
+        let written = file.metadata().await?;
+        // Every row ends with a newline, so the whole file is complete now.
+        known.complete_len = written.len();
+        known.seen = Some((written.len(), modified(&written, path)?));
         Ok(())
     }
 }
 
-/// The length of the file up to and including its last newline.
-async fn complete_len(path: &Path, len: u64) -> anyhow::Result<u64> {
-    if len == 0 {
-        return Ok(0);
+/// The file's length and modification time, `None` if there is no file.
+async fn looks(path: &Path) -> anyhow::Result<Option<(u64, SystemTime)>> {
+    match tokio::fs::metadata(path).await {
+        Ok(meta) => Ok(Some((meta.len(), modified(&meta, path)?))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the metadata of {}", path.display())),
     }
-    let bytes = tokio::fs::read(path)
-        .await
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |i| i as u64 + 1))
+}
+
+fn modified(meta: &std::fs::Metadata, path: &Path) -> anyhow::Result<SystemTime> {
+    meta.modified()
+        .with_context(|| format!("reading the modification time of {}", path.display()))
 }
 
 fn csv_row(fields: &[String]) -> anyhow::Result<Vec<u8>> {
