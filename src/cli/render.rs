@@ -175,7 +175,7 @@ fn line_row(l: &LedgerLine) -> Vec<String> {
         l.key.license_type.to_string(),
         l.key.source.to_string(),
         l.revision.to_string(),
-        if l.trace.get("reason").and_then(|r| r.as_str()) == Some(crate::domain::REVERSAL_REASON) {
+        if l.trace.reason().as_deref() == Some(crate::domain::REVERSAL_REASON) {
             "reversal"
         } else if l.is_adjustment() {
             "adjustment"
@@ -267,11 +267,7 @@ pub fn lines_csv(lines: &[LedgerLine]) -> anyhow::Result<String> {
                 .as_ref()
                 .and_then(|a| a.note.clone())
                 .unwrap_or_default(),
-            l.trace
-                .get("reason")
-                .and_then(|r| r.as_str())
-                .unwrap_or_default()
-                .to_owned(),
+            l.trace.reason().unwrap_or_default(),
         ]);
         writer.write_record(&row)?;
     }

@@ -53,7 +53,7 @@ pub struct InvoiceLine {
     /// `price_id@effective_from` of the price used.
     pub price_ref: String,
     /// The calculation trace: tiers, minimum, rounding.
-    pub trace: serde_json::Value,
+    pub trace: super::Trace,
     pub evidence: Evidence,
     /// The configured billing system this line is pushed to.
     pub sink: String,
@@ -126,7 +126,7 @@ pub struct LedgerLine {
     pub total_quantity: Decimal,
     pub total_amount: Decimal,
     pub price_ref: String,
-    pub trace: serde_json::Value,
+    pub trace: super::Trace,
     pub evidence: Evidence,
     pub sink: String,
     pub status: LineStatus,
@@ -180,7 +180,7 @@ pub struct NewRevision {
     pub total_quantity: Decimal,
     pub total_amount: Decimal,
     pub price_ref: String,
-    pub trace: serde_json::Value,
+    pub trace: super::Trace,
     pub evidence: Evidence,
     pub sink: String,
     /// `Draft` under `require_approval`, else `Approved`.

@@ -10,6 +10,7 @@ mod money;
 mod period;
 mod record;
 mod run;
+mod trace;
 
 pub use exception::{ExceptionKind, RunException};
 pub use ids::{BillingAccount, LicenseType, SourceName};
@@ -22,3 +23,4 @@ pub use money::{Currency, RoundingMode, UnknownCurrency, checked_sum};
 pub use period::{Period, PeriodError};
 pub use record::{StagedQuantity, StagedRecord, UsageQuantity};
 pub use run::{RunStatus, RunSummary, SourceFailure, Trigger};
+pub use trace::Trace;

@@ -27,6 +27,8 @@ struct State {
     remaining: Option<(u64, Option<u64>)>,
     /// `X-RateLimit-Limit`: what a fresh window takes, until its first answer says more.
     limit: Option<u64>,
+    /// The reset of the latest window known to be over: a late answer from it is stale.
+    closed: Option<u64>,
     in_flight: u64,
 }
 
@@ -87,6 +89,11 @@ impl Budget {
             if let Some(limit) = count(limit) {
                 state.limit = Some(limit);
             }
+            if let (Some(reset), Some(closed)) = (reset, state.closed)
+                && reset <= closed
+            {
+                return;
+            }
             state.remaining = Some(match state.remaining {
                 // The same window: the lowest figure, whatever order the answers came in.
                 Some((before, window)) if window == reset => (before.min(remaining), reset),
@@ -104,6 +111,9 @@ impl Budget {
     /// that the requests queued for it do not all go at once into a small window.
     pub(super) fn window_reset(&self) {
         if let Ok(mut state) = self.state.lock() {
+            if let Some((_, Some(reset))) = state.remaining {
+                state.closed = state.closed.max(Some(reset));
+            }
             state.remaining = state.limit.map(|limit| (limit, None));
         }
         self.freed.notify_waiters();
@@ -168,5 +178,11 @@ mod tests {
         let _b = used_up.admit().await;
         let third = tokio::time::timeout(Duration::from_millis(50), used_up.admit()).await;
         assert!(third.is_err(), "a fresh window of two takes two at once");
+        // A late answer of the window that is over says nothing about the new one.
+        used_up.announce(Some("0"), Some("100"), Some("2"));
+        drop(_a);
+        let _c = tokio::time::timeout(Duration::from_millis(50), used_up.admit())
+            .await
+            .expect("the stale 0 is ignored: one of two in flight");
     }
 }

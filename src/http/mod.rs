@@ -469,16 +469,23 @@ impl HttpClient {
         let wait = pause
             .until
             .map_or(Duration::MAX, |until| until.saturating_duration_since(now));
-        if wait.is_zero() {
-            if let Ok(mut paused) = self.paused.lock() {
-                *paused = None;
-            }
-            self.budget.window_reset();
-            return Ok(());
+        if !wait.is_zero() {
+            let until = self.admit(method, url, wait, WaitCause::Window, &pause.asked)?;
+            wait_logged(url, wait, until, &pause.asked, WaitCause::Window, 0).await;
         }
-        let until = self.admit(method, url, wait, WaitCause::Window, &pause.asked)?;
-        wait_logged(url, wait, until, &pause.asked, WaitCause::Window, 0).await;
-        self.budget.window_reset();
+        // The first request past the window clears it and resets the budget; requests that
+        // waited for the same window find it cleared, so that answers of the new window already
+        // counted are not forgotten.
+        let cleared = match self.paused.lock() {
+            Ok(mut paused) if paused.as_ref().map(|p| p.until) == Some(pause.until) => {
+                *paused = None;
+                true
+            }
+            _ => false,
+        };
+        if cleared {
+            self.budget.window_reset();
+        }
         Ok(())
     }
 }

@@ -268,7 +268,9 @@ pub fn compute(
             amount: priced.amount,
             currency,
             price_ref: priced.price_ref.clone(),
-            trace: serde_json::to_value(&priced.trace).unwrap_or(serde_json::Value::Null),
+            trace: crate::domain::Trace::from_value(
+                &serde_json::to_value(&priced.trace).unwrap_or(serde_json::Value::Null),
+            ),
             evidence: Evidence {
                 record_count,
                 hash: combine_hashes(&hashes),

@@ -544,7 +544,7 @@ fn revision_values(
         price_ref: wanted.map(|w| w.price_ref.clone()).unwrap_or_default(),
         trace: wanted
             .map(|w| w.trace.clone())
-            .unwrap_or_else(|| serde_json::json!({ "reason": REVERSAL_REASON })),
+            .unwrap_or_else(|| serde_json::json!({ "reason": REVERSAL_REASON }).into()),
         evidence: wanted.map(|w| w.evidence.clone()).unwrap_or_default(),
         sink: wanted.map(|w| w.sink.clone()).unwrap_or_default(),
         status,
@@ -593,7 +593,7 @@ mod tests {
             amount,
             currency: eur(),
             price_ref: "p1@open".into(),
-            trace: serde_json::json!({}),
+            trace: crate::domain::Trace::empty(),
             evidence: Evidence {
                 record_count: 1,
                 hash: "h".into(),
@@ -1107,7 +1107,7 @@ mod tests {
         assert_eq!(new[0].key.billing_account.as_str(), "A");
         assert_eq!(new[0].quantity, dec!(-7));
         assert_eq!(new[0].amount, dec!(-70.00));
-        assert_eq!(new[0].trace["reason"], REVERSAL_REASON);
+        assert_eq!(new[0].trace.reason().as_deref(), Some(REVERSAL_REASON));
         assert_eq!(again.count(Action::Adjust), 1);
     }
 

@@ -94,7 +94,7 @@ pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
             total_quantity: row.decimal("total_quantity")?,
             total_amount: row.decimal("total_amount")?,
             price_ref: row.text("price_ref")?,
-            trace: row.json("trace")?,
+            trace: crate::domain::Trace::from_value(&row.json("trace")?),
             evidence: Evidence {
                 record_count: count(row, "evidence_count")?,
                 hash: row.text("evidence_hash")?,

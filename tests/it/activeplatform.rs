@@ -100,7 +100,7 @@ fn ledger_line(account: &str, revision: i32, quantity: Decimal, amount: Decimal)
         total_quantity: quantity,
         total_amount: amount,
         price_ref: "agent@2026-01-01".into(),
-        trace: serde_json::Value::Null,
+        trace: serde_json::Value::Null.into(),
         evidence: Evidence::default(),
         sink: "activeplatform".into(),
         status: LineStatus::Approved,
@@ -123,7 +123,7 @@ fn invoice_line(account: &str, amount: Decimal, currency: &str) -> InvoiceLine {
         amount,
         currency: currency.parse().unwrap(),
         price_ref: "agent@2026-01-01".into(),
-        trace: serde_json::Value::Null,
+        trace: serde_json::Value::Null.into(),
         evidence: Evidence::default(),
         sink: "activeplatform".into(),
     }

@@ -27,7 +27,7 @@ fn line(revision: i32, quantity: Decimal, amount: Decimal) -> LedgerLine {
         total_quantity: quantity,
         total_amount: amount,
         price_ref: "agent@2026-01-01".into(),
-        trace: serde_json::Value::Null,
+        trace: serde_json::Value::Null.into(),
         evidence: Evidence::default(),
         sink: "file".into(),
         status: LineStatus::Pushing,

@@ -81,7 +81,7 @@ fn revision(i: usize) -> NewRevision {
         total_quantity: quantity,
         total_amount: amount,
         price_ref: "agent@2026-01-01".to_owned(),
-        trace: serde_json::Value::Null,
+        trace: serde_json::Value::Null.into(),
         evidence: Evidence {
             record_count: 1,
             hash: "ab12".to_owned(),

@@ -340,7 +340,7 @@ fn line(
         total_quantity: quantity,
         total_amount: amount,
         price_ref: "agent@2026-01-01".into(),
-        trace: serde_json::Value::Null,
+        trace: serde_json::Value::Null.into(),
         evidence: Evidence::default(),
         sink: sink.into(),
         status: LineStatus::Approved,

@@ -97,7 +97,7 @@ fn ledger_line(license: &str, revision: i32, quantity: Decimal) -> LedgerLine {
         total_quantity: quantity,
         total_amount: quantity * dec!(10.00),
         price_ref: "agent@2026-01-01".into(),
-        trace: serde_json::Value::Null,
+        trace: serde_json::Value::Null.into(),
         evidence: Evidence::default(),
         sink: "rambase".into(),
         status: LineStatus::Approved,
@@ -120,7 +120,7 @@ fn invoice_line(license: &str, quantity: Decimal) -> InvoiceLine {
         amount: quantity * dec!(10.00),
         currency: "EUR".parse().unwrap(),
         price_ref: "agent@2026-01-01".into(),
-        trace: serde_json::Value::Null,
+        trace: serde_json::Value::Null.into(),
         evidence: Evidence::default(),
         sink: "rambase".into(),
     }

@@ -116,7 +116,7 @@ fn revision(account: &str, license: &str, source_name: &str, quantity: Decimal) 
         total_quantity: quantity,
         total_amount: amount,
         price_ref: "agent@2026-01-01".to_owned(),
-        trace: json!({ "model": "per_unit", "steps": [{ "qty": quantity.to_string(), "rate": "1.25" }] }),
+        trace: json!({ "model": "per_unit", "steps": [{ "qty": quantity.to_string(), "rate": "1.25" }] }).into(),
         evidence: Evidence {
             record_count: 3,
             hash: "ab12".to_owned(),
@@ -763,7 +763,7 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
 
     let second_run = run(&store).await;
     let mut values = revision("C-1", "Agent", "billable_users", dec!(11));
-    values.trace = json!({ "model": "per_unit", "rerun": true });
+    values.trace = json!({ "model": "per_unit", "rerun": true }).into();
     values.evidence = Evidence {
         record_count: 4,
         hash: "cd34".to_owned(),
@@ -794,7 +794,10 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
     assert_eq!(updated.quantity, dec!(11));
     assert_eq!(updated.amount.to_string(), "13.75");
     assert_eq!(updated.total_amount.to_string(), "13.75");
-    assert_eq!(updated.trace, json!({ "model": "per_unit", "rerun": true }));
+    assert_eq!(
+        updated.trace.to_value(),
+        json!({ "model": "per_unit", "rerun": true })
+    );
     assert_eq!(updated.evidence.record_count, 4);
     assert_eq!(updated.run_id, second_run);
     assert_eq!(updated.created_at, kept.created_at);
