@@ -7,9 +7,16 @@
 //! peer said it takes (and so provoke no 429). A request always goes out when none is in flight:
 //! the peer's answer to it is the truth, and a used-up window is waited out by the client's
 //! pause before it is sent.
+//!
+//! A peer that announces nothing (CCC, Genesys) says its limit only by a 429. The first 429
+//! reveals a window: so many requests were accepted from the first one until the `Retry-After`
+//! runs out. From then on requests start no closer together than that window divided by them,
+//! so that the run does not meet the limit again in every window (a later 429 paces slower).
 
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// What the peer last announced, and what is in flight against it.
 #[derive(Debug, Default)]
@@ -30,6 +37,14 @@ struct State {
     /// The reset of the latest window known to be over: a late answer from it is stale.
     closed: Option<u64>,
     in_flight: u64,
+    /// The least time between two request starts, once a 429 of an unannounced limit revealed
+    /// one; and when the next request may start.
+    pace: Option<Duration>,
+    next_start: Option<Instant>,
+    /// Since when requests are counted for the next revealed window, and how many of them the
+    /// peer accepted.
+    epoch: Option<Instant>,
+    accepted: u64,
 }
 
 impl State {
@@ -62,14 +77,68 @@ impl Budget {
         loop {
             // Registered before the check, so that a request ending in between still wakes it.
             let freed = self.freed.notified();
-            if let Ok(mut state) = self.state.lock()
-                && state.admits()
-            {
-                state.in_flight += 1;
-                return Admitted { budget: self };
+            // `Some(start)`: admitted, to start then (or now); `None`: wait for a place.
+            let admitted: Option<Option<Instant>> = match self.state.lock() {
+                Ok(mut state) if state.admits() => {
+                    state.in_flight += 1;
+                    let now = Instant::now();
+                    state.epoch.get_or_insert(now);
+                    Some(state.pace.map(|pace| {
+                        let start = state.next_start.map_or(now, |next| next.max(now));
+                        state.next_start = Some(start + pace);
+                        start
+                    }))
+                }
+                _ => None,
+            };
+            let Some(start) = admitted else {
+                freed.await;
+                continue;
+            };
+            let admitted = Admitted { budget: self };
+            if let Some(start) = start {
+                tokio::time::sleep_until(start).await;
             }
-            freed.await;
+            return admitted;
         }
+    }
+
+    /// The peer accepted a request (a 2xx): it counts for the window a 429 may reveal.
+    pub(super) fn accepted(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.accepted += 1;
+        }
+    }
+
+    /// The peer refused a request with 429 and `Retry-After: wait`. Where it announces no
+    /// budget, the requests it accepted since the count began, over the time until `wait` ends,
+    /// set the pace of the requests after it.
+    pub(super) fn refused(&self, wait: Duration) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.remaining.is_some() || state.limit.is_some() || state.accepted == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let reopens = now + wait;
+        let window = reopens.saturating_duration_since(state.epoch.unwrap_or(now));
+        // n requests spread evenly over the window at window / (n - 1) apart: any stretch as
+        // long as the window holds at most n starts.
+        let gaps = u32::try_from(state.accepted.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+        let pace = window / gaps;
+        if state.pace.is_none_or(|before| pace > before) {
+            tracing::info!(
+                accepted = state.accepted,
+                window_ms = window.as_millis() as u64,
+                pace_ms = pace.as_millis() as u64,
+                "the peer's unannounced rate limit was met: pacing the requests after it"
+            );
+            state.pace = Some(pace);
+        }
+        state.next_start = Some(state.next_start.map_or(reopens, |next| next.max(reopens)));
+        state.epoch = Some(reopens);
+        state.accepted = 0;
     }
 
     /// Records an answer's `X-RateLimit-Remaining` (and `X-RateLimit-Reset`) as sent; values
@@ -123,7 +192,6 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn requests_in_flight_never_exceed_what_remains() {
@@ -159,6 +227,30 @@ mod tests {
         budget.announce(Some("5"), Some("200"), None);
         let _a = budget.admit().await;
         let _b = budget.admit().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_of_an_unannounced_limit_paces_the_requests_after_it() {
+        let budget = Budget::default();
+        let start = Instant::now();
+        for _ in 0..10 {
+            drop(budget.admit().await);
+            budget.accepted();
+        }
+        // Ten accepted at once, then a 429 that reopens after 2 s: the window is 2 s long and
+        // takes ten, so requests go 2 s / 9 apart from when it reopens.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        budget.refused(Duration::from_millis(1_990));
+        let mut starts = Vec::new();
+        for _ in 0..4 {
+            drop(budget.admit().await);
+            starts.push(Instant::now().duration_since(start).as_millis());
+        }
+        // 2000, 2222, 2444, 2666 ms, give or take the timer's millisecond.
+        assert!((2_000..=2_001).contains(&starts[0]), "{starts:?}");
+        for pair in starts.windows(2) {
+            assert!((221..=223).contains(&(pair[1] - pair[0])), "{starts:?}");
+        }
     }
 
     #[tokio::test]

@@ -296,6 +296,7 @@ impl HttpClient {
                 Ok(mut response) => {
                     let status = response.status();
                     if status.is_success() {
+                        self.budget.accepted();
                         // For `decode_json`, which names the method in its errors.
                         response.extensions_mut().insert(method);
                         return Ok(response);
@@ -325,6 +326,7 @@ impl HttpClient {
                                     .to_owned(),
                             ),
                         };
+                        self.budget.refused(wait);
                         let until =
                             self.admit(&method, &url, wait, WaitCause::RetryAfter, &asked)?;
                         if attempt < self.settings.max_retries {

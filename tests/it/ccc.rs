@@ -573,3 +573,24 @@ async fn the_simulator_binds_a_session_to_its_service_and_limits_the_page_size()
         .unwrap();
     assert_eq!(no_cookie.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_ccc_does_not_publish_is_met_once_then_paced_to() {
+    // 60 users: 3 pages and 60 usage calls, 4 at a time, against 12 requests per 1 s, never
+    // announced. Without pacing every window would end in a burst of 429s.
+    let users = CccUser::generate(3, 60, october());
+    let (sim, handle) = start(vec![(SERVICE_A, users.clone())]).await;
+    sim.set_hidden_rate_limit(12, Duration::from_secs(1));
+    let source = Ccc::new(&settings(&handle, &[SERVICE_A])).unwrap();
+
+    let (records, _) = fetch_all(&source, A).await.unwrap();
+
+    assert_eq!(license_keys(&records), expected_billable(&users));
+    // The first window is met by the requests in flight when it filled (at most the four
+    // usage calls); after it, none.
+    let refused = sim.refused_429();
+    assert!(
+        (1..=4).contains(&refused),
+        "429s: {refused} (one burst at most, then paced)"
+    );
+}

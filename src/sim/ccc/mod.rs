@@ -287,6 +287,12 @@ struct SimState {
     skip_page: Option<usize>,
     total_items: Option<(usize, u64)>,
     total_pages: Option<(usize, u64)>,
+    /// A limit CCC does not publish: at most `.0` requests per fixed window of `.1`, the
+    /// window opening at its first request; over it, 429 with `Retry-After` (whole seconds to
+    /// the window's end, rounded up) and no `X-RateLimit-*` header.
+    hidden_limit: Option<(u32, Duration)>,
+    window: Option<(std::time::Instant, u32)>,
+    refused_429: u64,
 }
 
 impl CccSim {
@@ -322,6 +328,20 @@ impl CccSim {
         let mut state = self.state();
         state.fail_next = n;
         state.fail_status = status;
+    }
+
+    /// From now on at most `limit` requests (any endpoint) per fixed `window`, never announced:
+    /// over it, 429 with `Retry-After` and nothing else, as an API whose limits are not
+    /// published would.
+    pub fn set_hidden_rate_limit(&self, limit: u32, window: Duration) {
+        let mut state = self.state();
+        state.hidden_limit = Some((limit, window));
+        state.window = None;
+    }
+
+    /// 429s answered for the hidden rate limit so far.
+    pub fn refused_429(&self) -> u64 {
+        self.state().refused_429
     }
 
     /// Every session expires now: the next request with one gets 401.
@@ -442,6 +462,30 @@ impl CccSim {
             }
             Some(n) => state.expire_after = Some(n - 1),
             None => {}
+        }
+        if let Some((limit, window)) = state.hidden_limit {
+            let now = std::time::Instant::now();
+            let (opened, used) = match state.window {
+                Some((opened, used)) if now < opened + window => (opened, used),
+                _ => (now, 0),
+            };
+            if used >= limit {
+                state.refused_429 += 1;
+                let left = (opened + window).saturating_duration_since(now);
+                let secs = left.as_millis().div_ceil(1000).max(1);
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "Too Many Requests",
+                    &[],
+                );
+                if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                state.window = Some((opened, used));
+                return Some(response);
+            }
+            state.window = Some((opened, used + 1));
         }
         if state.fail_next > 0 {
             state.fail_next -= 1;
