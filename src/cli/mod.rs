@@ -174,9 +174,13 @@ pub enum Command {
         after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n  1  the database could not be opened\n  2  bad usage or configuration\n  5  a run in progress did not stop within general.shutdown_timeout_secs"
     )]
     Daemon,
-    /// Times a sync of many billable users through the simulators (see docs/PERFORMANCE.md).
+    /// Times `tally run` of many billable users against a bare fetch of the same pages, on
+    /// Postgres and SQLite, with the re-run and peak memory (see docs/PERFORMANCE.md).
+    ///
+    /// Prints a Markdown table of seconds, records/s, lines pushed, peak RSS and the ratios
+    /// the speed goals are stated in. The goals are reported, not enforced.
     #[command(
-        after_help = "Exit codes:\n  0  measured\n  1  the run failed, or DATABASE_URL is not set"
+        after_help = "Exit codes:\n  0  measured\n  1  a run failed or pushed other than one line per organization (then none), or DATABASE_URL is not set for --stores postgres\n  2  bad usage"
     )]
     Bench(BenchArgs),
 }

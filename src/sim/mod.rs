@@ -1,10 +1,12 @@
 //! Simulators of the systems tally talks to, faithful to the contracts in docs/connectors/: the sandbox of
 //! `tally sim`, the backbone of `tally demo`, the benchmark and the tests. Each vendor's
-//! simulator is in its own file; this module holds the demo's data set and wiring.
+//! simulator is in its own file (`fast_pages` serves the benchmark's pre-rendered billable-users
+//! pages); this module holds the demo's data set and wiring.
 
 pub mod activeplatform;
 pub mod billable_users;
 pub mod ccc;
+pub mod fast_pages;
 pub mod genesys;
 pub mod rambase;
 mod server;

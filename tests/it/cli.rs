@@ -349,22 +349,72 @@ async fn the_daemon_runs_on_its_schedule_and_stops_cleanly_on_sigterm() {
     assert_eq!(exit.code(), Some(0), "SIGTERM stops the daemon cleanly");
 }
 
-/// The benchmark of docs/PERFORMANCE.md, at a size a test can afford: it must run end to end
-/// on Postgres, push one line per organization and nothing on its re-run (exit 0 says so).
+/// The benchmark of docs/PERFORMANCE.md, at sizes a test can afford: two data sets on both
+/// stores. It must exit 0 (every first run pushed one line per organization into the file
+/// sink, every re-run nothing) and print the table with its rows and ratios.
 #[test]
-fn the_benchmark_runs_end_to_end_on_postgres() {
-    let dir = workspace();
+fn the_benchmark_runs_end_to_end_on_postgres_and_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
     let output = tally()
         .current_dir(dir.path())
-        .args(["bench", "--orgs", "3", "--people-per-org", "120"])
+        .args([
+            "bench",
+            "--sizes",
+            "300,600",
+            "--people-per-org",
+            "100",
+            "--bare-runs",
+            "1",
+        ])
         .output()
         .unwrap();
     let out = text(&output);
     assert_eq!(output.status.code(), Some(0), "{out}");
-    assert!(out.contains("360 billable users"), "{out}");
-    assert!(out.contains("3 lines pushed"), "{out}");
-    assert!(
-        out.contains("re-run:") && out.contains("0 lines pushed"),
-        "{out}"
-    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for row in [
+        "| 300 users / 3 orgs | — | bare fetch-and-parse (8 connections, best of 1) |",
+        "| 600 users / 6 orgs | — | bare fetch-and-parse (8 connections, best of 1) |",
+    ] {
+        assert!(stdout.contains(row), "{row} in {stdout}");
+    }
+    for store in ["postgres", "sqlite"] {
+        for (set, lines) in [("300 users / 3 orgs", 3), ("600 users / 6 orgs", 6)] {
+            let first = format!("| {set} | {store} | first run |");
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&first))
+                .unwrap_or_else(|| panic!("{first} in {stdout}"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(cells[6], lines.to_string(), "lines pushed: {row}");
+            assert!(cells[7].ends_with("MiB"), "peak RSS: {row}");
+            let rerun = format!("| {set} | {store} | re-run |");
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&rerun))
+                .unwrap_or_else(|| panic!("{rerun} in {stdout}"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(cells[6], "0", "nothing pushed on the re-run: {row}");
+        }
+        for ratio in [
+            format!("| first run / bare fetch, 600 users / 6 orgs | {store} |"),
+            format!("| re-run / first run, 600 users / 6 orgs | {store} |"),
+            format!("| peak RSS at 600 / at 300 users | {store} |"),
+            format!("| peak RSS at 600 users (goal stated at 1,000,000) | {store} |"),
+        ] {
+            assert!(stdout.contains(&ratio), "{ratio} in {stdout}");
+        }
+    }
+}
+
+/// A size that is not a whole number of organizations is bad usage (exit 2), said before any
+/// work.
+#[test]
+fn the_benchmark_refuses_a_size_that_is_not_whole_organizations() {
+    let output = tally()
+        .args(["bench", "--sizes", "150", "--stores", "sqlite"])
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    assert!(out.contains("multiple of --people-per-org (100)"), "{out}");
 }

@@ -41,6 +41,7 @@
 
 mod access;
 mod csv_form;
+mod generate;
 mod paging;
 use access::*;
 use csv_form::*;
@@ -201,47 +202,6 @@ impl BillableUsersSim {
             .get(&period)
             .map(|p| p.as_ref().clone())
             .unwrap_or_default()
-    }
-
-    /// Deterministic data: `orgs` organizations named `Org 0001`.., `people_per_org` each, ids
-    /// unique (1..), the same people every month with usage that varies by month.
-    pub fn generate(period: Period, orgs: usize, people_per_org: usize) -> Vec<Person> {
-        let mut people = Vec::with_capacity(orgs * people_per_org);
-        let month_seed = period.year() as u64 * 12 + u64::from(period.month());
-        for org in 0..orgs {
-            let organization = format!("Org {:04}", org + 1);
-            for n in 0..people_per_org {
-                let id = (org * people_per_org + n + 1) as u64;
-                // A cheap, stable scramble so that numbers look varied but never change.
-                let mix = id
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(month_seed.wrapping_mul(1_442_695_040_888_963_407))
-                    >> 33;
-                let sign_ins = mix % 50;
-                people.push(Person {
-                    id,
-                    primary_email: format!("person{id}@org{:04}.example.com", org + 1),
-                    name: format!("Person {id}"),
-                    organization: organization.clone(),
-                    business_unit: (n % 3 == 0).then(|| format!("Unit {}", org % 7 + 1)),
-                    region: format!("Region {}", org % 5 + 1),
-                    sign_ins,
-                    last_visit: (sign_ins > 0).then(|| {
-                        format!(
-                            "{}T{:02}:{:02}:00+01:00",
-                            period
-                                .first_day()
-                                .with_day(((mix % 28) + 1) as u32)
-                                .unwrap_or(period.first_day()),
-                            mix % 24,
-                            mix % 60
-                        )
-                    }),
-                    updates: (mix >> 8) % 200,
-                });
-            }
-        }
-        people
     }
 
     /// The next `n` requests are refused with 429 and `Retry-After: retry_after_secs`.
@@ -533,16 +493,18 @@ fn list(
 }
 
 /// The query of a list request, checked the way the API checks it.
-struct Params {
-    period: Period,
-    page: usize,
-    per_page: usize,
+pub(super) struct Params {
+    pub(super) period: Period,
+    pub(super) page: usize,
+    pub(super) per_page: usize,
     /// The `id` filter (`id=552` or `id=552,70`).
-    ids: Option<Vec<u64>>,
+    pub(super) ids: Option<Vec<u64>>,
 }
 
 impl Params {
-    fn parse(query: &[(String, String)]) -> Result<Self, Vec<(&'static str, &'static str)>> {
+    pub(super) fn parse(
+        query: &[(String, String)],
+    ) -> Result<Self, Vec<(&'static str, &'static str)>> {
         let get = |name: &str| {
             query
                 .iter()
@@ -632,7 +594,7 @@ impl Params {
 /// `Link` with first, prev, next (to `next`, when the list goes on) and last, each the
 /// request's own query with `page` and `per_page` replaced, as absolute URLs on the request's
 /// host.
-fn links(
+pub(super) fn links(
     host: &str,
     path: &str,
     query: &[(String, String)],
@@ -673,11 +635,11 @@ fn links(
     entries.join(", ")
 }
 
-fn message(status: StatusCode, text: &str) -> Response {
+pub(super) fn message(status: StatusCode, text: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "message": text }))).into_response()
 }
 
-fn validation_failed(errors: &[(&str, &str)]) -> Response {
+pub(super) fn validation_failed(errors: &[(&str, &str)]) -> Response {
     let pairs: Vec<[&str; 2]> = errors.iter().map(|(f, m)| [*f, *m]).collect();
     (
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -686,7 +648,7 @@ fn validation_failed(errors: &[(&str, &str)]) -> Response {
         .into_response()
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
+pub(super) fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
         headers.insert(HeaderName::from_static(name), value);
     }
