@@ -45,3 +45,26 @@ pub fn text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// The demo's configuration on `db`, pointed at `sims`, narrowed to one source and one billing
+/// system: the billable users into RamBase (the demo's other systems are exercised by
+/// tests/it/multi_source.rs).
+pub fn billable_users_into_rambase(
+    sims: &tally::sim::RunningSims,
+    db: &DatabaseTarget,
+) -> tally::config::Settings {
+    let mut settings = tally::sim::demo_settings(std::path::Path::new("data")).unwrap();
+    settings.database.url = Some(match db {
+        DatabaseTarget::Postgres(url) => url.clone(),
+        DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
+    });
+    tally::sim::point_at(&mut settings, sims);
+    settings.sources.ccc = None;
+    settings.sources.genesys = None;
+    settings.sinks.activeplatform = None;
+    settings
+        .billing
+        .accounts
+        .retain(|a| a.sink.as_deref() != Some("activeplatform"));
+    settings
+}

@@ -27,19 +27,7 @@ fn period() -> Period {
 /// The demo's billable users (52 listed, 51 people) into RamBase, `per_page` a page,
 /// `concurrency` pages at once.
 fn settings(sims: &RunningSims, db: &DatabaseTarget, per_page: u32, concurrency: u32) -> Settings {
-    let mut settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
-    settings.database.url = Some(match db {
-        DatabaseTarget::Postgres(url) => url.clone(),
-        DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
-    });
-    sim::point_at(&mut settings, sims);
-    settings.sources.ccc = None;
-    settings.sources.genesys = None;
-    settings.sinks.activeplatform = None;
-    settings
-        .billing
-        .accounts
-        .retain(|a| a.sink.as_deref() != Some("activeplatform"));
+    let mut settings = common::billable_users_into_rambase(sims, db);
     let source = settings.sources.billable_users.as_mut().unwrap();
     source.per_page = per_page;
     source.concurrency = concurrency;

@@ -145,19 +145,7 @@ async fn sims() -> RunningSims {
 
 /// The demo's billable users into RamBase (as in tests/it/pipeline.rs), ten people a page.
 fn demo_settings(sims: &RunningSims, db: &DatabaseTarget) -> Settings {
-    let mut settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
-    settings.database.url = Some(match db {
-        DatabaseTarget::Postgres(url) => url.clone(),
-        DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
-    });
-    sim::point_at(&mut settings, sims);
-    settings.sources.ccc = None;
-    settings.sources.genesys = None;
-    settings.sinks.activeplatform = None;
-    settings
-        .billing
-        .accounts
-        .retain(|a| a.sink.as_deref() != Some("activeplatform"));
+    let mut settings = common::billable_users_into_rambase(sims, db);
     if let Some(s) = settings.sources.billable_users.as_mut() {
         s.per_page = 10;
         s.http = quick_http();

@@ -34,21 +34,8 @@ async fn sims() -> RunningSims {
 }
 
 async fn app(sims: &RunningSims, db: &DatabaseTarget, tweak: impl FnOnce(&mut Settings)) -> App {
-    let mut settings = sim::demo_settings(std::path::Path::new("data")).unwrap();
-    settings.database.url = Some(match db {
-        DatabaseTarget::Postgres(url) => url.clone(),
-        DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
-    });
-    sim::point_at(&mut settings, sims);
-    // These tests are about the ledger with one source and one billing system; the demo's
-    // other systems are exercised by tests/it/multi_source.rs.
-    settings.sources.ccc = None;
-    settings.sources.genesys = None;
-    settings.sinks.activeplatform = None;
-    settings
-        .billing
-        .accounts
-        .retain(|a| a.sink.as_deref() != Some("activeplatform"));
+    // These tests are about the ledger with one source and one billing system.
+    let mut settings = common::billable_users_into_rambase(sims, db);
     if let Some(s) = settings.sources.billable_users.as_mut() {
         s.http.backoff_ms = 10;
     }

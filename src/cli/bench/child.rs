@@ -66,20 +66,78 @@ impl RunCommand {
 
         let started = Instant::now();
         let child = command.spawn()?;
+        let watch = HighWater::watch(child.id());
         let (status, usage) = wait_with_usage(child.id())?;
         let wall = started.elapsed();
+        // The child's own high-water mark where the system shows it (Linux); `ru_maxrss` only
+        // where it does not, as it counts the benchmark's memory too (see `HighWater`).
+        let peak_rss_kib = watch.stop().unwrap_or(usage.peak_rss_kib);
 
         let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
         Ok(Measured {
             wall,
             cpu: usage.cpu,
-            peak_rss_kib: usage.peak_rss_kib,
+            peak_rss_kib,
             status,
             summary: serde_json::from_str(stdout.trim()).ok(),
             stderr,
         })
     }
+}
+
+/// The child's peak resident memory as its `/proc/<pid>/status` shows it (`VmHWM`), read
+/// every few milliseconds while it runs.
+///
+/// Not `ru_maxrss`: on Linux a process keeps the high-water mark of the memory it had before
+/// `exec`, and a child spawned by the benchmark starts as a view of the benchmark's memory,
+/// which holds every pre-rendered page (about 210 MiB at a million users). `ru_maxrss` then
+/// reports the benchmark's size, whatever the child used. `VmHWM` belongs to the memory the
+/// child got at `exec`: tally's own.
+struct HighWater {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl HighWater {
+    fn watch(pid: u32) -> HighWater {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let path = format!("/proc/{pid}/status");
+            let mut peak: Option<u64> = None;
+            while !stopped.load(Ordering::SeqCst) {
+                // A zombie (exited, not yet reaped) shows no memory lines: the last reading
+                // before it stands.
+                if let Some(kib) = std::fs::read_to_string(&path)
+                    .ok()
+                    .as_deref()
+                    .and_then(vm_hwm_kib)
+                {
+                    peak = peak.max(Some(kib));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        HighWater { stop, thread }
+    }
+
+    /// The highest `VmHWM` read, or `None` where the system shows none.
+    fn stop(self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().ok().flatten()
+    }
+}
+
+/// `VmHWM:   12345 kB` of a `/proc/<pid>/status` text, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
 }
 
 /// What `wait4` reports about a finished child.
@@ -131,4 +189,36 @@ pub fn file_sink_rows(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|text| text.lines().count().saturating_sub(1))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_high_water_mark_is_read_from_a_status_text() {
+        let status =
+            "Name:\ttally\nVmPeak:\t  900000 kB\nVmHWM:\t   45678 kB\nVmRSS:\t   40000 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(45_678));
+        assert_eq!(vm_hwm_kib("Name:\ttally\nState:\tZ (zombie)\n"), None);
+    }
+
+    #[test]
+    // `wait_with_usage` reaps the child (wait4), which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    fn a_child_is_measured_by_its_own_memory() {
+        // This test process is the parent; a shell that sleeps is tiny whatever it holds.
+        let big: Vec<u8> = vec![1; 64 << 20];
+        let child = Command::new("sh")
+            .args(["-c", "sleep 0.2"])
+            .spawn()
+            .unwrap();
+        let watch = HighWater::watch(child.id());
+        let (_, usage) = wait_with_usage(child.id()).unwrap();
+        let own = watch.stop().expect("Linux shows VmHWM");
+        assert!(own < 16 << 10, "a shell's own peak: {own} KiB");
+        assert!(big.iter().all(|&b| b == 1));
+        // What `ru_maxrss` says instead includes the parent's 64 MiB.
+        assert!(usage.peak_rss_kib > own, "{} vs {own}", usage.peak_rss_kib);
+    }
 }

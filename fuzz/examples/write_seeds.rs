@@ -1,9 +1,9 @@
 //! Writes each target's seed corpus, `fuzz/seeds/<target>/seed-<n>`, from the parsers' seeds
 //! (the repository's example files and the answers the simulators and vendors' documents
-//! give): `cargo run --manifest-path fuzz/Cargo.toml --bin write_seeds` from the repository.
+//! give): `cargo run --manifest-path fuzz/Cargo.toml --example write_seeds` from the repository.
 
 #[allow(dead_code)]
-#[path = "../../../tests/it/parsers.rs"]
+#[path = "../../tests/it/parsers.rs"]
 mod parsers;
 
 fn main() -> std::io::Result<()> {
