@@ -4,6 +4,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
+    // Before anything prints: `tally lines | head -1` ends quietly (docs/OPERATIONS.md).
+    tally::observe::pipe::exit_quietly_on_broken_pipe();
     let cli = tally::cli::Cli::parse();
     let code = tally::cli::execute(cli).await;
     std::process::exit(code);

@@ -85,8 +85,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "TALLY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Log as `text` (for people) or `json` (for log collectors); overrides log.format.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The values of `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +217,12 @@ pub async fn execute(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(format) = cli.log_format {
+        crate::observe::set_format_override(match format {
+            LogFormatArg::Text => crate::config::LogFormat::Text,
+            LogFormatArg::Json => crate::config::LogFormat::Json,
+        });
+    }
     let config = cli.config.clone();
     let load = move || Ok(Settings::load(config.as_deref())?);
     let load: Load<'_> = &load;
@@ -270,23 +287,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Logs to stderr, as text or JSON per `[log]`; `RUST_LOG` wins over the configured level.
-/// A configured level that does not parse logs at `info` until the configuration check that
-/// follows refuses it ([`crate::config::LogSettings::problems`]).
+/// Logs to stderr, as text or JSON (`--log-format`, else `[log]`); `RUST_LOG` wins over the
+/// configured level; sqlx's and the scheduler's chatter stay at `warn` unless the filter names
+/// them; colour only on a terminal ([`crate::observe::logging`]). A configured level that does
+/// not parse logs at `info` until the configuration check that follows refuses it
+/// ([`crate::config::LogSettings::problems`]).
 pub fn init_tracing(settings: &Settings, default_level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::builder()
-            .parse(default_level.unwrap_or(&settings.log.level))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match settings.log.format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
-    };
+    crate::observe::init_logging(&settings.log, default_level);
 }
 
 /// Takes the writer lease for `command`, waiting up to `wait_secs` (a [`Busy`] error, exit 4,

@@ -56,7 +56,12 @@ pub async fn run_command(app: &App, args: &RunArgs, trigger: Trigger) -> anyhow:
         dry_run: args.dry_run,
         trigger,
     };
-    let report = pipeline::run(app, &options).await?;
+    let report = crate::observe::with_progress_bar(
+        args.output == OutputFormat::Text,
+        pipeline::run(app, &options),
+    )
+    .await?;
+    crate::observe::log_summary(&report.summary);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report.summary)?),
         OutputFormat::Text => {

@@ -21,7 +21,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
-use tracing::{info, instrument, warn};
+use tracing::{Instrument as _, info, info_span, instrument, warn};
 
 use super::compute;
 
@@ -44,7 +44,7 @@ const SCOPES_AT_ONCE: usize = 4;
 ///
 /// `pages_staged` counts the pages this run staged across its sources, for the
 /// `crash_after_pages` fault.
-#[instrument(skip_all, fields(source = %source.name(), run_id))]
+#[instrument(name = "source", skip_all, fields(source = %source.name()))]
 pub(super) async fn extract(
     app: &App,
     source: &Source,
@@ -140,7 +140,8 @@ async fn extract_scope(
         }
     };
     let (pages, arrived) = mpsc::channel(QUEUE_PAGES);
-    let fetcher = fetch_scope(app, source, scope, period, cursor, pages);
+    let first_page = u64::try_from(pages_before).unwrap_or(0) + 1;
+    let fetcher = fetch_scope(app, source, scope, period, cursor, first_page, pages);
     let stager = stage_scope(
         app,
         source,
@@ -178,19 +179,29 @@ async fn extract_scope(
 /// Where the peer announced its total pages, later pages are requested several at once; each
 /// page is still requested once and checked against the pages before it. Ends when the last
 /// page is sent, at the first error, or when the receiver is gone.
+///
+/// Each request runs in a `page` span (`scope`, `page`: the page's number in the scope's list,
+/// from 1 at `first_page`), so that its retries and waits are logged with the page they are for.
 async fn fetch_scope(
     app: &App,
     source: &Source,
     scope: &str,
     period: Period,
     mut cursor: Option<String>,
+    first_page: u64,
     pages: mpsc::Sender<Page>,
 ) -> anyhow::Result<()> {
+    let mut number = first_page;
     loop {
         if app.shutdown.requested() {
             return Err(Interrupted.into());
         }
-        let page = source.fetch_page(scope, period, cursor.as_deref()).await?;
+        let page = source
+            .fetch_page(scope, period, cursor.as_deref())
+            .instrument(info_span!("page", %scope, page = number))
+            .await?;
+        number += 1;
+        crate::observe::progress::page_read(page.records.len());
         let next = page.next_cursor.clone();
         if pages.send(page).await.is_err() {
             return Ok(());
@@ -201,13 +212,19 @@ async fn fetch_scope(
             continue;
         };
         let mut fetched = futures_util::stream::iter(ahead)
-            .map(|number| source.fetch_numbered(scope, period, number))
+            .map(|page| {
+                source
+                    .fetch_numbered(scope, period, page)
+                    .instrument(info_span!("page", %scope, page))
+            })
             .buffered(at_once);
         while let Some(numbered) = fetched.try_next().await? {
             if app.shutdown.requested() {
                 return Err(Interrupted.into());
             }
             let page = source.accept(cursor.as_deref(), numbered)?;
+            number += 1;
+            crate::observe::progress::page_read(page.records.len());
             let next = page.next_cursor.clone();
             if pages.send(page).await.is_err() {
                 return Ok(());
@@ -293,6 +310,7 @@ async fn stage_scope(
 
 /// A dry run's extraction: the same pages, kept in memory, nothing written. Records are
 /// de-duplicated by (scope, record key) as the staging table does.
+#[instrument(name = "source", skip_all, fields(source = %source.name()))]
 pub(super) async fn extract_in_memory(
     app: &App,
     source: &Source,
@@ -302,7 +320,7 @@ pub(super) async fn extract_in_memory(
     let mut seen: HashMap<(String, String), StagedRecord> = HashMap::new();
     for scope in source.scopes() {
         let (pages, mut arrived) = mpsc::channel(QUEUE_PAGES);
-        let fetcher = fetch_scope(app, source, &scope, period, None, pages);
+        let fetcher = fetch_scope(app, source, &scope, period, None, 1, pages);
         let keeper = async {
             while let Some(page) = arrived.recv().await {
                 for record in page.records {

@@ -290,7 +290,8 @@ pub struct UsageError(pub String);
 ///
 /// Every wait for a peer's rate limit during the run ends by the run's deadline
 /// (`general.run_deadline_secs` from now), or fails its source or push at once.
-#[instrument(skip_all, fields(period = %options.period, dry_run = options.dry_run))]
+#[instrument(name = "run", skip_all, fields(period = %options.period, trigger = options.trigger.as_str(),
+    dry_run = options.dry_run, run_id = tracing::field::Empty))]
 pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
     crate::http::with_deadline(deadline, run_until_deadline(app, options)).await
@@ -328,6 +329,8 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
             .start_run(options.trigger, period, options.source.as_deref())
             .await?;
         app.store.record_lease_run(id).await?;
+        // Every event of the run carries its id from here on (the span's `run_id`).
+        tracing::Span::current().record("run_id", id);
         Some(id)
     };
     info!(run_id, sources = selected.len(), "run started");

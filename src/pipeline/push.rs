@@ -184,6 +184,7 @@ impl Pusher<'_> {
                 info!(key = %line.idempotency_key, %external_id, "recovered: the billing system already holds this revision");
                 self.store.mark_pushed(line.id, &external_id).await?;
                 outcome.pushed += 1;
+                crate::observe::progress::lines_pushed(1);
                 Ok(Resolved::Done)
             }
             Ok(None) => {
@@ -253,6 +254,7 @@ impl Pusher<'_> {
                 }
                 self.store.mark_pushed(line.id, &external_id).await?;
                 outcome.pushed += 1;
+                crate::observe::progress::lines_pushed(1);
                 Ok(None)
             }
             Err(PushError::Rejected(reason)) => {
@@ -340,6 +342,7 @@ impl Pusher<'_> {
         }
         self.store.mark_pushed_many(&pushed).await?;
         outcome.pushed += pushed.len() as u64;
+        crate::observe::progress::lines_pushed(pushed.len() as u64);
         Ok(unsure)
     }
 
@@ -404,6 +407,7 @@ impl Pusher<'_> {
                         info!(key = %u.line.idempotency_key, %external_id, "the answer was lost but the billing system holds the revision");
                         self.store.mark_pushed(u.line.id, &external_id).await?;
                         outcome.pushed += 1;
+                        crate::observe::progress::lines_pushed(1);
                     }
                     Ok(None) => absent.push(u),
                     Err(e) => {

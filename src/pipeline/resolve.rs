@@ -25,6 +25,7 @@ const SINK: &str = "activeplatform";
 /// The accounts a source's usage needs looked up, found. An `Err` means ActivePlatform could
 /// not be asked (it is down, or refused tally): the source fails for this run rather than
 /// bill its customers as unknown.
+#[tracing::instrument(name = "resolve", skip_all, fields(source = %source.name()))]
 pub async fn resolve(
     app: &App,
     source: &Source,

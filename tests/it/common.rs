@@ -68,3 +68,42 @@ pub fn billable_users_into_rambase(
         .retain(|a| a.sink.as_deref() != Some("activeplatform"));
     settings
 }
+
+/// A folder laid out like a checkout (the demo configuration and its tables), with
+/// `config/test.toml` pointing at `sims` and at `database_url`, for running the real binary
+/// with `--config`; the secrets go in the environment (`tally::sim::demo_secrets`).
+#[allow(dead_code)]
+pub fn demo_checkout(
+    sims: &tally::sim::RunningSims,
+    database_url: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("demo")).unwrap();
+    for file in ["demo.toml", "demo/pricing.csv", "demo/customers.csv"] {
+        std::fs::copy(repo().join("config").join(file), config.join(file)).unwrap();
+    }
+    let demo = std::fs::read_to_string(config.join("demo.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8081/v1", &sims.billable_users_url)
+        .replace("http://127.0.0.1:8082/", &sims.rambase_url)
+        .replace("http://127.0.0.1:8083/api", &sims.ccc_url)
+        .replace("http://127.0.0.1:8084", &sims.genesys_url)
+        .replace("http://127.0.0.1:8085/", &sims.activeplatform_url)
+        .replace(
+            "[general]",
+            &format!("[database]\nurl = \"{database_url}\"\n\n[general]"),
+        );
+    let path = config.join("test.toml");
+    std::fs::write(&path, demo).unwrap();
+    (dir, path)
+}
+
+/// The URL of a database target, as `database.url` or `DATABASE_URL` take it.
+#[allow(dead_code)]
+pub fn database_url(db: &DatabaseTarget) -> String {
+    match db {
+        DatabaseTarget::Postgres(url) => url.clone(),
+        DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
+    }
+}

@@ -20,6 +20,7 @@ mod guards;
 mod http_peers;
 mod multi_source;
 mod operations;
+mod output;
 mod parsers;
 mod peer_paging;
 mod pipeline;
