@@ -2,7 +2,7 @@
 //! (no library chatter, no colour codes in a file, JSON with the summary as fields and the
 //! run's spans), the progress counters, tables fitted to the width, and help that teaches.
 
-use crate::common::{database_url, demo_checkout, fresh_sqlite, text};
+use crate::common::{database_url, demo_checkout, fresh_postgres, fresh_sqlite, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use tally::sim;
@@ -102,4 +102,153 @@ async fn output_into_a_pipe_that_closes_early_ends_quietly() {
             "tally {args:?} into a closed pipe says nothing"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_holds_no_library_chatter_and_no_colour_codes_in_a_file() {
+    let db = database_url(&fresh_postgres().await);
+    let (_sims, dir, config) = demo_on(&db).await;
+    // The first migration creates `_sqlx_migrations`; every later start-up asks Postgres to
+    // create it "if not exists", which Postgres answers with a notice.
+    let migrate = run_in(dir.path(), &config, &["migrate"], &[]).await;
+    assert_eq!(migrate.status.code(), Some(0), "{}", text(&migrate));
+    // The demo configuration logs warnings only; an operator's `info` is where sqlx's notices
+    // showed up.
+    let info = [("TALLY__LOG__LEVEL", "info")];
+    let run = run_in(dir.path(), &config, &["run", "--period", "2026-10"], &info).await;
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    let log = stderr(&run);
+    assert!(log.contains("run started"), "tally logs at info: {log}");
+    assert!(
+        !log.contains("_sqlx_migrations") && !log.contains("sqlx::"),
+        "no sqlx chatter at the default level: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}') && !String::from_utf8_lossy(&run.stdout).contains('\u{1b}'),
+        "no colour codes when the streams are not terminals: {log}"
+    );
+    // Asked for, the notices are there: the filter is what hides them.
+    let asked = run_in(
+        dir.path(),
+        &config,
+        &["run", "--period", "2026-10"],
+        &[("RUST_LOG", "info,sqlx=info")],
+    )
+    .await;
+    assert!(
+        stderr(&asked).contains("_sqlx_migrations"),
+        "{}",
+        stderr(&asked)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_summary_as_fields_and_the_run_source_and_page_spans() {
+    let state = tempfile::tempdir().unwrap();
+    let db = database_url(&fresh_sqlite(&state));
+    let (_sims, dir, config) = demo_on(&db).await;
+    // The demo configuration logs text; the flag wins. `tally=debug` for an event inside a
+    // page's request (signing in to CCC).
+    let run = run_in(
+        dir.path(),
+        &config,
+        &["--log-format", "json", "run", "--period", "2026-10"],
+        &[("RUST_LOG", "info,tally=debug")],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    let events: Vec<serde_json::Value> = stderr(&run)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+        })
+        .collect();
+    let summary = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "run summary")
+        .unwrap_or_else(|| panic!("no run summary in {events:#?}"));
+    let fields = &summary["fields"];
+    assert_eq!(summary["level"], "WARN", "completed with exceptions");
+    assert_eq!(fields["status"], "completed_with_exceptions");
+    assert_eq!(fields["period"], "2026-10");
+    assert_eq!(fields["records_read"], 95);
+    assert_eq!(fields["lines_created"], 12);
+    assert_eq!(fields["lines_pushed"], 12);
+    assert_eq!(fields["exceptions"], 3);
+    assert_eq!(fields["failed_sources"], "");
+    let totals: serde_json::Value =
+        serde_json::from_str(fields["totals"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        totals,
+        serde_json::json!({"EUR": "2846.00", "NOK": "945.00"})
+    );
+    assert!(fields["run_id"].is_number(), "{summary}");
+
+    let spans = |e: &serde_json::Value| e["spans"].as_array().cloned().unwrap_or_default();
+    let started = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "run started")
+        .unwrap();
+    let run_span = &spans(started)[0];
+    assert_eq!(run_span["name"], "run");
+    assert_eq!(run_span["period"], "2026-10");
+    assert_eq!(run_span["trigger"], "manual");
+    assert_eq!(run_span["run_id"], fields["run_id"]);
+    let extracted: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "extraction complete")
+        .collect();
+    for source in ["billable_users", "ccc", "genesys"] {
+        assert!(
+            extracted.iter().any(|e| spans(e)
+                .iter()
+                .any(|s| s["name"] == "source" && s["source"] == source)),
+            "no extraction of {source} in a source span: {extracted:#?}"
+        );
+    }
+    let in_page = events
+        .iter()
+        .find(|e| spans(e).iter().any(|s| s["name"] == "page"))
+        .unwrap_or_else(|| panic!("no event in a page span: {events:#?}"));
+    let page = spans(in_page)
+        .into_iter()
+        .find(|s| s["name"] == "page")
+        .unwrap();
+    assert!(page["scope"].is_string() && page["page"] == 1, "{in_page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_counts_the_pages_records_and_pushes_of_the_run_it_watches() {
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let db = fresh_postgres().await;
+    let mut settings = crate::common::billable_users_into_rambase(&sims, &db);
+    // Five people a page: the demo's 52 entries come in 11 pages.
+    settings.sources.billable_users.as_mut().unwrap().per_page = 5;
+    let app = tally::pipeline::App::build(settings).await.unwrap();
+    let options = tally::pipeline::RunOptions {
+        period: "2026-10".parse().unwrap(),
+        source: None,
+        dry_run: false,
+        trigger: tally::domain::Trigger::Manual,
+    };
+    let progress = std::sync::Arc::new(tally::observe::Progress::default());
+    let report = progress
+        .clone()
+        .scope(tally::pipeline::run(&app, &options))
+        .await
+        .unwrap();
+    let seen = progress.snapshot();
+    assert_eq!(report.summary.lines_pushed, 4);
+    assert_eq!(seen.lines_pushed, report.summary.lines_pushed);
+    assert_eq!(seen.pages, 11, "{seen}");
+    assert_eq!(seen.records, 52, "{seen}");
+    assert_eq!(sims.rambase.usages().len(), 4);
+
+    // A run outside the scope counts nothing into it.
+    tally::pipeline::run(&app, &options).await.unwrap();
+    assert_eq!(progress.snapshot(), seen);
 }
