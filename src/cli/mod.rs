@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod render;
 pub mod run;
 pub mod sim;
+pub mod table;
 
 use crate::config::Settings;
 use crate::domain::RunStatus;

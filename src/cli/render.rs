@@ -223,13 +223,59 @@ pub fn totals(lines: &[LedgerLine]) -> BTreeMap<String, Decimal> {
     totals
 }
 
-/// The ledger's lines as a table, with totals per currency.
+/// The ledger's lines as a table fitted to the output's width
+/// ([`crate::observe::terminal::stdout_width`]), with totals per currency.
 pub fn lines_table(lines: &[LedgerLine]) -> String {
+    lines_table_fitted(lines, crate::observe::terminal::stdout_width())
+}
+
+/// A section of the narrow lines table: (period, source, billing system).
+type Section = (String, String, String);
+
+/// The columns of the lines table that hold numbers, right-aligned.
+const LINE_NUMBERS: [&str; 4] = ["rev", "quantity", "rate", "amount"];
+
+/// The columns of a section of the lines table, which its heading names the rest of: all but
+/// period, source and billing system.
+const SECTION_COLUMNS: [usize; 10] = [1, 2, 4, 5, 6, 7, 8, 9, 10, 12];
+
+/// [`lines_table`] at most `width` wide (`None`: one line per revision). When the thirteen
+/// columns' longest words do not fit side by side, the lines are grouped by source and billing
+/// system, each group under a heading naming them and the period, so that no word is cut.
+pub fn lines_table_fitted(lines: &[LedgerLine], width: Option<u16>) -> String {
     if lines.is_empty() {
         return "no lines\n".to_owned();
     }
     let rows: Vec<Vec<String>> = lines.iter().map(line_row).collect();
-    let mut out = table(&LINE_HEADERS, &rows);
+    let flat =
+        width.is_none_or(|w| super::table::natural_width(&LINE_HEADERS, &rows) <= usize::from(w));
+    let mut out = if flat {
+        super::table::fitted(&LINE_HEADERS, &rows, &LINE_NUMBERS, width)
+    } else {
+        let headers: Vec<&str> = SECTION_COLUMNS.iter().map(|&i| LINE_HEADERS[i]).collect();
+        // Groups in the order the ledger lists them.
+        let mut groups: Vec<(Section, Vec<Vec<String>>)> = Vec::new();
+        for row in &rows {
+            let key = (row[0].clone(), row[3].clone(), row[11].clone());
+            let cells: Vec<String> = SECTION_COLUMNS.iter().map(|&i| row[i].clone()).collect();
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(cells),
+                None => groups.push((key, vec![cells])),
+            }
+        }
+        let mut out = String::new();
+        for (n, ((period, source, sink), group)) in groups.iter().enumerate() {
+            if n > 0 {
+                out.push('\n');
+            }
+            let _ = writeln!(
+                out,
+                "period {period}  source {source}  billing system {sink}"
+            );
+            out.push_str(&super::table::fitted(&headers, group, &LINE_NUMBERS, width));
+        }
+        out
+    };
     for (currency, total) in totals(lines) {
         let _ = writeln!(out, "total {currency}: {total}");
     }
@@ -274,8 +320,14 @@ pub fn lines_csv(lines: &[LedgerLine]) -> anyhow::Result<String> {
     Ok(String::from_utf8(writer.into_inner()?)?)
 }
 
-/// The period's exceptions as a table.
+/// The period's exceptions as a table fitted to the output's width: what to do beside each
+/// exception when it fits, else on its own lines under it.
 pub fn exceptions_table(exceptions: &[RunException]) -> String {
+    exceptions_table_fitted(exceptions, crate::observe::terminal::stdout_width())
+}
+
+/// [`exceptions_table`] at most `width` wide (`None`: one line per exception).
+pub fn exceptions_table_fitted(exceptions: &[RunException], width: Option<u16>) -> String {
     if exceptions.is_empty() {
         return "no exceptions\n".to_owned();
     }
@@ -288,20 +340,17 @@ pub fn exceptions_table(exceptions: &[RunException]) -> String {
                 e.customer_key.clone(),
                 e.quantity.to_string(),
                 e.record_count.to_string(),
-                e.message.clone(),
             ]
         })
         .collect();
-    table(
-        &[
-            "source",
-            "kind",
-            "source customer",
-            "quantity",
-            "records",
-            "what to do",
-        ],
+    let messages: Vec<String> = exceptions.iter().map(|e| e.message.clone()).collect();
+    super::table::with_details(
+        &["source", "kind", "source customer", "quantity", "records"],
         &rows,
+        &["quantity", "records"],
+        "what to do",
+        &messages,
+        width,
     )
 }
 

@@ -252,3 +252,88 @@ async fn progress_counts_the_pages_records_and_pushes_of_the_run_it_watches() {
     tally::pipeline::run(&app, &options).await.unwrap();
     assert_eq!(progress.snapshot(), seen);
 }
+
+/// Every whitespace-separated word of `text`.
+fn words(text: &str) -> std::collections::BTreeSet<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_fit_a_hundred_columns_without_cutting_a_word() {
+    let state = tempfile::tempdir().unwrap();
+    let db = database_url(&fresh_sqlite(&state));
+    let (_sims, dir, config) = demo_on(&db).await;
+    let run = run_in(dir.path(), &config, &["run", "--period", "2026-10"], &[]).await;
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    let lines_args = ["lines", "--period", "2026-10"];
+    let exceptions_args = ["lines", "--period", "2026-10", "--exceptions"];
+    let columns = [("COLUMNS", "100")];
+
+    // What the cells hold, from the machine-readable formats.
+    let csv = run_in(
+        dir.path(),
+        &config,
+        &[&lines_args[..], &["--format", "csv"]].concat(),
+        &[],
+    )
+    .await;
+    let mut reader = csv::Reader::from_reader(&csv.stdout[..]);
+    let mut cell_words = std::collections::BTreeSet::new();
+    for record in reader.records() {
+        // The table's thirteen columns come first in the CSV.
+        for cell in record.unwrap().iter().take(13) {
+            cell_words.extend(words(cell));
+        }
+    }
+    assert!(cell_words.contains("activeplatform") && cell_words.contains("Professional"));
+    let json = run_in(
+        dir.path(),
+        &config,
+        &[&exceptions_args[..], &["--format", "json"]].concat(),
+        &[],
+    )
+    .await;
+    let exceptions: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(exceptions.len(), 3);
+    let mut exception_words = std::collections::BTreeSet::new();
+    for e in &exceptions {
+        for field in ["source", "kind", "customer_key", "message"] {
+            exception_words.extend(words(e[field].as_str().unwrap()));
+        }
+    }
+
+    for (args, expected) in [
+        (&lines_args[..], &cell_words),
+        (&exceptions_args, &exception_words),
+    ] {
+        let output = run_in(dir.path(), &config, args, &columns).await;
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let table = String::from_utf8(output.stdout).unwrap();
+        for line in table.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "tally {args:?} with COLUMNS=100: a line of {} columns:\n{table}",
+                line.chars().count()
+            );
+        }
+        let shown = words(&table);
+        for word in expected {
+            assert!(
+                shown.contains(word),
+                "tally {args:?} with COLUMNS=100 cut {word:?}:\n{table}"
+            );
+        }
+    }
+
+    // Into a pipe with no COLUMNS: no limit, one line per revision, as before.
+    let piped = run_in(dir.path(), &config, &lines_args, &[]).await;
+    let table = String::from_utf8(piped.stdout).unwrap();
+    // Header, rule, twelve revisions, two totals.
+    assert_eq!(table.lines().count(), 16, "{table}");
+    assert!(
+        table.lines().any(|l| l.contains("2000057")
+            && l.contains("Professional")
+            && l.ends_with("activeplatform")),
+        "{table}"
+    );
+}
