@@ -122,10 +122,37 @@ pub enum Command {
     )]
     Run(RunArgs),
     /// Shows the ledger's invoice lines of a period (every revision), with totals per currency.
-    #[command(after_help = READ_EXIT_CODES)]
+    #[command(
+        after_help = READ_EXIT_CODES,
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally lines --period 2026-10                     # a table fitted to the terminal\n",
+            "  tally lines --period 2026-10 --customer ACME-001\n",
+            "  tally lines --period 2026-10 --format csv > 2026-10.csv\n",
+            "  tally lines --period 2026-10 --exceptions        # what could not be billed, and what to do\n",
+            "  COLUMNS=100 tally lines --period 2026-10         # fitted to 100 columns\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  done (also when a reader stops early, as `| head -1` does)\n",
+            "  1  the state database could not be read\n",
+            "  2  bad usage or configuration"
+        )
+    )]
     Lines(LinesArgs),
     /// Lists recent runs with their outcome and counts.
-    #[command(after_help = READ_EXIT_CODES)]
+    #[command(
+        after_help = READ_EXIT_CODES,
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally runs               # the last 20 runs, newest first\n",
+            "  tally runs --limit 5\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  done (also when a reader stops early, as `| head -1` does)\n",
+            "  1  the state database could not be read\n",
+            "  2  bad usage or configuration"
+        )
+    )]
     Runs(RunsArgs),
     /// Approves the draft lines of a period (billing.require_approval) and pushes exactly those.
     ///
@@ -156,11 +183,33 @@ pub enum Command {
     )]
     Push(PushArgs),
     /// Creates or updates the state database's tables, then exits.
-    #[command(after_help = READ_EXIT_CODES)]
+    #[command(
+        after_help = READ_EXIT_CODES,
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally migrate                                          # data/tally.db, or DATABASE_URL\n",
+            "  DATABASE_URL=postgres://tally@db:5432/tally tally migrate\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  the database is up to date\n",
+            "  1  the database could not be reached or migrated\n",
+            "  2  bad usage or configuration"
+        )
+    )]
     Migrate,
     /// Checks the configuration, the pricing table and the customer map; lists every problem.
     #[command(
-        after_help = "Exit codes:\n  0  the configuration is valid\n  2  it is not: every problem is listed with its key, file, row or variable"
+        after_help = "Exit codes:\n  0  the configuration is valid\n  2  it is not: every problem is listed with its key, file, row or variable",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally check-config                                # config/default.toml (+ $TALLY_ENV)\n",
+            "  TALLY_ENV=production tally check-config\n",
+            "  tally --config config/demo.toml check-config\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  the configuration is valid\n",
+            "  2  it is not: every problem is listed with its key, file, row or variable"
+        )
     )]
     CheckConfig,
     /// Serves the five simulators on loopback ports: billable users, CCC, Genesys Cloud,
@@ -170,20 +219,51 @@ pub enum Command {
     /// limits and error shapes, with the demo's data set; config/demo.toml points at their
     /// default ports. It prints the secrets to export. Stop with Ctrl-C.
     #[command(
-        after_help = "Exit codes:\n  0  stopped with Ctrl-C\n  1  a port is taken or config/demo.toml is missing"
+        after_help = "Exit codes:\n  0  stopped with Ctrl-C\n  1  a port is taken or config/demo.toml is missing",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally sim                                         # then, in another shell:\n",
+            "  tally --config config/demo.toml run --period 2026-10 --dry-run\n",
+            "  tally sim --rambase-port 9082                     # RamBase elsewhere\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  stopped with Ctrl-C\n",
+            "  1  a port is taken or config/demo.toml is missing"
+        )
     )]
     Sim(SimArgs),
     /// Runs the demo: simulators in-process, an SQLite file under ./data/, one sync of the demo
     /// month from three sources into two billing systems, the run summary and the invoice
     /// lines. Run it twice: the second pushes nothing.
     #[command(
-        after_help = "Exit codes:\n  0  the demo ran (exceptions included, they are part of it)\n  1  the run failed"
+        after_help = "Exit codes:\n  0  the demo ran (exceptions included, they are part of it)\n  1  the run failed",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally demo                       # state under ./data/; run it again: nothing is pushed\n",
+            "  tally demo --data-dir /tmp/demo  # somewhere else; delete the folder to start over\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  the demo ran (exceptions included, they are part of it)\n",
+            "  1  the run failed"
+        )
     )]
     Demo(DemoArgs),
     /// Runs the nightly schedule from [schedule]; each run takes the writer lease (a run that
     /// finds it taken is skipped with a warning naming the holder).
     #[command(
-        after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n  1  the database could not be opened\n  2  bad usage or configuration\n  5  a run in progress did not stop within general.shutdown_timeout_secs"
+        after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n  1  the database could not be opened\n  2  bad usage or configuration\n  5  a run in progress did not stop within general.shutdown_timeout_secs",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  TALLY_ENV=production tally daemon          # config/production.toml, JSON logs\n",
+            "  tally --log-format json daemon\n",
+            "  TALLY__SCHEDULE__CRON='0 0 3 * * *' tally daemon   # 03:00 every night\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n",
+            "  1  the database could not be opened\n",
+            "  2  bad usage or configuration\n",
+            "  5  a run in progress did not stop within general.shutdown_timeout_secs"
+        )
     )]
     Daemon,
     /// Times `tally run` of many billable users against a bare fetch of the same pages, on
@@ -192,7 +272,18 @@ pub enum Command {
     /// Prints a Markdown table of seconds, records/s, lines pushed, peak RSS and the ratios
     /// the speed goals are stated in. The goals are reported, not enforced.
     #[command(
-        after_help = "Exit codes:\n  0  measured\n  1  a run failed or pushed other than one line per organization (then none), or DATABASE_URL is not set for --stores postgres\n  2  bad usage"
+        after_help = "Exit codes:\n  0  measured\n  1  a run failed or pushed other than one line per organization (then none), or DATABASE_URL is not set for --stores postgres\n  2  bad usage",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally bench --stores sqlite --sizes 10000\n",
+            "  DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres tally bench --sizes 100000,1000000\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  measured\n",
+            "  1  a run failed or pushed other than one line per organization (then none), or\n",
+            "     DATABASE_URL is not set for --stores postgres\n",
+            "  2  bad usage"
+        )
     )]
     Bench(BenchArgs),
 }

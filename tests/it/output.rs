@@ -337,3 +337,35 @@ async fn tables_fit_a_hundred_columns_without_cutting_a_word() {
         "{table}"
     );
 }
+
+#[test]
+fn every_subcommand_help_shows_its_exit_codes_and_an_example() {
+    use clap::CommandFactory as _;
+    let names: Vec<String> = tally::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    assert!(names.len() >= 11, "{names:?}");
+    for name in &names {
+        let long = tally().args([name, "--help"]).output().unwrap();
+        assert_eq!(long.status.code(), Some(0), "{}", text(&long));
+        let help = String::from_utf8_lossy(&long.stdout);
+        assert!(
+            help.contains("Exit codes:"),
+            "`tally {name} --help` shows no exit codes:\n{help}"
+        );
+        assert!(
+            help.contains("Example"),
+            "`tally {name} --help` shows no example:\n{help}"
+        );
+        // The short help keeps the exit codes too.
+        let short = tally().args([name, "-h"]).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&short.stdout).contains("Exit codes:"),
+            "`tally {name} -h` shows no exit codes"
+        );
+    }
+    // The global flag is documented on every command.
+    let help = text(&tally().args(["run", "--help"]).output().unwrap());
+    assert!(help.contains("--log-format"), "{help}");
+}
