@@ -51,14 +51,6 @@ pub fn colour(is_terminal: bool, no_color: Option<&str>) -> bool {
     is_terminal && no_color.is_none_or(str::is_empty)
 }
 
-/// Whether stdout may carry colour and other terminal styling.
-pub fn stdout_colour() -> bool {
-    colour(
-        std::io::stdout().is_terminal(),
-        std::env::var("NO_COLOR").ok().as_deref(),
-    )
-}
-
 /// Logs to stderr, as text or JSON (`--log-format`, else `log.format`). `RUST_LOG` wins over
 /// `default_level`, which wins over `log.level`; a filter that does not parse logs at `info`
 /// (the configuration check that follows refuses a bad `log.level`, naming it).
