@@ -1,7 +1,7 @@
 //! How runs, plans, lines and exceptions look to people: aligned text tables, CSV and JSON.
 //! Pure formatting; the numbers are printed exactly as the ledger holds them.
 
-use crate::domain::{LedgerLine, RunException, RunSummary};
+use crate::domain::{LedgerLine, RunException, RunStatus, RunSummary, SourceStats};
 use crate::reconcile::{Action, Plan};
 use crate::store::RunRecord;
 use rust_decimal::Decimal;
@@ -66,7 +66,12 @@ pub fn summary_text(s: &RunSummary) -> String {
         Some(id) => format!("run {id}"),
         None => "dry run (nothing written)".to_owned(),
     };
-    let _ = writeln!(out, "{run} for {}: {}", s.period, s.status);
+    let only = s
+        .customer
+        .as_ref()
+        .map(|c| format!(" (customer {c} only)"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "{run} for {}{only}: {}", s.period, s.status);
     let _ = writeln!(out, "  records read      {}", s.records_read);
     let _ = writeln!(out, "  lines created     {}", s.lines_created);
     let _ = writeln!(out, "  lines adjusted    {}", s.lines_adjusted);
@@ -79,11 +84,25 @@ pub fn summary_text(s: &RunSummary) -> String {
         let _ = writeln!(out, "  waiting to settle {}", s.lines_waiting_to_settle);
     }
     let _ = writeln!(out, "  exceptions        {}", s.exceptions);
+    let partial = if s.totals_partial { " (partial)" } else { "" };
     for (currency, total) in &s.totals {
-        let _ = writeln!(out, "  total {currency}         {total}");
+        let _ = writeln!(out, "  total {currency}{partial}   {total}");
+    }
+    if s.totals_partial {
+        let _ = writeln!(
+            out,
+            "  the totals are partial: they leave out {}, which failed; its lines were not computed in this run",
+            missing_sources(s).join(", ")
+        );
+    }
+    for stats in &s.sources {
+        let _ = writeln!(out, "  source {}", source_counts(stats));
     }
     for f in &s.failed_sources {
         let _ = writeln!(out, "  FAILED source {}: {}", f.source, f.error);
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "  WARNING: {w}");
     }
     for e in &s.errors {
         let _ = writeln!(out, "  push error: {e}");
@@ -103,23 +122,58 @@ pub fn summary_text(s: &RunSummary) -> String {
             p = s.period
         );
     }
-    if s.status == crate::domain::RunStatus::Interrupted {
-        let _ = writeln!(
-            out,
-            "  interrupted by a signal: what was done is recorded; run again to finish"
-        );
-    } else if !s.dry_run
-        && s.lines_pushed == 0
-        && s.errors.is_empty()
-        && s.failed_sources.is_empty()
-        && s.lines_waiting_approval == 0
-    {
-        let _ = writeln!(
-            out,
-            "  nothing was pushed: the billing systems already hold every line"
-        );
+    match s.status {
+        RunStatus::Interrupted => {
+            let _ = writeln!(
+                out,
+                "  interrupted by a signal: what was done is recorded; run again to finish"
+            );
+        }
+        RunStatus::Failed => {
+            let _ = writeln!(
+                out,
+                "  the run failed: what it did is recorded and nothing is billed twice; fix the cause above and run the period again"
+            );
+        }
+        RunStatus::Completed | RunStatus::CompletedWithExceptions
+            if !s.dry_run
+                && s.lines_pushed == 0
+                && s.errors.is_empty()
+                && s.lines_waiting_approval == 0 =>
+        {
+            let _ = writeln!(
+                out,
+                "  nothing was pushed: the billing systems already hold every line"
+            );
+        }
+        _ => {}
     }
     out
+}
+
+/// The sources a partial total leaves out.
+fn missing_sources(s: &RunSummary) -> Vec<String> {
+    s.failed_sources.iter().map(|f| f.source.clone()).collect()
+}
+
+/// One source's counts on one line: `ccc: 42 records, 5 pages, 7 requests (1 retry, 1 × 429), 0.8 s`.
+fn source_counts(s: &SourceStats) -> String {
+    format!(
+        "{}: {} records, {} pages, {} requests ({} retries, {} × 429), {}{}",
+        s.source,
+        s.records,
+        s.pages,
+        s.requests,
+        s.retries,
+        s.rate_limited,
+        seconds(s.duration_ms),
+        if s.error.is_some() { ", failed" } else { "" }
+    )
+}
+
+/// Milliseconds as seconds for people: `0.8 s`, `12.0 s`.
+fn seconds(ms: u64) -> String {
+    format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
 }
 
 /// What a dry run would do, line by line.
@@ -305,6 +359,58 @@ pub fn exceptions_table(exceptions: &[RunException]) -> String {
     )
 }
 
+/// The period's exceptions as CSV, for spreadsheets: every field, the message last.
+pub fn exceptions_csv(exceptions: &[RunException]) -> anyhow::Result<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "period",
+        "source",
+        "kind",
+        "source_customer",
+        "item",
+        "billing_account",
+        "license_type",
+        "quantity",
+        "records",
+        "what_to_do",
+    ])?;
+    for e in exceptions {
+        writer.write_record([
+            e.period.to_string(),
+            e.source.to_string(),
+            e.kind.to_string(),
+            e.customer_key.clone(),
+            e.item.clone(),
+            e.billing_account
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            e.license_type
+                .as_ref()
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            e.quantity.to_string(),
+            e.record_count.to_string(),
+            e.message.clone(),
+        ])?;
+    }
+    Ok(String::from_utf8(writer.into_inner()?)?)
+}
+
+/// Who started a run: `manual by kari`, `schedule`.
+fn trigger_text(r: &RunRecord) -> String {
+    match &r.requested_by {
+        Some(by) => format!("{} by {by}", r.trigger.as_str()),
+        None => r.trigger.as_str().to_owned(),
+    }
+}
+
+/// How long a run took (or has taken so far, when it has not finished).
+fn duration_ms(r: &RunRecord) -> Option<u64> {
+    let finished = r.finished_at?;
+    u64::try_from((finished - r.started_at).num_milliseconds()).ok()
+}
+
 /// Recent runs as a table.
 pub fn runs_table(runs: &[RunRecord]) -> String {
     if runs.is_empty() {
@@ -316,15 +422,17 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
             let s = r.summary.as_ref();
             vec![
                 r.id.to_string(),
-                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                r.trigger.as_str().to_owned(),
+                r.status.to_string(),
+                trigger_text(r),
                 r.period.to_string(),
                 r.source_filter.clone().unwrap_or_else(|| "all".into()),
-                r.status.to_string(),
+                r.customer_filter.clone().unwrap_or_else(|| "all".into()),
+                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                duration_ms(r).map(seconds).unwrap_or_default(),
                 s.map(|s| s.records_read.to_string()).unwrap_or_default(),
-                s.map(|s| s.lines_created.to_string()).unwrap_or_default(),
-                s.map(|s| s.lines_adjusted.to_string()).unwrap_or_default(),
                 s.map(|s| s.lines_pushed.to_string()).unwrap_or_default(),
+                s.map(|s| s.lines_waiting_approval.to_string())
+                    .unwrap_or_default(),
                 s.map(|s| s.exceptions.to_string()).unwrap_or_default(),
             ]
         })
@@ -332,19 +440,145 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
     table(
         &[
             "run",
-            "started (UTC)",
+            "status",
             "trigger",
             "period",
             "source",
-            "status",
+            "customer",
+            "started (UTC)",
+            "duration",
             "records",
-            "created",
-            "adjusted",
             "pushed",
+            "waiting approval",
             "exceptions",
         ],
         &rows,
     )
+}
+
+/// A run as `tally runs --format json` and `tally runs show --format json` print it: the
+/// stored record with its duration and, flattened for scripts, the summary's main counts.
+#[derive(Debug, serde::Serialize)]
+pub struct RunJson<'a> {
+    #[serde(flatten)]
+    pub record: &'a RunRecord,
+    pub duration_ms: Option<u64>,
+    pub lines_pushed: Option<u64>,
+    pub lines_waiting_approval: Option<u64>,
+    pub exceptions: Option<u64>,
+}
+
+impl<'a> RunJson<'a> {
+    pub fn of(record: &'a RunRecord) -> RunJson<'a> {
+        let s = record.summary.as_ref();
+        RunJson {
+            record,
+            duration_ms: duration_ms(record),
+            lines_pushed: s.map(|s| s.lines_pushed),
+            lines_waiting_approval: s.map(|s| s.lines_waiting_approval),
+            exceptions: s.map(|s| s.exceptions),
+        }
+    }
+}
+
+/// One run in detail (`tally runs show`): what was asked, each source's counts, the amounts
+/// per currency, the errors and warnings.
+pub fn run_detail(r: &RunRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "run {}: {}", r.id, r.status);
+    let _ = writeln!(out, "  trigger     {}", trigger_text(r));
+    let _ = writeln!(out, "  period      {}", r.period);
+    let _ = writeln!(
+        out,
+        "  source      {}",
+        r.source_filter.as_deref().unwrap_or("all")
+    );
+    let _ = writeln!(
+        out,
+        "  customer    {}",
+        r.customer_filter.as_deref().unwrap_or("all")
+    );
+    let _ = writeln!(
+        out,
+        "  started     {} UTC",
+        r.started_at.format("%Y-%m-%d %H:%M:%S")
+    );
+    match (r.finished_at, duration_ms(r)) {
+        (Some(at), Some(ms)) => {
+            let _ = writeln!(
+                out,
+                "  finished    {} UTC ({})",
+                at.format("%Y-%m-%d %H:%M:%S"),
+                seconds(ms)
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "  finished    not (yet)");
+        }
+    }
+    let Some(s) = &r.summary else {
+        let _ = writeln!(out, "  no summary: the run has not finished");
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "  lines       {} created, {} adjusted, {} unchanged, {} pushed, {} waiting approval",
+        s.lines_created,
+        s.lines_adjusted,
+        s.lines_unchanged,
+        s.lines_pushed,
+        s.lines_waiting_approval
+    );
+    let _ = writeln!(out, "  exceptions  {}", s.exceptions);
+    let _ = writeln!(out, "\nsources:");
+    if s.sources.is_empty() {
+        let _ = writeln!(out, "no per-source counts (recorded before they were kept)");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .sources
+            .iter()
+            .map(|x| {
+                vec![
+                    x.source.clone(),
+                    x.records.to_string(),
+                    x.pages.to_string(),
+                    x.requests.to_string(),
+                    x.retries.to_string(),
+                    x.rate_limited.to_string(),
+                    seconds(x.duration_ms),
+                    x.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "source", "records", "pages", "requests", "retries", "429s", "duration", "error",
+            ],
+            &rows,
+        ));
+    }
+    let partial = if s.totals_partial {
+        format!(
+            " (partial: {} failed and is left out)",
+            missing_sources(s).join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "\namounts{partial}:");
+    if s.totals.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for (currency, total) in &s.totals {
+        let _ = writeln!(out, "  {currency} {total}");
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
+    for e in &s.errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    out
 }
 
 #[cfg(test)]
