@@ -341,6 +341,47 @@ async fn customer_then_everyone_pushes_each_line_once(db: Db) {
         "each line once: {rows:?}"
     );
 
+    // Acme loses two people and Initech one: a run for Acme adjusts Acme's line only; the
+    // others' lines are neither reversed nor adjusted, and Hooli's exception stays recorded.
+    let mut fewer = people(10);
+    let initech = fewer
+        .iter()
+        .position(|p| p.organization == "Initech")
+        .unwrap();
+    fewer.remove(initech);
+    s.sims.billable_users.set_people(period("2026-10"), fewer);
+    let out = s
+        .run(&["run", "--period", "2026-10", "--customer", "ACME-001"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = s.received("2026-10");
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[4], ("ACME-001".to_owned(), "-20.00".to_owned()));
+    let all = s
+        .run(&["lines", "--period", "2026-10", "--format", "csv"])
+        .await;
+    let all = String::from_utf8_lossy(&all.stdout).into_owned();
+    assert_eq!(
+        all.lines().count(),
+        6,
+        "a header, four lines and Acme's adjustment, no reversal: {all}"
+    );
+    let exceptions = s
+        .run(&[
+            "lines",
+            "--period",
+            "2026-10",
+            "--exceptions",
+            "--format",
+            "csv",
+        ])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&exceptions.stdout).contains("Hooli Labs"),
+        "{}",
+        text(&exceptions)
+    );
+
     // By a source's customer key, as the customer map writes it: Acme's organization name.
     let lines = s
         .run(&[
@@ -355,21 +396,26 @@ async fn customer_then_everyone_pushes_each_line_once(db: Db) {
         .await;
     assert_eq!(lines.status.code(), Some(0), "{}", text(&lines));
     let csv_text = String::from_utf8_lossy(&lines.stdout).into_owned();
-    assert_eq!(csv_text.lines().count(), 2, "{csv_text}");
+    assert_eq!(
+        csv_text.lines().count(),
+        3,
+        "the line and its adjustment: {csv_text}"
+    );
     assert!(
-        csv_text.lines().nth(1).unwrap().contains(",ACME-001,"),
+        csv_text.lines().skip(1).all(|l| l.contains(",ACME-001,")),
         "{csv_text}"
     );
 
     let runs = s.runs_json(&s.run(&["runs", "--format", "json"]).await);
     assert_eq!(
         runs.len(),
-        2,
+        3,
         "the dry run and the refused one are not runs"
     );
-    assert_eq!(runs[1]["customer_filter"], "acme-001");
-    assert_eq!(runs[1]["requested_by"], "night-operator", "$USER");
-    assert_eq!(runs[0]["customer_filter"], serde_json::Value::Null);
+    assert_eq!(runs[2]["customer_filter"], "acme-001");
+    assert_eq!(runs[2]["requested_by"], "night-operator", "$USER");
+    assert_eq!(runs[1]["customer_filter"], serde_json::Value::Null);
+    assert_eq!(runs[0]["customer_filter"], "ACME-001");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,4 +606,92 @@ async fn lines_filter_by_source_and_status_and_exceptions_print_as_csv() {
     assert_eq!(rows.len(), 1, "{csv_text}");
     assert_eq!(&rows[0][3], "Hooli Labs");
     assert_eq!(&rows[0][2], "unmapped_customer");
+}
+
+/// A proxy in front of `target` that answers 500 to every request for September and forwards
+/// the others: a source that fails for one month of a backfill.
+async fn failing_september(target: &str) -> String {
+    let target = target.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (target, client) = (target.clone(), client.clone());
+        async move {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            if path.contains("month=9&") || path.contains("month=09&") {
+                return axum::response::Response::builder()
+                    .status(500)
+                    .body(axum::body::Body::from("September is down"))
+                    .unwrap();
+            }
+            let mut outgoing = client.get(format!("{target}{path}"));
+            for (name, value) in request.headers() {
+                if name != reqwest::header::HOST {
+                    outgoing = outgoing.header(name, value);
+                }
+            }
+            let answer = outgoing.send().await.unwrap();
+            let mut response = axum::response::Response::builder().status(answer.status().as_u16());
+            for (name, value) in answer.headers() {
+                response = response.header(name, value);
+            }
+            response
+                .body(axum::body::Body::from(answer.bytes().await.unwrap()))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_stops_at_the_first_failed_month_and_names_the_months_not_run() {
+    let s = setup(Db::Sqlite, false).await;
+    for month in ["2026-08", "2026-09", "2026-10"] {
+        s.sims.billable_users.set_people(period(month), people(12));
+    }
+    let bu = s.sims.billable_users_url.trim_end_matches('/').to_owned();
+    let base = bu.strip_suffix("/v1").unwrap_or(&bu).to_owned();
+    let proxy = failing_september(&base).await;
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&base, &proxy);
+    std::fs::write(
+        &s.config,
+        format!("{config}\n[sources.billable_users.http]\nmax_retries = 0\n"),
+    )
+    .unwrap();
+
+    let out = s
+        .run(&["run", "--from", "2026-08", "--to", "2026-10"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("FAILED source billable_users"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("not run: 2026-10 (stopped after 2026-09 failed)"),
+        "{printed}"
+    );
+    assert_eq!(s.received("2026-08").len(), 4);
+    assert!(s.received("2026-10").is_empty(), "October was not run");
+    let runs = s.runs_json(&s.run(&["runs", "--format", "json"]).await);
+    let ran: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r["period"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            ("2026-09", "failed"),
+            ("2026-08", "completed_with_exceptions")
+        ]
+    );
 }
