@@ -152,6 +152,110 @@ mod tests {
         );
     }
 
+    /// Keeps what the metrics macros report: each metric's name and labels, and its sum
+    /// (counters) or number of values (histograms).
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<std::collections::BTreeMap<String, f64>>);
+
+    struct Handle(std::sync::Arc<Recorded>, String);
+
+    impl metrics::CounterFn for Handle {
+        fn increment(&self, value: u64) {
+            *self.0.0.lock().unwrap().entry(self.1.clone()).or_default() += value as f64;
+        }
+        fn absolute(&self, _: u64) {}
+    }
+
+    impl metrics::HistogramFn for Handle {
+        fn record(&self, _: f64) {
+            *self.0.0.lock().unwrap().entry(self.1.clone()).or_default() += 1.0;
+        }
+    }
+
+    struct Recorder(std::sync::Arc<Recorded>);
+
+    impl Recorder {
+        fn name(key: &metrics::Key) -> String {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            format!("{}{{{}}}", key.name(), labels.join(","))
+        }
+    }
+
+    impl metrics::Recorder for Recorder {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::from_arc(std::sync::Arc::new(Handle(self.0.clone(), Self::name(key))))
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::from_arc(std::sync::Arc::new(Handle(
+                self.0.clone(),
+                Self::name(key),
+            )))
+        }
+    }
+
+    #[test]
+    fn each_attempt_is_a_metric_of_its_peer() {
+        let recorded = std::sync::Arc::new(Recorded::default());
+        let recorder = Recorder(recorded.clone());
+        let stats = Stats::default();
+        metrics::with_local_recorder(&recorder, || {
+            stats.record("a:1", Outcome::RateLimited, Duration::ZERO, false);
+            stats.record("a:1", Outcome::Ok, Duration::ZERO, true);
+            stats.record("b:2", Outcome::Timeout, Duration::ZERO, false);
+        });
+        let got = recorded.0.lock().unwrap().clone();
+        let want: std::collections::BTreeMap<String, f64> = [
+            ("tally_http_429_total{peer=a:1}", 1.0),
+            (
+                "tally_http_requests_total{peer=a:1,outcome=rate_limited}",
+                1.0,
+            ),
+            ("tally_http_requests_total{peer=a:1,outcome=ok}", 1.0),
+            ("tally_http_requests_total{peer=b:2,outcome=timeout}", 1.0),
+            ("tally_http_request_duration_seconds{peer=a:1}", 2.0),
+            ("tally_http_request_duration_seconds{peer=b:2}", 1.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn the_peer_is_host_and_port_only() {
         let url = reqwest::Url::parse("https://api.example.com/v1/users?token=x").unwrap();
