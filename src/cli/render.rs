@@ -86,7 +86,8 @@ pub fn summary_text(s: &RunSummary) -> String {
     let _ = writeln!(out, "  exceptions        {}", s.exceptions);
     let partial = if s.totals_partial { " (partial)" } else { "" };
     for (currency, total) in &s.totals {
-        let _ = writeln!(out, "  total {currency}{partial}   {total}");
+        let label = format!("total {currency}{partial}");
+        let _ = writeln!(out, "  {label:<17} {total}");
     }
     if s.totals_partial {
         let _ = writeln!(
@@ -156,24 +157,37 @@ fn missing_sources(s: &RunSummary) -> Vec<String> {
     s.failed_sources.iter().map(|f| f.source.clone()).collect()
 }
 
-/// One source's counts on one line: `ccc: 42 records, 5 pages, 7 requests (1 retry, 1 × 429), 0.8 s`.
+/// One source's counts on one line: `ccc: 42 records, 5 pages, 7 requests (1 retry, 1 × 429), 812 ms`.
 fn source_counts(s: &SourceStats) -> String {
     format!(
-        "{}: {} records, {} pages, {} requests ({} retries, {} × 429), {}{}",
+        "{}: {}, {}, {} ({}, {} × 429), {}{}",
         s.source,
-        s.records,
-        s.pages,
-        s.requests,
-        s.retries,
+        count(s.records, "record"),
+        count(s.pages, "page"),
+        count(s.requests, "request"),
+        count(s.retries, "retry"),
         s.rate_limited,
         seconds(s.duration_ms),
         if s.error.is_some() { ", failed" } else { "" }
     )
 }
 
-/// Milliseconds as seconds for people: `0.8 s`, `12.0 s`.
+/// `1 page`, `6 pages`, `2 retries`.
+fn count(n: u64, one: &str) -> String {
+    match (n, one.strip_suffix('y')) {
+        (1, _) => format!("1 {one}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {one}s"),
+    }
+}
+
+/// A duration for people: `42 ms` under a second, else `1.8 s`, `12.0 s`.
 fn seconds(ms: u64) -> String {
-    format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
+    }
 }
 
 /// What a dry run would do, line by line.
@@ -584,6 +598,72 @@ pub fn run_detail(r: &RunRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(status: RunStatus) -> RunSummary {
+        RunSummary {
+            run_id: Some(7),
+            status,
+            period: "2026-10".parse().unwrap(),
+            dry_run: false,
+            records_read: 51,
+            lines_created: 0,
+            lines_adjusted: 0,
+            lines_unchanged: 4,
+            lines_pushed: 0,
+            lines_waiting_approval: 0,
+            lines_back_to_review: 0,
+            lines_waiting_to_settle: 0,
+            exceptions: 0,
+            totals: BTreeMap::from([("EUR".to_owned(), Decimal::new(50750, 2))]),
+            failed_sources: vec![],
+            errors: vec![],
+            sources: vec![SourceStats {
+                source: "billable_users".into(),
+                records: 51,
+                pages: 6,
+                requests: 7,
+                retries: 1,
+                rate_limited: 1,
+                duration_ms: 1830,
+                error: None,
+            }],
+            warnings: vec![],
+            totals_partial: false,
+            customer: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_sources_totals_say_they_are_partial_and_nothing_claims_all_is_pushed() {
+        let mut s = summary(RunStatus::Failed);
+        s.failed_sources = vec![crate::domain::SourceFailure {
+            source: "ccc".into(),
+            error: "GET https://ccc/api answered 503".into(),
+        }];
+        s.totals_partial = true;
+        let text = summary_text(&s);
+        assert!(text.contains("  total EUR (partial) 507.50\n"), "{text}");
+        assert!(
+            text.contains("the totals are partial: they leave out ccc, which failed"),
+            "{text}"
+        );
+        assert!(text.contains("  FAILED source ccc: GET"), "{text}");
+        assert!(!text.contains("nothing was pushed"), "{text}");
+        assert!(
+            text.contains(
+                "  source billable_users: 51 records, 6 pages, 7 requests (1 retry, 1 × 429), 1.8 s\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_completed_run_that_pushed_nothing_says_the_billing_systems_hold_every_line() {
+        let text = summary_text(&summary(RunStatus::Completed));
+        assert!(text.contains("  total EUR         507.50\n"), "{text}");
+        assert!(text.contains("nothing was pushed"), "{text}");
+        assert!(!text.contains("partial"), "{text}");
+    }
 
     #[test]
     fn numbers_are_right_aligned_and_text_left_aligned() {
