@@ -313,7 +313,8 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
                 .collect();
             if found.is_empty() {
                 return Err(UsageError(format!(
-                    "unknown source {name:?}; configured sources: {}",
+                    "source {name:?} is not configured here (no enabled [sources.{name}]); \
+                     configured sources: {}",
                     app.source_names().join(", ")
                 ))
                 .into());

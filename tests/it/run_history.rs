@@ -280,6 +280,17 @@ async fn a_backwards_range_and_a_range_with_period_are_refused() {
         "{}",
         text(&out)
     );
+    let out = s
+        .run(&["run", "--period", "2026-10", "--source", "ccc"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "source \"ccc\" is not configured here (no enabled [sources.ccc]); configured sources: billable_users"
+        ),
+        "{}",
+        text(&out)
+    );
     assert_eq!(s.sims.billable_users.requests(), 0, "nothing ran");
 }
 
