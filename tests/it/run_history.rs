@@ -706,3 +706,41 @@ async fn a_backfill_stops_at_the_first_failed_month_and_names_the_months_not_run
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_backfill_prints_each_months_plan_and_writes_nothing() {
+    let s = setup(Db::Sqlite, false).await;
+    for month in ["2026-09", "2026-10"] {
+        s.sims.billable_users.set_people(period(month), people(12));
+    }
+    let out = s
+        .run(&[
+            "run",
+            "--from",
+            "2026-09",
+            "--to",
+            "2026-10",
+            "--dry-run",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let summaries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", text(&out)));
+    let periods: Vec<&str> = summaries
+        .iter()
+        .map(|s| s["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(periods, ["2026-09", "2026-10"]);
+    for summary in &summaries {
+        assert_eq!(summary["run_id"], serde_json::Value::Null);
+        assert_eq!(summary["dry_run"], true);
+        assert_eq!(summary["lines_created"], 4);
+        assert_eq!(summary["sources"][0]["pages"], 6, "{summary}");
+        assert_eq!(summary["sources"][0]["requests"], 6, "{summary}");
+    }
+    assert!(s.received("2026-09").is_empty() && s.received("2026-10").is_empty());
+    let runs = s.run(&["runs"]).await;
+    assert_eq!(String::from_utf8_lossy(&runs.stdout), "no runs yet\n");
+}
