@@ -87,7 +87,19 @@ pub async fn lines(args: LinesArgs, load: Load<'_>) -> anyhow::Result<i32> {
     let store = Store::connect(&settings.database_target()).await?;
     // The customer map, when it can be read, lets --customer name a source's customer key; the
     // ledger's own accounts are enough otherwise.
-    let customers = CustomerMap::load(&settings.billing.customers_file).unwrap_or_default();
+    let customers = match CustomerMap::load(&settings.billing.customers_file) {
+        Ok(map) => map,
+        Err(problems) => {
+            if args.customer.is_some() {
+                eprintln!(
+                    "note: the customer map {} cannot be read ({} problem(s); `tally check-config` lists them): --customer is matched against the ledger's accounts only",
+                    settings.billing.customers_file.display(),
+                    problems.len()
+                );
+            }
+            CustomerMap::default()
+        }
+    };
     lines_command(&store, &customers, &args).await
 }
 
