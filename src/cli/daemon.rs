@@ -77,6 +77,8 @@ async fn scheduled_run(app: &App) {
         source: None,
         dry_run: false,
         trigger: Trigger::Schedule,
+        customer: None,
+        requested_by: None,
     };
     match pipeline::run(app, &options).await {
         Ok(report) => {

@@ -39,6 +39,8 @@ pub async fn execute(args: &DemoArgs) -> anyhow::Result<i32> {
             source: None,
             dry_run: false,
             trigger: Trigger::Demo,
+            customer: None,
+            requested_by: None,
         },
     )
     .await?;

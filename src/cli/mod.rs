@@ -114,7 +114,9 @@ pub enum Command {
         after_long_help = concat!(
             "Examples:\n  tally run --period 2026-10 --dry-run   # the plan, nothing written\n  ",
             "tally run --period 2026-10             # record and push\n  ",
-            "tally run --period 2026-10 --source ccc --wait 600\n\n",
+            "tally run --period 2026-10 --source ccc --wait 600\n  ",
+            "tally run --from 2026-07 --to 2026-10 --dry-run   # a backfill, one run per month\n  ",
+            "tally run --period 2026-10 --customer ACME-001 --by kari\n\n",
             "Exit codes:\n  0  completed\n  3  completed with exceptions\n  1  failed\n  ",
             "2  bad usage or configuration\n  4  busy: another tally is writing the ledger\n  ",
             "5  interrupted by SIGTERM/SIGINT"
@@ -130,6 +132,8 @@ pub enum Command {
             "  tally lines --period 2026-10 --customer ACME-001\n",
             "  tally lines --period 2026-10 --format csv > 2026-10.csv\n",
             "  tally lines --period 2026-10 --exceptions        # what could not be billed, and what to do\n",
+            "  tally lines --period 2026-10 --status draft --source ccc\n",
+            "  tally lines --period 2026-10 --exceptions --format csv > exceptions.csv\n",
             "  COLUMNS=100 tally lines --period 2026-10         # fitted to 100 columns\n",
             "\n",
             "Exit codes:\n",
@@ -146,6 +150,8 @@ pub enum Command {
             "Examples:\n",
             "  tally runs               # the last 20 runs, newest first\n",
             "  tally runs --limit 5\n",
+            "  tally runs --format json\n",
+            "  tally runs show 42        # one run: per-source records, pages, requests, 429s\n",
             "\n",
             "Exit codes:\n",
             "  0  done (also when a reader stops early, as `| head -1` does)\n",

@@ -1,7 +1,7 @@
 //! How runs, plans, lines and exceptions look to people: aligned text tables, CSV and JSON.
 //! Pure formatting; the numbers are printed exactly as the ledger holds them.
 
-use crate::domain::{LedgerLine, RunException, RunSummary};
+use crate::domain::{LedgerLine, RunException, RunStatus, RunSummary, SourceStats};
 use crate::reconcile::{Action, Plan};
 use crate::store::RunRecord;
 use rust_decimal::Decimal;
@@ -66,7 +66,12 @@ pub fn summary_text(s: &RunSummary) -> String {
         Some(id) => format!("run {id}"),
         None => "dry run (nothing written)".to_owned(),
     };
-    let _ = writeln!(out, "{run} for {}: {}", s.period, s.status);
+    let only = s
+        .customer
+        .as_ref()
+        .map(|c| format!(" (customer {c} only)"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "{run} for {}{only}: {}", s.period, s.status);
     let _ = writeln!(out, "  records read      {}", s.records_read);
     let _ = writeln!(out, "  lines created     {}", s.lines_created);
     let _ = writeln!(out, "  lines adjusted    {}", s.lines_adjusted);
@@ -79,11 +84,26 @@ pub fn summary_text(s: &RunSummary) -> String {
         let _ = writeln!(out, "  waiting to settle {}", s.lines_waiting_to_settle);
     }
     let _ = writeln!(out, "  exceptions        {}", s.exceptions);
+    let partial = if s.totals_partial { " (partial)" } else { "" };
     for (currency, total) in &s.totals {
-        let _ = writeln!(out, "  total {currency}         {total}");
+        let label = format!("total {currency}{partial}");
+        let _ = writeln!(out, "  {label:<17} {total}");
+    }
+    if s.totals_partial {
+        let _ = writeln!(
+            out,
+            "  the totals are partial: they leave out {}, which failed; its lines were not computed in this run",
+            missing_sources(s).join(", ")
+        );
+    }
+    for stats in &s.sources {
+        let _ = writeln!(out, "  source {}", source_counts(stats));
     }
     for f in &s.failed_sources {
         let _ = writeln!(out, "  FAILED source {}: {}", f.source, f.error);
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "  WARNING: {w}");
     }
     for e in &s.errors {
         let _ = writeln!(out, "  push error: {e}");
@@ -103,23 +123,71 @@ pub fn summary_text(s: &RunSummary) -> String {
             p = s.period
         );
     }
-    if s.status == crate::domain::RunStatus::Interrupted {
-        let _ = writeln!(
-            out,
-            "  interrupted by a signal: what was done is recorded; run again to finish"
-        );
-    } else if !s.dry_run
-        && s.lines_pushed == 0
-        && s.errors.is_empty()
-        && s.failed_sources.is_empty()
-        && s.lines_waiting_approval == 0
-    {
-        let _ = writeln!(
-            out,
-            "  nothing was pushed: the billing systems already hold every line"
-        );
+    match s.status {
+        RunStatus::Interrupted => {
+            let _ = writeln!(
+                out,
+                "  interrupted by a signal: what was done is recorded; run again to finish"
+            );
+        }
+        RunStatus::Failed => {
+            let _ = writeln!(
+                out,
+                "  the run failed: what it did is recorded and nothing is billed twice; fix the cause above and run the period again"
+            );
+        }
+        RunStatus::Completed | RunStatus::CompletedWithExceptions
+            if !s.dry_run
+                && s.lines_pushed == 0
+                && s.errors.is_empty()
+                && s.lines_waiting_approval == 0 =>
+        {
+            let _ = writeln!(
+                out,
+                "  nothing was pushed: the billing systems already hold every line"
+            );
+        }
+        _ => {}
     }
     out
+}
+
+/// The sources a partial total leaves out.
+fn missing_sources(s: &RunSummary) -> Vec<String> {
+    s.failed_sources.iter().map(|f| f.source.clone()).collect()
+}
+
+/// One source's counts on one line: `ccc: 42 records, 5 pages, 7 requests (1 retry, 1 × 429), 812 ms`.
+fn source_counts(s: &SourceStats) -> String {
+    format!(
+        "{}: {}, {}, {} ({}, {} × 429), {}{}",
+        s.source,
+        count(s.records, "record"),
+        count(s.pages, "page"),
+        count(s.requests, "request"),
+        count(s.retries, "retry"),
+        s.rate_limited,
+        seconds(s.duration_ms),
+        if s.error.is_some() { ", failed" } else { "" }
+    )
+}
+
+/// `1 page`, `6 pages`, `2 retries`.
+fn count(n: u64, one: &str) -> String {
+    match (n, one.strip_suffix('y')) {
+        (1, _) => format!("1 {one}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {one}s"),
+    }
+}
+
+/// A duration for people: `42 ms` under a second, else `1.8 s`, `12.0 s`.
+fn seconds(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
+    }
 }
 
 /// What a dry run would do, line by line.
@@ -354,6 +422,58 @@ pub fn exceptions_table_fitted(exceptions: &[RunException], width: Option<u16>) 
     )
 }
 
+/// The period's exceptions as CSV, for spreadsheets: every field, the message last.
+pub fn exceptions_csv(exceptions: &[RunException]) -> anyhow::Result<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "period",
+        "source",
+        "kind",
+        "source_customer",
+        "item",
+        "billing_account",
+        "license_type",
+        "quantity",
+        "records",
+        "what_to_do",
+    ])?;
+    for e in exceptions {
+        writer.write_record([
+            e.period.to_string(),
+            e.source.to_string(),
+            e.kind.to_string(),
+            e.customer_key.clone(),
+            e.item.clone(),
+            e.billing_account
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            e.license_type
+                .as_ref()
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            e.quantity.to_string(),
+            e.record_count.to_string(),
+            e.message.clone(),
+        ])?;
+    }
+    Ok(String::from_utf8(writer.into_inner()?)?)
+}
+
+/// Who started a run: `manual by kari`, `schedule`.
+fn trigger_text(r: &RunRecord) -> String {
+    match &r.requested_by {
+        Some(by) => format!("{} by {by}", r.trigger.as_str()),
+        None => r.trigger.as_str().to_owned(),
+    }
+}
+
+/// How long a run took (or has taken so far, when it has not finished).
+fn duration_ms(r: &RunRecord) -> Option<u64> {
+    let finished = r.finished_at?;
+    u64::try_from((finished - r.started_at).num_milliseconds()).ok()
+}
+
 /// Recent runs as a table.
 pub fn runs_table(runs: &[RunRecord]) -> String {
     if runs.is_empty() {
@@ -365,15 +485,17 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
             let s = r.summary.as_ref();
             vec![
                 r.id.to_string(),
-                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                r.trigger.as_str().to_owned(),
+                r.status.to_string(),
+                trigger_text(r),
                 r.period.to_string(),
                 r.source_filter.clone().unwrap_or_else(|| "all".into()),
-                r.status.to_string(),
+                r.customer_filter.clone().unwrap_or_else(|| "all".into()),
+                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                duration_ms(r).map(seconds).unwrap_or_default(),
                 s.map(|s| s.records_read.to_string()).unwrap_or_default(),
-                s.map(|s| s.lines_created.to_string()).unwrap_or_default(),
-                s.map(|s| s.lines_adjusted.to_string()).unwrap_or_default(),
                 s.map(|s| s.lines_pushed.to_string()).unwrap_or_default(),
+                s.map(|s| s.lines_waiting_approval.to_string())
+                    .unwrap_or_default(),
                 s.map(|s| s.exceptions.to_string()).unwrap_or_default(),
             ]
         })
@@ -381,24 +503,216 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
     table(
         &[
             "run",
-            "started (UTC)",
+            "status",
             "trigger",
             "period",
             "source",
-            "status",
+            "customer",
+            "started (UTC)",
+            "duration",
             "records",
-            "created",
-            "adjusted",
             "pushed",
+            "waiting approval",
             "exceptions",
         ],
         &rows,
     )
 }
 
+/// A run as `tally runs --format json` and `tally runs show --format json` print it: the
+/// stored record with its duration and, flattened for scripts, the summary's main counts.
+#[derive(Debug, serde::Serialize)]
+pub struct RunJson<'a> {
+    #[serde(flatten)]
+    pub record: &'a RunRecord,
+    pub duration_ms: Option<u64>,
+    pub lines_pushed: Option<u64>,
+    pub lines_waiting_approval: Option<u64>,
+    pub exceptions: Option<u64>,
+}
+
+impl<'a> RunJson<'a> {
+    pub fn of(record: &'a RunRecord) -> RunJson<'a> {
+        let s = record.summary.as_ref();
+        RunJson {
+            record,
+            duration_ms: duration_ms(record),
+            lines_pushed: s.map(|s| s.lines_pushed),
+            lines_waiting_approval: s.map(|s| s.lines_waiting_approval),
+            exceptions: s.map(|s| s.exceptions),
+        }
+    }
+}
+
+/// One run in detail (`tally runs show`): what was asked, each source's counts, the amounts
+/// per currency, the errors and warnings.
+pub fn run_detail(r: &RunRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "run {}: {}", r.id, r.status);
+    let _ = writeln!(out, "  trigger     {}", trigger_text(r));
+    let _ = writeln!(out, "  period      {}", r.period);
+    let _ = writeln!(
+        out,
+        "  source      {}",
+        r.source_filter.as_deref().unwrap_or("all")
+    );
+    let _ = writeln!(
+        out,
+        "  customer    {}",
+        r.customer_filter.as_deref().unwrap_or("all")
+    );
+    let _ = writeln!(
+        out,
+        "  started     {} UTC",
+        r.started_at.format("%Y-%m-%d %H:%M:%S")
+    );
+    match (r.finished_at, duration_ms(r)) {
+        (Some(at), Some(ms)) => {
+            let _ = writeln!(
+                out,
+                "  finished    {} UTC ({})",
+                at.format("%Y-%m-%d %H:%M:%S"),
+                seconds(ms)
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "  finished    not (yet)");
+        }
+    }
+    let Some(s) = &r.summary else {
+        let _ = writeln!(out, "  no summary: the run has not finished");
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "  lines       {} created, {} adjusted, {} unchanged, {} pushed, {} waiting approval",
+        s.lines_created,
+        s.lines_adjusted,
+        s.lines_unchanged,
+        s.lines_pushed,
+        s.lines_waiting_approval
+    );
+    let _ = writeln!(out, "  exceptions  {}", s.exceptions);
+    let _ = writeln!(out, "\nsources:");
+    if s.sources.is_empty() {
+        let _ = writeln!(out, "no per-source counts (recorded before they were kept)");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .sources
+            .iter()
+            .map(|x| {
+                vec![
+                    x.source.clone(),
+                    x.records.to_string(),
+                    x.pages.to_string(),
+                    x.requests.to_string(),
+                    x.retries.to_string(),
+                    x.rate_limited.to_string(),
+                    seconds(x.duration_ms),
+                    x.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "source", "records", "pages", "requests", "retries", "429s", "duration", "error",
+            ],
+            &rows,
+        ));
+    }
+    let partial = if s.totals_partial {
+        format!(
+            " (partial: {} failed and is left out)",
+            missing_sources(s).join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "\namounts{partial}:");
+    if s.totals.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for (currency, total) in &s.totals {
+        let _ = writeln!(out, "  {currency} {total}");
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
+    for e in &s.errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(status: RunStatus) -> RunSummary {
+        RunSummary {
+            run_id: Some(7),
+            status,
+            period: "2026-10".parse().unwrap(),
+            dry_run: false,
+            records_read: 51,
+            lines_created: 0,
+            lines_adjusted: 0,
+            lines_unchanged: 4,
+            lines_pushed: 0,
+            lines_waiting_approval: 0,
+            lines_back_to_review: 0,
+            lines_waiting_to_settle: 0,
+            exceptions: 0,
+            totals: BTreeMap::from([("EUR".to_owned(), Decimal::new(50750, 2))]),
+            failed_sources: vec![],
+            errors: vec![],
+            sources: vec![SourceStats {
+                source: "billable_users".into(),
+                records: 51,
+                pages: 6,
+                requests: 7,
+                retries: 1,
+                rate_limited: 1,
+                duration_ms: 1830,
+                error: None,
+            }],
+            warnings: vec![],
+            totals_partial: false,
+            customer: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_sources_totals_say_they_are_partial_and_nothing_claims_all_is_pushed() {
+        let mut s = summary(RunStatus::Failed);
+        s.failed_sources = vec![crate::domain::SourceFailure {
+            source: "ccc".into(),
+            error: "GET https://ccc/api answered 503".into(),
+        }];
+        s.totals_partial = true;
+        let text = summary_text(&s);
+        assert!(text.contains("  total EUR (partial) 507.50\n"), "{text}");
+        assert!(
+            text.contains("the totals are partial: they leave out ccc, which failed"),
+            "{text}"
+        );
+        assert!(text.contains("  FAILED source ccc: GET"), "{text}");
+        assert!(!text.contains("nothing was pushed"), "{text}");
+        assert!(
+            text.contains(
+                "  source billable_users: 51 records, 6 pages, 7 requests (1 retry, 1 × 429), 1.8 s\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_completed_run_that_pushed_nothing_says_the_billing_systems_hold_every_line() {
+        let text = summary_text(&summary(RunStatus::Completed));
+        assert!(text.contains("  total EUR         507.50\n"), "{text}");
+        assert!(text.contains("nothing was pushed"), "{text}");
+        assert!(!text.contains("partial"), "{text}");
+    }
 
     #[test]
     fn numbers_are_right_aligned_and_text_left_aligned() {

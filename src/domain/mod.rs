@@ -22,5 +22,5 @@ pub use line::{
 pub use money::{Currency, RoundingMode, UnknownCurrency, checked_sum};
 pub use period::{Period, PeriodError};
 pub use record::{StagedQuantity, StagedRecord, UsageQuantity};
-pub use run::{RunStatus, RunSummary, SourceFailure, Trigger};
+pub use run::{RunStatus, RunSummary, SourceFailure, SourceStats, Trigger};
 pub use trace::Trace;

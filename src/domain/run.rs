@@ -117,4 +117,41 @@ pub struct RunSummary {
     /// Push errors and other problems an operator must look at.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Each source's counts, in the order the sources ran (empty in summaries stored before
+    /// they were kept).
+    #[serde(default)]
+    pub sources: Vec<SourceStats>,
+    /// Things that did not fail the run but look wrong: a source that returned no records
+    /// where the previous period had some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// True when a selected source failed: `totals` leave its lines out (they are the lines
+    /// this run computed, not the period's).
+    #[serde(default)]
+    pub totals_partial: bool,
+    /// The `--customer` the run was limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+}
+
+/// What one source did in a run: the operator's first look when a night went wrong
+/// (`tally runs show`). Requests, retries and 429s are counted by the source's HTTP client.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceStats {
+    pub source: String,
+    /// Distinct records read (staged) for the period.
+    pub records: u64,
+    /// Pages this run read (a resumed extraction counts only the pages it read itself).
+    pub pages: u64,
+    /// HTTP requests sent to the peer, every attempt counted.
+    pub requests: u64,
+    /// Attempts after the first of a request (after a 429, a 5xx, a timeout).
+    pub retries: u64,
+    /// Answers 429 Too Many Requests.
+    pub rate_limited: u64,
+    /// Wall time of the source's extraction, in milliseconds.
+    pub duration_ms: u64,
+    /// Why the source failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

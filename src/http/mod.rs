@@ -17,6 +17,7 @@
 mod budget;
 mod rate_limit;
 mod settings;
+mod stats;
 mod token;
 mod url;
 
@@ -24,6 +25,7 @@ pub use rate_limit::{
     Deadline, RateLimit, RetryAfter, WaitLimit, parse_rate_limit, parse_retry_after, with_deadline,
 };
 pub use settings::HttpSettings;
+pub use stats::StatsSnapshot;
 pub use token::{FetchedToken, TokenCache};
 pub use url::{check_base_url, encode_query_value, redact_url};
 
@@ -213,6 +215,8 @@ pub struct HttpClient {
     paused: Mutex<Option<Pause>>,
     /// What the peer said remains of its window, shared by the requests in flight.
     budget: budget::Budget,
+    /// Requests, retries and 429s sent through this client, for the run's per-source counts.
+    stats: stats::Stats,
 }
 
 /// A used-up rate-limit window: every request of the connector waits for its reset.
@@ -242,7 +246,13 @@ impl HttpClient {
             settings: settings.clone(),
             paused: Mutex::new(None),
             budget: budget::Budget::default(),
+            stats: stats::Stats::default(),
         })
+    }
+
+    /// Requests, retries and 429s sent through this client so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// The underlying client, to build requests with.
@@ -276,6 +286,7 @@ impl HttpClient {
                 })?;
             let method = request.method().clone();
             let url = redact_url(request.url().as_str());
+            let peer = stats::peer_of(request.url());
             let client = if matches!(method, Method::GET | Method::HEAD) {
                 &self.client
             } else {
@@ -286,7 +297,15 @@ impl HttpClient {
             let result = {
                 let _admitted = self.budget.admit().await;
                 self.wait_for_window(&method, &url).await?;
+                let started = Instant::now();
                 let result = client.execute(request).await;
+                let outcome = match &result {
+                    Ok(response) => stats::Outcome::of_status(response.status()),
+                    Err(e) if e.is_timeout() => stats::Outcome::Timeout,
+                    Err(_) => stats::Outcome::Transport,
+                };
+                self.stats
+                    .record(&peer, outcome, started.elapsed(), attempt > 0);
                 if let Ok(response) = &result {
                     self.note_rate_limit(response.headers());
                 }

@@ -13,7 +13,7 @@
 //! not commit, so a crash or a signal anywhere resumes at the last committed page.
 
 use super::{App, Interrupted, SimulatedCrash};
-use crate::domain::{Period, StagedRecord, UsageQuantity};
+use crate::domain::{Period, SourceName, SourceStats, StagedRecord, UsageQuantity};
 use crate::sources::{Page, Source};
 use crate::store::PageToStage;
 use compute::Aggregator;
@@ -24,6 +24,63 @@ use tokio::sync::mpsc;
 use tracing::{Instrument as _, info, info_span, instrument, warn};
 
 use super::compute;
+
+/// A source's counts over its extraction: the pages counter and its HTTP client's figures
+/// are read before and after, so that what earlier sources or months did is not counted.
+pub(super) struct Watch {
+    pages: u64,
+    http: crate::http::StatsSnapshot,
+    started: std::time::Instant,
+}
+
+impl Watch {
+    pub(super) fn start(source: &Source, pages: &AtomicU64) -> Watch {
+        Watch {
+            pages: pages.load(Ordering::SeqCst),
+            http: source.http_stats(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The source's counts so far (its records are filled in once they are totalled).
+    pub(super) fn finish(self, source: &Source, pages: &AtomicU64) -> SourceStats {
+        let http = source.http_stats().since(self.http);
+        SourceStats {
+            source: source.name().to_string(),
+            records: 0,
+            pages: pages.load(Ordering::SeqCst).saturating_sub(self.pages),
+            requests: http.requests,
+            retries: http.retries,
+            rate_limited: http.rate_limited,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error: None,
+        }
+    }
+}
+
+/// A warning for each source that read no records where the period before had some: an
+/// expired credential or a changed scope often answers with an empty list, not an error.
+pub(super) async fn empty_source_warnings(
+    app: &App,
+    period: Period,
+    stats: &[SourceStats],
+) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for s in stats.iter().filter(|s| s.error.is_none() && s.records == 0) {
+        let previous = period.previous();
+        let before = app
+            .store
+            .source_activity(&SourceName::new(s.source.as_str()), previous)
+            .await?;
+        if before > 0 {
+            warnings.push(format!(
+                "source {} returned no records for {period}, where {previous} had {before}:                  check its credentials and scopes (sources.{}) before trusting this month",
+                s.source, s.source
+            ));
+        }
+    }
+    Ok(warnings)
+}
 
 /// Records per staging transaction at most: large enough that commits are rare, small enough
 /// that a transaction stays short and a batch's memory small.
@@ -315,6 +372,7 @@ pub(super) async fn extract_in_memory(
     app: &App,
     source: &Source,
     period: Period,
+    pages_read: &AtomicU64,
 ) -> anyhow::Result<Vec<UsageQuantity>> {
     let name = source.name();
     let mut seen: HashMap<(String, String), StagedRecord> = HashMap::new();
@@ -323,6 +381,7 @@ pub(super) async fn extract_in_memory(
         let fetcher = fetch_scope(app, source, &scope, period, None, 1, pages);
         let keeper = async {
             while let Some(page) = arrived.recv().await {
+                pages_read.fetch_add(1, Ordering::SeqCst);
                 for record in page.records {
                     seen.insert((scope.clone(), record.record_key.clone()), record);
                 }

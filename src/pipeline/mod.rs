@@ -6,6 +6,7 @@
 
 pub mod compute;
 mod extract;
+pub mod filter;
 mod push;
 mod resolve;
 
@@ -14,7 +15,7 @@ pub use push::{PushOutcome, PushSettings, Pusher};
 use crate::config::Settings;
 use crate::domain::{
     InvoiceLine, LedgerChange, LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary,
-    SourceFailure, SourceName, Trigger,
+    SourceFailure, SourceName, SourceStats, Trigger,
 };
 use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
@@ -23,9 +24,10 @@ use crate::reconcile::{self, Action, Approvals, Plan};
 use crate::shutdown::Shutdown;
 use crate::sinks::Sink;
 use crate::sources::Source;
-use crate::store::{PushScope, Store};
+use crate::store::{PushScope, RunRequest, Store};
 use anyhow::Context as _;
 use compute::Rules;
+use filter::CustomerFilter;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 use tracing::{info, instrument, warn};
@@ -263,6 +265,11 @@ pub struct RunOptions {
     /// Compute and show the plan; write nothing anywhere.
     pub dry_run: bool,
     pub trigger: Trigger,
+    /// Only this customer's lines and exceptions: a billing account, or a source's customer
+    /// key ([`filter::CustomerFilter`]); every customer when `None`.
+    pub customer: Option<String>,
+    /// Who asked for the run (`--by`), recorded with it; `None` for the schedule.
+    pub requested_by: Option<String>,
 }
 
 /// What a run did, for the summary and the printed plan.
@@ -307,7 +314,8 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
                 .collect();
             if found.is_empty() {
                 return Err(UsageError(format!(
-                    "unknown source {name:?}; configured sources: {}",
+                    "source {name:?} is not configured here (no enabled [sources.{name}]); \
+                     configured sources: {}",
                     app.source_names().join(", ")
                 ))
                 .into());
@@ -317,6 +325,10 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
         None => app.sources.iter().collect(),
     };
     let period = options.period;
+    let mut customer = match &options.customer {
+        Some(asked) => Some(CustomerFilter::for_app(app, asked).await?),
+        None => None,
+    };
     // Accounts looked up in a billing system are cached for one run, not for the daemon's life.
     for sink in &app.sinks {
         sink.begin_run();
@@ -324,9 +336,14 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
     let run_id = if options.dry_run {
         None
     } else {
+        let request = RunRequest {
+            source: options.source.as_deref(),
+            by: options.requested_by.as_deref(),
+            customer: customer.as_ref().map(CustomerFilter::asked),
+        };
         let id = app
             .store
-            .start_run(options.trigger, period, options.source.as_deref())
+            .start_requested_run(options.trigger, period, &request)
             .await?;
         app.store.record_lease_run(id).await?;
         // Every event of the run carries its id from here on (the span's `run_id`).
@@ -342,11 +359,14 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
     let mut completed_sources: Vec<SourceName> = Vec::new();
     let pages_staged = std::sync::atomic::AtomicU64::new(0);
     let mut interrupted = false;
+    let mut source_stats: Vec<SourceStats> = Vec::new();
     for source in &selected {
+        let watch = extract::Watch::start(source, &pages_staged);
         let usage = match run_id {
             Some(run_id) => extract::extract(app, source, period, run_id, &pages_staged).await,
-            None => extract::extract_in_memory(app, source, period).await,
+            None => extract::extract_in_memory(app, source, period, &pages_staged).await,
         };
+        let mut stats = watch.finish(source, &pages_staged);
         let usage = match usage {
             Ok(usage) => usage,
             Err(e) => {
@@ -355,10 +375,14 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
                 }
                 if e.downcast_ref::<Interrupted>().is_some() {
                     warn!(source = %source.name(), "stopped during extraction; its checkpoint is kept and the next run resumes there");
+                    stats.error = Some("stopped by a signal during extraction".into());
+                    source_stats.push(stats);
                     interrupted = true;
                     break;
                 }
                 warn!(source = %source.name(), error = %format!("{e:#}"), "source failed; its checkpoint is kept and the other sources go on");
+                stats.error = Some(format!("{e:#}"));
+                source_stats.push(stats);
                 failed_sources.push(SourceFailure {
                     source: source.name().to_string(),
                     error: format!("{e:#}"),
@@ -366,11 +390,14 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
                 continue;
             }
         };
-        records_read += usage.iter().map(|u| u.record_count).sum::<u64>();
+        stats.records = usage.iter().map(|u| u.record_count).sum::<u64>();
+        records_read += stats.records;
         let directory = match resolve::resolve(app, source, &usage).await {
             Ok(directory) => directory,
             Err(e) => {
                 warn!(source = %source.name(), error = %format!("{e:#}"), "looking up billing accounts failed; the source's lines wait for the next run");
+                stats.error = Some(format!("{e:#}"));
+                source_stats.push(stats);
                 failed_sources.push(SourceFailure {
                     source: source.name().to_string(),
                     error: format!("{e:#}"),
@@ -378,6 +405,7 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
                 continue;
             }
         };
+        source_stats.push(stats);
         let rules = Rules {
             customers: &app.customers,
             pricing: &app.pricing,
@@ -385,7 +413,7 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
             sinks: &app.sinks,
             directory: &directory,
         };
-        let computed = compute::compute(
+        let mut computed = compute::compute(
             source.name(),
             source.key_match(),
             &|item| source.license_type(item),
@@ -393,6 +421,15 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
             &usage,
             &rules,
         );
+        if let Some(customer) = customer.as_mut() {
+            customer.add_found(&directory, source.key_match());
+            computed
+                .lines
+                .retain(|l| customer.matches_account(&l.key.billing_account));
+            computed
+                .exceptions
+                .retain(|e| customer.matches_exception(e, source.key_match()));
+        }
         lines.extend(computed.lines);
         exceptions.extend(computed.exceptions);
         completed_sources.push(source.name().clone());
@@ -404,7 +441,12 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
         exceptions.clear();
     }
 
-    let ledger: Vec<LedgerLine> = app.store.ledger_lines(period, None).await?;
+    let mut ledger: Vec<LedgerLine> = app.store.ledger_lines(period, None).await?;
+    if let Some(customer) = &customer {
+        // The other customers' lines are not this run's: left out of the plan, they are
+        // neither reversed nor pushed.
+        ledger.retain(|l| customer.matches_account(&l.key.billing_account));
+    }
     let approvals = approvals(app, period).await?;
     let plan = reconcile::plan(&lines, &ledger, &completed_sources, &approvals);
     // The plan holds what it needs of the ledger; the period's revisions are not kept through
@@ -419,30 +461,49 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
     let mut waiting_approval = 0;
     if let Some(run_id) = run_id {
         if !interrupted {
+            let kept =
+                filter::others_exceptions(app, period, &completed_sources, customer.as_ref())
+                    .await?;
+            let recorded: Vec<RunException> = exceptions.iter().cloned().chain(kept).collect();
             app.store
-                .apply_plan(
-                    run_id,
-                    period,
-                    &completed_sources,
-                    &plan.changes,
-                    &exceptions,
-                )
+                .apply_plan(run_id, period, &completed_sources, &plan.changes, &recorded)
                 .await?;
         }
         if !completed_sources.is_empty() {
-            let scope = PushScope {
-                sources: Some(&completed_sources),
-                ..PushScope::default()
+            let outcome = match &customer {
+                None => {
+                    let scope = PushScope {
+                        sources: Some(&completed_sources),
+                        ..PushScope::default()
+                    };
+                    app.pusher().push_period(period, &scope).await?
+                }
+                Some(customer) => {
+                    filter::push_customer(app, period, &completed_sources, customer).await?
+                }
             };
-            let outcome = app.pusher().push_period(period, &scope).await?;
             lines_pushed = outcome.pushed;
             errors = outcome.errors;
             waiting_to_settle = outcome.waiting;
             interrupted |= outcome.interrupted;
-            waiting_approval = app
-                .store
-                .count_drafts(period, Some(&completed_sources))
-                .await?;
+            waiting_approval = match &customer {
+                None => {
+                    app.store
+                        .count_drafts(period, Some(&completed_sources))
+                        .await?
+                }
+                Some(customer) => app
+                    .store
+                    .ledger_lines(period, None)
+                    .await?
+                    .iter()
+                    .filter(|l| {
+                        l.status == LineStatus::Draft
+                            && completed_sources.contains(&l.key.source)
+                            && customer.matches_account(&l.key.billing_account)
+                    })
+                    .count() as u64,
+            };
         }
     } else {
         // A dry run counts the drafts its plan would leave.
@@ -486,6 +547,10 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
     } else {
         RunStatus::Completed
     };
+    let warnings = extract::empty_source_warnings(app, period, &source_stats).await?;
+    for warning in &warnings {
+        warn!(%warning, "a source returned nothing");
+    }
     let summary = RunSummary {
         run_id,
         status,
@@ -501,8 +566,12 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
         lines_waiting_to_settle: waiting_to_settle,
         exceptions: exceptions.len() as u64,
         totals,
+        totals_partial: !failed_sources.is_empty(),
         failed_sources,
         errors,
+        sources: source_stats,
+        warnings,
+        customer: customer.as_ref().map(|c| c.asked().to_owned()),
     };
     if let Some(run_id) = run_id {
         app.store.finish_run(run_id, &summary).await?;

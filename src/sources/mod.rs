@@ -41,6 +41,16 @@ impl Source {
         }
     }
 
+    /// Requests, retries and 429s its HTTP client sent so far: the run subtracts the figures
+    /// before a source's extraction from those after it.
+    pub fn http_stats(&self) -> crate::http::StatsSnapshot {
+        match self {
+            Source::BillableUsers(s) => s.http_stats(),
+            Source::Ccc(s) => s.http_stats(),
+            Source::Genesys(s) => s.http_stats(),
+        }
+    }
+
     /// How this source's customer keys are compared with the customer map: organization
     /// names exactly, GUIDs and UUIDs case-insensitively without dashes or braces.
     pub fn key_match(&self) -> KeyMatch {

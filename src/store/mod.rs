@@ -50,6 +50,10 @@ pub struct RunRecord {
     pub period: Period,
     /// The `--source` the run was limited to, if any.
     pub source_filter: Option<String>,
+    /// Who asked for it (`--by`, or the login name); `None` for a scheduled run.
+    pub requested_by: Option<String>,
+    /// The `--customer` the run was limited to, if any.
+    pub customer_filter: Option<String>,
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -142,6 +146,7 @@ mod runs;
 pub use extraction::PageToStage;
 pub use lease::{Busy, LeaseHolder};
 pub use ledger::PushScope;
+pub use runs::RunRequest;
 
 /// Rows per multi-row INSERT. The widest row (a ledger revision) binds 25 values: 1,000 rows stay
 /// below SQLite's 32,766 and Postgres' 65,535 bound parameters per statement.

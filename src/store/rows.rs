@@ -41,6 +41,8 @@ pub(super) fn run(row: &impl Columns) -> anyhow::Result<RunRecord> {
         trigger: trigger(&row.text("triggered_by")?)?,
         period: period(row, "period")?,
         source_filter: row.opt_text("source_filter")?,
+        requested_by: row.opt_text("requested_by")?,
+        customer_filter: row.opt_text("customer_filter")?,
         status: RunStatus::parse(&status)
             .ok_or_else(|| anyhow!("run {id}: status {status:?} is not a run status"))?,
         started_at: row.time("started_at")?,

@@ -692,6 +692,8 @@ async fn accounts_listed_in_usd_by_id_or_by_email_are_pushed_in_usd_and_the_othe
         source: None,
         dry_run: false,
         trigger: Trigger::Manual,
+        customer: None,
+        requested_by: None,
     };
     let report = pipeline::run(&app, &options).await.unwrap();
     // Only the demo's deliberate exception (the WEM add-on has no license type) remains: no

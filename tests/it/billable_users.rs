@@ -812,6 +812,8 @@ async fn a_run_signed_in_with_client_credentials_bills_every_person_once_across_
             source: None,
             dry_run: false,
             trigger: tally::domain::Trigger::Manual,
+            customer: None,
+            requested_by: None,
         },
     )
     .await

@@ -41,6 +41,8 @@ fn options() -> RunOptions {
         source: None,
         dry_run: false,
         trigger: Trigger::Manual,
+        customer: None,
+        requested_by: None,
     }
 }
 

@@ -162,6 +162,8 @@ fn run_options() -> RunOptions {
         source: None,
         dry_run: false,
         trigger: Trigger::Manual,
+        customer: None,
+        requested_by: None,
     }
 }
 

@@ -25,4 +25,5 @@ mod parsers;
 mod peer_paging;
 mod pipeline;
 mod rambase;
+mod run_history;
 mod store;

@@ -25,6 +25,8 @@ pub(crate) fn options(source: Option<&str>) -> RunOptions {
         source: source.map(str::to_owned),
         dry_run: false,
         trigger: Trigger::Manual,
+        customer: None,
+        requested_by: None,
     }
 }
 

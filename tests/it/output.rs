@@ -234,6 +234,8 @@ async fn progress_counts_the_pages_records_and_pushes_of_the_run_it_watches() {
         source: None,
         dry_run: false,
         trigger: tally::domain::Trigger::Manual,
+        customer: None,
+        requested_by: None,
     };
     let progress = std::sync::Arc::new(tally::observe::Progress::default());
     let report = progress

@@ -75,6 +75,8 @@ async fn run(app: &App, source: &str) -> RunReport {
             source: Some(source.to_owned()),
             dry_run: false,
             trigger: Trigger::Manual,
+            customer: None,
+            requested_by: None,
         },
     )
     .await
@@ -241,6 +243,8 @@ async fn after_a_crash_the_count_covers_the_pages_staged_before_it() {
             source: Some("billable_users".into()),
             dry_run: false,
             trigger: Trigger::Manual,
+            customer: None,
+            requested_by: None,
         },
     )
     .await

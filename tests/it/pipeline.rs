@@ -23,6 +23,8 @@ fn options(dry_run: bool) -> RunOptions {
         source: None,
         dry_run,
         trigger: Trigger::Manual,
+        customer: None,
+        requested_by: None,
     }
 }
 

@@ -698,6 +698,8 @@ fn october() -> RunOptions {
         source: None,
         dry_run: false,
         trigger: Trigger::Manual,
+        customer: None,
+        requested_by: None,
     }
 }
 

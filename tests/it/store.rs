@@ -233,6 +233,10 @@ async fn runs_are_listed_newest_first_with_their_summary(store: Store, _: &Datab
         ]),
         failed_sources: vec![],
         errors: vec!["rambase: 503 after 5 tries".to_owned()],
+        sources: vec![],
+        warnings: vec![],
+        totals_partial: false,
+        customer: None,
     };
     store.finish_run(first, &summary).await.expect("finish");
 

@@ -92,6 +92,11 @@ impl BillableUsers {
         })
     }
 
+    /// Requests, retries and 429s its HTTP client sent so far.
+    pub fn http_stats(&self) -> crate::http::StatsSnapshot {
+        self.client.http_stats()
+    }
+
     pub fn name(&self) -> &SourceName {
         &self.name
     }

@@ -104,6 +104,11 @@ enum Step<'a> {
 }
 
 impl Client {
+    /// Requests, retries and 429s sent so far, for the run's per-source counts.
+    pub fn http_stats(&self) -> crate::http::StatsSnapshot {
+        self.http.stats()
+    }
+
     pub fn new(
         base_url: &str,
         username: &str,

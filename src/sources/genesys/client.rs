@@ -62,6 +62,11 @@ struct TokenAnswer {
 }
 
 impl Client {
+    /// Requests, retries and 429s sent so far, for the run's per-source counts.
+    pub fn http_stats(&self) -> crate::http::StatsSnapshot {
+        self.http.stats()
+    }
+
     pub fn new(api_base: &str, login_base: &str, http: HttpClient) -> anyhow::Result<Self> {
         Ok(Self {
             report_endpoint: endpoint(

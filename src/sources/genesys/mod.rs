@@ -81,6 +81,11 @@ impl Genesys {
         })
     }
 
+    /// Requests, retries and 429s its HTTP client sent so far.
+    pub fn http_stats(&self) -> crate::http::StatsSnapshot {
+        self.client.http_stats()
+    }
+
     pub fn name(&self) -> &SourceName {
         &self.name
     }
