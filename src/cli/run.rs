@@ -50,6 +50,14 @@ pub async fn run_command(app: &App, args: &RunArgs, trigger: Trigger) -> anyhow:
     let period = args
         .period
         .unwrap_or_else(|| Period::previous_in(chrono::Utc::now(), app.settings.general.tz()));
+    // A closed month is only closed to the daemon: an operator may still re-run it, told so.
+    if let Some(closed) = app.store.closed_period(period).await? {
+        eprintln!(
+            "note: {period} is closed (by {} at {}): scheduled runs leave it alone; this manual run may still change and push its lines",
+            closed.closed_by,
+            closed.closed_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
     let options = RunOptions {
         period,
         source: args.source.clone(),

@@ -67,7 +67,10 @@ impl CronSchedule {
     pub fn next_fire(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Start a little before `after`'s wall-clock time: after a fall-back, a wall-clock time
         // earlier than `after`'s can still be a later instant (the second pass of the hour).
-        let start = after.with_timezone(&tz).naive_local() - MARGIN;
+        // Whole seconds: croner keeps the fraction of the time it starts from, and two daemons
+        // must compute the very same instant for a tick to be claimed once.
+        let local = after.with_timezone(&tz).naive_local();
+        let start = local.with_nanosecond(0).unwrap_or(local) - MARGIN;
         let mut cursor = Utc.from_utc_datetime(&start);
         let mut best: Option<DateTime<Utc>> = None;
         for _ in 0..MAX_CANDIDATES {
@@ -301,6 +304,18 @@ mod tests {
                 "2026-10-25T02:00:00Z"
             ]
         );
+    }
+
+    #[test]
+    fn a_fire_time_is_a_whole_second_whatever_the_fraction_of_now() {
+        let every_two = CronSchedule::parse("*/2 * * * * *").unwrap();
+        for after in ["2026-10-20T10:00:00.091956903Z", "2026-10-20T10:00:00.9Z"] {
+            assert_eq!(
+                every_two.next_fire(Oslo, utc(after)),
+                Some(utc("2026-10-20T10:00:02Z")),
+                "{after}"
+            );
+        }
     }
 
     #[test]

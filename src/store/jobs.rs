@@ -26,6 +26,16 @@ pub struct JobLastRun {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A claimed tick of a job: who ran it and what it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobTick {
+    pub fire_at: DateTime<Utc>,
+    pub host: String,
+    pub pid: i64,
+    pub run_id: Option<i64>,
+    pub status: Option<String>,
+}
+
 /// A month closed to scheduled runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosedPeriod {
@@ -117,6 +127,31 @@ impl Store {
                 })
             })
             .transpose()
+        })
+    }
+
+    /// Every claimed tick of `job`, oldest first.
+    pub async fn job_ticks(&self, job: &str) -> anyhow::Result<Vec<JobTick>> {
+        with_backend!(self, |pool, D| {
+            let rows = sqlx::query(
+                "SELECT fire_at, host, pid, run_id, status FROM job_ticks WHERE job = $1 \
+                 ORDER BY fire_at",
+            )
+            .bind(job)
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("job_ticks: reading the ticks of job {job}"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(JobTick {
+                        fire_at: row.time("fire_at")?,
+                        host: row.text("host")?,
+                        pid: row.int("pid")?,
+                        run_id: row.opt_int("run_id")?,
+                        status: row.opt_text("status")?,
+                    })
+                })
+                .collect()
         })
     }
 

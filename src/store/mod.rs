@@ -142,7 +142,7 @@ mod push_batch;
 mod runs;
 
 pub use extraction::PageToStage;
-pub use jobs::{ClosedPeriod, JobLastRun, TickClaim};
+pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};
 pub use ledger::PushScope;
 
