@@ -391,3 +391,90 @@ async fn the_month_to_date_kept_as_drafts_is_pushed_once_by_the_months_normal_ru
     assert_eq!(again.summary.lines_pushed, 0);
     assert_eq!(sims.rambase.usages().len(), lines.len(), "never twice");
 }
+
+/// The daemon's bookkeeping on `store`: a tick is won once, a month closed once.
+async fn ticks_are_claimed_once_and_months_closed_once(store: Store) {
+    let fire = chrono::DateTime::parse_from_rfc3339("2026-11-02T01:30:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert_eq!(
+        store.claim_tick("nightly", fire).await.unwrap(),
+        tally::store::TickClaim::Won
+    );
+    let again = store.claim_tick("nightly", fire).await.unwrap();
+    assert_eq!(
+        again,
+        tally::store::TickClaim::Taken {
+            host: tally::store::this_host(),
+            pid: i64::from(std::process::id()),
+        },
+        "the second claim names who holds it"
+    );
+    assert_eq!(
+        store.claim_tick("other", fire).await.unwrap(),
+        tally::store::TickClaim::Won,
+        "each job has its own ticks"
+    );
+    assert_eq!(store.last_tick("nightly").await.unwrap(), None);
+    store
+        .record_tick_run("nightly", fire, Some(7), "completed")
+        .await
+        .unwrap();
+    let last = store.last_tick("nightly").await.unwrap().unwrap();
+    assert_eq!(
+        (last.fire_at, last.run_id, last.status.as_deref()),
+        (fire, Some(7), Some("completed"))
+    );
+
+    assert_eq!(store.closed_period(october()).await.unwrap(), None);
+    assert!(store.close_period(october(), "job:nightly").await.unwrap());
+    assert!(!store.close_period(october(), "job:other").await.unwrap());
+    let closed = store.closed_period(october()).await.unwrap().unwrap();
+    assert_eq!(closed.closed_by, "job:nightly", "the first close stands");
+}
+
+#[tokio::test]
+async fn postgres_ticks_are_claimed_once_and_months_closed_once() {
+    let (_, store) = postgres().await;
+    ticks_are_claimed_once_and_months_closed_once(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_ticks_are_claimed_once_and_months_closed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&common::fresh_sqlite(&dir)).await.unwrap();
+    ticks_are_claimed_once_and_months_closed_once(store).await;
+}
+
+#[test]
+fn the_daemon_lists_every_problem_of_its_zones_jobs_and_address_and_exits_2() {
+    let dir = workspace();
+    let path = dir.path().join("config/demo.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap().replacen(
+        "timezone = \"UTC\"",
+        "timezone = \"Mars/Olympus\"",
+        1,
+    );
+    toml.push_str(
+        "\n[schedule]\nlate_data_days = 31\n\n[[schedule.jobs]]\nname = \"nightly\"\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Olso\"\n\n[daemon]\nlisten = \"nowhere\"\n",
+    );
+    std::fs::write(&path, toml).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .current_dir(dir.path())
+        .args(["--config", "config/demo.toml", "daemon"])
+        .env_remove("DATABASE_URL")
+        .envs(sim::demo_secrets())
+        .output()
+        .unwrap();
+    let out = common::text(&output);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    for problem in [
+        "general.timezone: unknown time zone \"Mars/Olympus\"",
+        "schedule.jobs[0].cron: invalid cron expression \"30 2 * * *\"",
+        "schedule.jobs[0].timezone: unknown time zone \"Europe/Olso\"",
+        "schedule.late_data_days: is 31",
+        "daemon.listen: \"nowhere\" is not an address",
+    ] {
+        assert!(out.contains(problem), "{problem}\n{out}");
+    }
+}
