@@ -478,3 +478,57 @@ fn the_daemon_lists_every_problem_of_its_zones_jobs_and_address_and_exits_2() {
         assert!(out.contains(problem), "{problem}\n{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_answers_503_once_the_store_is_gone() {
+    let dir = workspace();
+    let sims = multi_source_sims().await;
+    let (url, _store) = postgres().await;
+    let port = free_port();
+    // Once a year: no tick runs during the test.
+    let config = config(
+        dir.path(),
+        &sims,
+        &url,
+        &format!("[schedule]\ncron = \"0 0 3 1 1 *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    let log = dir.path().join("daemon.log");
+    let child = daemon(dir.path(), &config, "2026-11-02T01:00:00Z", &log);
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let mut before = None;
+    for _ in 0..120 {
+        if let Ok(answer) = reqwest::get(&healthz).await {
+            before = Some((answer.status().as_u16(), answer.text().await.unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(before.is_some(), "/healthz never answered:\n{}", read(&log));
+    let server = std::env::var("DATABASE_URL").unwrap();
+    Store::drop_scratch_database(&server, &url).await.unwrap();
+    let after = reqwest::get(&healthz).await.unwrap();
+    let after_code = after.status().as_u16();
+    let after: serde_json::Value = after.json().await.unwrap();
+    let exit = stop(child).await;
+    let logs = read(&log);
+
+    let (code, body) = before.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["jobs"][0],
+        serde_json::json!({
+            "name": "nightly",
+            "last_run_id": null,
+            "last_status": null,
+            "last_finished_at": null,
+            "next_run": "2027-01-01T02:00:00+00:00",
+        }),
+        "03:00 on 1 January in Oslo is 02:00 UTC; no run yet"
+    );
+    assert_eq!(after_code, 503, "{after}\n{logs}");
+    assert_eq!(after["status"], "unavailable", "{after}");
+    assert_eq!(after["store"], "unreachable", "{after}");
+    assert_eq!(after["jobs"][0]["name"], "nightly", "{after}");
+    assert_eq!(exit, Some(0), "{logs}");
+}
