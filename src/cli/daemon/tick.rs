@@ -28,10 +28,10 @@ pub(super) async fn tick(daemon: &Daemon, job: &Job, fire: DateTime<Utc>) {
             return;
         }
     }
-    let Ok(_running) = daemon.running.try_lock() else {
-        warn!(job = %job.name, fire_at = %at, "skipping this tick: another job's run is still going in this daemon");
-        note(daemon, job, fire, None, "skipped").await;
-        return;
+    // Jobs of one daemon run one at a time: a tick that fires during another job's run waits.
+    let _running = tokio::select! {
+        guard = daemon.running.lock() => guard,
+        _ = daemon.app.shutdown.wait() => return,
     };
     // Held (not read) until the tick ends: dropping it releases the lease.
     let _lease = match store
