@@ -301,6 +301,7 @@ async fn two_daemons_on_one_postgres_database_run_each_tick_once_between_them() 
     let now = "2026-10-20T10:00:00Z";
     let a = daemon(dir.path(), &config, now, &log_a);
     let b = daemon(dir.path(), &config, now, &log_b);
+    let (pid_a, pid_b) = (a.id(), b.id());
     let skip = "skipping this tick: another daemon runs it";
     let enough = eventually(|| async {
         let ticks = store.job_ticks("often").await.unwrap_or_default();
@@ -329,14 +330,19 @@ async fn two_daemons_on_one_postgres_database_run_each_tick_once_between_them() 
     let mut tick_runs: Vec<i64> = ticks.iter().filter_map(|t| t.run_id).collect();
     tick_runs.sort();
     assert_eq!(run_ids, tick_runs, "{ticks:?}\n{runs:?}\n{logs}");
-    let skips = logs.matches(skip).count();
+    // The loser names the winner: the pid of the other daemon.
+    let (log_a, log_b) = (read(&log_a), read(&log_b));
+    for (log, other) in [(&log_a, pid_b), (&log_b, pid_a)] {
+        for line in log.lines().filter(|l| l.contains(skip)) {
+            assert!(line.contains(&format!("pid {other})")), "{line}");
+        }
+    }
     assert!(
-        skips >= ticks.len() - 1,
-        "{skips} skips for {} ticks:\n{logs}",
-        ticks.len()
+        ticks
+            .iter()
+            .all(|t| [i64::from(pid_a), i64::from(pid_b)].contains(&t.pid)),
+        "{ticks:?}"
     );
-    let pids: std::collections::BTreeSet<i64> = ticks.iter().map(|t| t.pid).collect();
-    assert!(!pids.is_empty() && pids.len() <= 2, "{ticks:?}");
 }
 
 /// The demo's simulators (October 2026 has data; other months are empty).
