@@ -17,5 +17,8 @@ RUN mkdir -p /app/data && chown tally:tally /app/data
 USER tally
 # JSON logs; DATABASE_URL and the TALLY__... secrets come from the orchestrator.
 ENV TALLY_ENV=production
+# The daemon's /healthz and /metrics, reachable from outside the container (docs/CONFIG.md [daemon]).
+ENV TALLY__DAEMON__LISTEN=0.0.0.0:9464
+EXPOSE 9464
 VOLUME ["/app/data"]
 CMD ["tally", "daemon"]

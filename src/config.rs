@@ -23,6 +23,9 @@ use std::time::Duration;
 
 mod from_text;
 mod log_level;
+mod schedule;
+
+pub use schedule::{DEFAULT_JOB, DaemonSettings, Job, JobSettings, JobTask, ScheduleSettings};
 
 /// Keys whose values are secrets: accepted from the environment only.
 const SECRET_KEYS: &[&str] = &["token", "client_secret", "password", "api_token"];
@@ -39,6 +42,8 @@ pub struct Settings {
     pub billing: BillingSettings,
     #[serde(default)]
     pub schedule: ScheduleSettings,
+    #[serde(default)]
+    pub daemon: DaemonSettings,
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
@@ -83,6 +88,8 @@ impl Default for GeneralSettings {
 }
 
 impl GeneralSettings {
+    /// The billing zone. [`Settings::validate`] refuses a zone that does not parse, and every
+    /// command that runs validates first (`App::build`), so UTC never stands in for it there.
     pub fn tz(&self) -> chrono_tz::Tz {
         self.timezone.parse().unwrap_or(chrono_tz::UTC)
     }
@@ -202,25 +209,6 @@ impl BillingSettings {
 /// `@` in it is read as one. The customer map's rule, so that both files agree.
 fn is_email(text: &str) -> bool {
     crate::mapping::is_email(text)
-}
-
-/// `[schedule]`: the nightly run of `tally daemon`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScheduleSettings {
-    /// Cron expression with seconds: `sec min hour day-of-month month day-of-week`.
-    pub cron: String,
-    /// Time zone the cron expression is read in (IANA name).
-    pub timezone: String,
-}
-
-impl Default for ScheduleSettings {
-    fn default() -> Self {
-        Self {
-            cron: "0 30 2 * * *".into(),
-            timezone: "UTC".into(),
-        }
-    }
 }
 
 /// `[push]`: how carefully lines are pushed.
@@ -455,17 +443,11 @@ impl Settings {
                 ),
             ));
         }
-        if self.schedule.timezone.parse::<chrono_tz::Tz>().is_err() {
-            problems.push(Problem::new(
-                "schedule.timezone",
-                format!(
-                    "unknown time zone {:?} (use an IANA name such as UTC or Europe/Oslo)",
-                    self.schedule.timezone
-                ),
-            ));
+        if let Err(more) = self.schedule.jobs(&self.general.timezone) {
+            problems.extend(more);
         }
-        if let Err(message) = crate::schedule::check_cron(&self.schedule.cron) {
-            problems.push(Problem::new("schedule.cron", message));
+        if let Err(problem) = self.daemon.address() {
+            problems.push(problem);
         }
         if let Some(url) = self.database.url.as_deref() {
             let url = url.trim();

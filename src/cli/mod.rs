@@ -254,8 +254,16 @@ pub enum Command {
         )
     )]
     Demo(DemoArgs),
-    /// Runs the nightly schedule from [schedule]; each run takes the writer lease (a run that
-    /// finds it taken is skipped with a warning naming the holder).
+    /// Runs the jobs of [schedule] until SIGTERM/SIGINT, and serves /healthz and /metrics on
+    /// [daemon] listen.
+    ///
+    /// Without [[schedule.jobs]], one job `nightly` at schedule.cron (default 02:30) in
+    /// general.timezone: it syncs the current month to date as drafts (nothing pushed) and,
+    /// during the first schedule.late_data_days days of a month, bills the previous month;
+    /// after them that month is closed and only a manual `tally run --period` touches it. Each
+    /// job's next run is logged in its zone and in UTC. Any number of daemons on one database
+    /// run each tick once between them (the others log that they skipped it and who ran it);
+    /// each tick's runs take the writer lease.
     #[command(
         after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n  1  the database could not be opened\n  2  bad usage or configuration\n  5  a run in progress did not stop within general.shutdown_timeout_secs",
         after_long_help = concat!(

@@ -125,6 +125,7 @@ pub async fn run_command(app: &App, args: &RunArgs, trigger: Trigger) -> anyhow:
     let period = args
         .period
         .unwrap_or_else(|| Period::previous_in(chrono::Utc::now(), app.settings.general.tz()));
+    note_if_closed(app, period).await?;
     let report = crate::observe::with_progress_bar(
         args.output == OutputFormat::Text,
         pipeline::run(app, &options(args, period, trigger)),
@@ -164,6 +165,18 @@ fn severity(status: RunStatus) -> u8 {
     }
 }
 
+/// A closed month is only closed to the daemon: an operator may still re-run it, told so.
+async fn note_if_closed(app: &App, period: Period) -> anyhow::Result<()> {
+    if let Some(closed) = app.store.closed_period(period).await? {
+        eprintln!(
+            "note: {period} is closed (by {} at {}): scheduled runs leave it alone; this manual run may still change and push its lines",
+            closed.closed_by,
+            closed.closed_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    Ok(())
+}
+
 /// `tally run --from --to`: each month a run of its own, in order, stopping at the first that
 /// fails or is interrupted (a later month often depends on the earlier one being right).
 async fn backfill(app: &App, args: &RunArgs, months: &[Period]) -> anyhow::Result<i32> {
@@ -174,6 +187,7 @@ async fn backfill(app: &App, args: &RunArgs, months: &[Period]) -> anyhow::Resul
         if args.output == OutputFormat::Text {
             println!("== {period} ({} of {})", i + 1, months.len());
         }
+        note_if_closed(app, *period).await?;
         let month = options(args, *period, Trigger::Manual);
         let run = pipeline::run(app, &month);
         let report =

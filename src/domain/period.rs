@@ -95,12 +95,16 @@ impl Period {
             .first_day()
             .and_hms_opt(0, 0, 0)
             .expect("midnight exists");
-        // Midnight on the 1st exists in every zone tally supports; `earliest` covers the
-        // theoretical gap by taking the first valid instant.
-        tz.from_local_datetime(&midnight)
-            .earliest()
-            .unwrap_or_else(|| Utc.from_utc_datetime(&midnight).with_timezone(&tz))
-            .with_timezone(&Utc)
+        // Where a zone springs forward at midnight (Paraguay did on 1 October 2023), midnight
+        // does not exist: the month starts at the first instant after the gap. Zones change at
+        // whole minutes, so the first whole minute that exists is it.
+        (0..=180)
+            .find_map(|minutes| {
+                tz.from_local_datetime(&(midnight + chrono::Duration::minutes(minutes)))
+                    .earliest()
+            })
+            .map(|start| start.with_timezone(&Utc))
+            .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
     }
 
     /// The first instant after the period in `tz` (half-open end), as UTC.
@@ -164,6 +168,24 @@ mod tests {
         for bad in ["2026-13", "2026-1", "26-10", "2026/10", "", "2026-00"] {
             assert!(bad.parse::<Period>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_month_whose_midnight_falls_in_a_dst_gap_starts_after_the_gap() {
+        // America/Asuncion sprang forward from 00:00 (-04) to 01:00 (-03) on 1 October 2023.
+        let p: Period = "2023-10".parse().unwrap();
+        let tz = chrono_tz::America::Asuncion;
+        let midnight = p.first_day().and_hms_opt(0, 0, 0).unwrap();
+        assert!(
+            tz.from_local_datetime(&midnight).earliest().is_none(),
+            "in the gap"
+        );
+        assert_eq!(p.start_utc(tz).to_rfc3339(), "2023-10-01T04:00:00+00:00");
+        assert_eq!(
+            p.previous().end_utc(tz),
+            p.start_utc(tz),
+            "no instant in two months"
+        );
     }
 
     #[test]

@@ -301,10 +301,23 @@ pub struct UsageError(pub String);
     dry_run = options.dry_run, run_id = tracing::field::Empty))]
 pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
-    crate::http::with_deadline(deadline, run_until_deadline(app, options)).await
+    crate::http::with_deadline(deadline, run_until_deadline(app, options, false)).await
 }
 
-async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
+/// [`run`], keeping every new or changed line a draft and pushing nothing: the daemon's sync of
+/// the month to date. The month's normal run later approves (or leaves for a person, under
+/// `require_approval`) and pushes those drafts in place, as revisions never sent.
+#[instrument(skip_all, fields(period = %options.period, held = true))]
+pub async fn run_holding_drafts(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
+    let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
+    crate::http::with_deadline(deadline, run_until_deadline(app, options, true)).await
+}
+
+async fn run_until_deadline(
+    app: &App,
+    options: &RunOptions,
+    hold_drafts: bool,
+) -> anyhow::Result<RunReport> {
     let selected: Vec<&Source> = match &options.source {
         Some(name) => {
             let found: Vec<&Source> = app
@@ -447,7 +460,12 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
         // neither reversed nor pushed.
         ledger.retain(|l| customer.matches_account(&l.key.billing_account));
     }
-    let approvals = approvals(app, period).await?;
+    let mut approvals = approvals(app, period).await?;
+    if hold_drafts {
+        // Every line waits as if for a person; no rule approves it yet.
+        approvals.required = true;
+        approvals.rules.clear();
+    }
     let plan = reconcile::plan(&lines, &ledger, &completed_sources, &approvals);
     // The plan holds what it needs of the ledger; the period's revisions are not kept through
     // the push (memory follows the lines, once).
@@ -470,22 +488,24 @@ async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<R
                 .await?;
         }
         if !completed_sources.is_empty() {
-            let outcome = match &customer {
-                None => {
-                    let scope = PushScope {
-                        sources: Some(&completed_sources),
-                        ..PushScope::default()
-                    };
-                    app.pusher().push_period(period, &scope).await?
-                }
-                Some(customer) => {
-                    filter::push_customer(app, period, &completed_sources, customer).await?
-                }
-            };
-            lines_pushed = outcome.pushed;
-            errors = outcome.errors;
-            waiting_to_settle = outcome.waiting;
-            interrupted |= outcome.interrupted;
+            if !hold_drafts {
+                let outcome = match &customer {
+                    None => {
+                        let scope = PushScope {
+                            sources: Some(&completed_sources),
+                            ..PushScope::default()
+                        };
+                        app.pusher().push_period(period, &scope).await?
+                    }
+                    Some(customer) => {
+                        filter::push_customer(app, period, &completed_sources, customer).await?
+                    }
+                };
+                lines_pushed = outcome.pushed;
+                errors = outcome.errors;
+                waiting_to_settle = outcome.waiting;
+                interrupted |= outcome.interrupted;
+            }
             waiting_approval = match &customer {
                 None => {
                     app.store

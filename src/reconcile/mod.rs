@@ -469,13 +469,18 @@ fn plan_line(
                 revision: draft.revision,
                 ..values
             };
-            if same_values(draft, &values) {
+            // A draft this run would approve is approved now, its figures changed or not: a
+            // draft the daemon held back (the month to date) is pushed by the month's normal
+            // run, and one waiting for a person is approved by a rule that now allows it.
+            let approved_now =
+                draft.status == LineStatus::Draft && new_status == LineStatus::Approved;
+            if same_values(draft, &values) && !approved_now {
                 plan.entries.push(entry(Action::Unchanged));
             } else {
                 // New evidence or trace with the same money keeps the draft's approval.
                 let money_changed =
                     draft.quantity != values.quantity || draft.amount != values.amount;
-                let (status, approval) = if money_changed {
+                let (status, approval) = if money_changed || approved_now {
                     (new_status, values.approval.clone())
                 } else {
                     (draft.status, draft.approval.clone())
@@ -708,6 +713,37 @@ mod tests {
             &Approvals::by_person(),
         );
         assert!(again.changes.is_empty(), "{:?}", again.changes);
+    }
+
+    #[test]
+    fn a_held_draft_is_approved_by_the_next_run_that_approves() {
+        // The daemon's month-to-date run keeps every line a draft (as under approval); the
+        // month's normal run, with no approval required, approves it unchanged in place.
+        let held = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &[],
+            &sources(),
+            &Approvals::by_person(),
+        );
+        let ledger = vec![stored(7, inserted(&held)[0], LineStatus::Draft)];
+        let normal = plan(
+            &[computed("A", dec!(3), dec!(30.00))],
+            &ledger,
+            &sources(),
+            &Approvals::not_required(),
+        );
+        match normal.changes.as_slice() {
+            [LedgerChange::Update { id: 7, values }] => {
+                assert_eq!(values.status, LineStatus::Approved);
+                assert_eq!(values.revision, 1, "the same revision, never a second line");
+            }
+            other => panic!("expected the draft approved in place, got {other:?}"),
+        }
+        assert_eq!(
+            normal.count(Action::Unchanged),
+            1,
+            "its figures did not change"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! State: runs, checkpoints, staged records, the ledger and exceptions. All SQL of tally lives
-//! under this folder: `runs`, `extraction`, `ledger`, `push_batch` and `lease` hold the queries by
-//! concern, `migrations/` the schema; this file opens and migrates the store.
+//! under this folder: `runs`, `extraction`, `ledger`, `push_batch`, `lease` and `jobs` (the
+//! daemon's ticks and closed months) hold the queries by concern, `migrations/` the schema; this
+//! file opens and migrates the store.
 //!
 //! One interface, two databases: Postgres in production (`DATABASE_URL` or `[database] url`)
 //! and an embedded SQLite file by default, so that a newcomer needs no server. Both run the
@@ -138,12 +139,14 @@ macro_rules! describe_revision {
 }
 
 mod extraction;
+mod jobs;
 mod lease;
 mod ledger;
 mod push_batch;
 mod runs;
 
 pub use extraction::PageToStage;
+pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};
 pub use ledger::PushScope;
 pub use runs::RunRequest;

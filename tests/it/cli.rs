@@ -300,7 +300,9 @@ async fn the_daemon_runs_on_its_schedule_and_stops_cleanly_on_sigterm() {
     let config = config_for(dir.path(), &sims, &db);
     // Every second, so that the test sees a scheduled run quickly.
     let mut toml = std::fs::read_to_string(&config).unwrap();
-    toml.push_str("\n[schedule]\ncron = \"* * * * * *\"\ntimezone = \"UTC\"\n");
+    toml.push_str(
+        "\n[schedule]\ncron = \"* * * * * *\"\ntimezone = \"UTC\"\n\n[daemon]\nlisten = \"\"\n",
+    );
     std::fs::write(&config, toml).unwrap();
 
     // The test's own connection migrates the store before the daemon starts: two processes

@@ -1,18 +1,15 @@
-//! The schedule's rules: cron expressions as the daemon reads them (tokio-cron-scheduler).
-//! The daemon itself is a command (`cli/daemon.rs`).
+//! The schedule's rules: cron expressions as the daemon reads them, when a job fires next and
+//! which billing month "now" is ([`clock`], pure). The daemon itself is a command
+//! (`cli/daemon.rs`).
 
-use tokio_cron_scheduler::Job;
+pub mod clock;
+
+pub use clock::{CronSchedule, Months, late_window_end, months_at, next_fire};
 
 /// Checks a cron expression with the parser the daemon uses, so that a bad one fails at
 /// start-up (`tally check-config`) and not at midnight.
 pub fn check_cron(expression: &str) -> Result<(), String> {
-    Job::new_async_tz(expression, chrono::Utc, |_, _| Box::pin(async {}))
-        .map(|_| ())
-        .map_err(|_| {
-            format!(
-                "invalid cron expression {expression:?}: expected six fields with seconds, `sec min hour day-of-month month day-of-week`, e.g. \"0 30 2 * * *\" for 02:30 every night"
-            )
-        })
+    CronSchedule::parse(expression).map(|_| ())
 }
 
 #[cfg(test)]
