@@ -8,6 +8,7 @@
 
 pub mod approve;
 pub mod bench;
+pub mod check;
 pub mod daemon;
 pub mod demo;
 pub mod ledger;
@@ -17,7 +18,7 @@ pub mod sim;
 
 use crate::config::Settings;
 use crate::domain::RunStatus;
-use crate::pipeline::{self, UsageError};
+use crate::pipeline::UsageError;
 use crate::problem::ConfigError;
 use crate::shutdown::Shutdown;
 use crate::store::{Busy, Store, WriterLease};
@@ -150,7 +151,7 @@ pub enum Command {
     #[command(
         after_help = "Exit codes:\n  0  the configuration is valid\n  2  it is not: every problem is listed with its key, file, row or variable"
     )]
-    CheckConfig,
+    CheckConfig(check::CheckArgs),
     /// Serves the five simulators on loopback ports: billable users, CCC, Genesys Cloud,
     /// RamBase and ActivePlatform.
     ///
@@ -238,28 +239,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(exit::OK)
         }
-        Command::CheckConfig => {
-            let settings = load()?;
-            let problems = pipeline::check(&settings);
-            if problems.is_empty() {
-                let files: Vec<String> = settings
-                    .loaded_from
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                println!(
-                    "configuration is valid ({})",
-                    if files.is_empty() {
-                        "defaults and environment".into()
-                    } else {
-                        files.join(" + ")
-                    }
-                );
-                Ok(exit::OK)
-            } else {
-                Err(ConfigError(problems).into())
-            }
-        }
+        Command::CheckConfig(args) => check::execute(&args, cli.config.as_deref()).await,
         Command::Sim(args) => {
             sim::execute(&args).await?;
             Ok(exit::OK)

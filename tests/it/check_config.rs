@@ -270,3 +270,119 @@ fn the_map_knows_every_source_and_compares_keys_as_the_source_does() {
         );
     }
 }
+
+/// `tally check-config` in `dir` with the demo secrets but `without` one, and `extra`
+/// variables set.
+fn check_with_env(dir: &Path, without: &str, extra: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .current_dir(dir)
+        .args(["--config", "config/demo.toml", "check-config"])
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .envs(
+            sim::demo_secrets()
+                .into_iter()
+                .filter(|(k, _)| k != without),
+        )
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Four problems of four kinds — an unknown key in the file, a value from the environment that
+/// does not parse, a missing secret and a bad pricing row — are listed in one run, each where
+/// it came from: the file and key, the variable, the key and the variable to set, the file's
+/// row and column.
+#[test]
+fn four_problems_of_files_environment_and_keys_are_listed_in_one_run_with_their_origin() {
+    let dir = workspace();
+    edit(dir.path(), "demo.toml", |toml| {
+        toml.replacen("[billing]\n", "[billing]\nrequire_aproval = true\n", 1)
+    });
+    edit(dir.path(), "demo/pricing.csv", |csv| {
+        let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+        // Row 2's unit_price (column 8) becomes a word.
+        let mut cells: Vec<String> = lines[1].split(',').map(str::to_owned).collect();
+        cells[7] = "ten".into();
+        lines[1] = cells.join(",");
+        lines.join("\n") + "\n"
+    });
+    let output = check_with_env(
+        dir.path(),
+        "TALLY__SOURCES__CCC__PASSWORD",
+        &[("TALLY__GENERAL__SHUTDOWN_TIMEOUT_SECS", "soon")],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let found = problems(&output);
+    let all = found.join("\n");
+    assert_eq!(found.len(), 4, "exactly the four problems:\n{all}");
+    for expected in [
+        "config/demo.toml:billing.require_aproval: unknown field `require_aproval`",
+        "TALLY__GENERAL__SHUTDOWN_TIMEOUT_SECS: invalid type: string \"soon\", expected an integer",
+        "sources.ccc.password: is missing: set the environment variable TALLY__SOURCES__CCC__PASSWORD",
+        "config/demo/pricing.csv:2:unit_price: unit_price \"ten\" is not a decimal number",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in:\n{all}"
+        );
+    }
+}
+
+/// A typo in a variable's name is the variable's problem, not the file's: the file is right.
+#[test]
+fn a_typo_in_a_variable_is_blamed_on_the_variable_and_a_value_it_overrides_too() {
+    let dir = workspace();
+    let output = check_with_env(
+        dir.path(),
+        "",
+        &[
+            ("TALLY__SOURCES__CCC__PASWORD", "x"),
+            ("TALLY__GENERAL__TIMEZONE", "Mars/Olympus"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let found = problems(&output);
+    let all = found.join("\n");
+    assert_eq!(found.len(), 2, "{all}");
+    assert!(
+        found[0].starts_with("TALLY__SOURCES__CCC__PASWORD: unknown field `pasword`"),
+        "{all}"
+    );
+    // A value the environment set wrongly is named by its variable, found by the checks.
+    assert!(
+        found[1].starts_with("TALLY__GENERAL__TIMEZONE: unknown time zone \"Mars/Olympus\""),
+        "{all}"
+    );
+    assert!(!all.contains("config/demo.toml"), "{all}");
+}
+
+/// A `config/` without the file `TALLY_ENV` names (a container's mount without
+/// production.toml) is read without it, with a note, instead of refusing to start.
+#[test]
+fn a_missing_environment_layer_is_a_note_not_an_error() {
+    let dir = workspace();
+    std::fs::copy(
+        dir.path().join("config/demo.toml"),
+        dir.path().join("config/default.toml"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .current_dir(dir.path())
+        .arg("check-config")
+        .env_remove("DATABASE_URL")
+        .env_remove("TALLY_CONFIG")
+        .env("TALLY_ENV", "production")
+        .envs(sim::demo_secrets())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "note: TALLY_ENV=production: config/production.toml does not exist, so only \
+             config/default.toml and the environment are read"
+        ),
+        "{}",
+        text(&output)
+    );
+}
