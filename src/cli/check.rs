@@ -8,6 +8,8 @@
 use crate::config::Settings;
 use crate::pipeline;
 use crate::problem::{ConfigError, Problem};
+use crate::sinks::Sink;
+use crate::sources::Source;
 use std::path::Path;
 
 #[derive(Debug, clap::Args)]
@@ -42,10 +44,10 @@ pub async fn execute(args: &CheckArgs, config: Option<&Path>) -> anyhow::Result<
     let mut all_ok = true;
     for peer in &reached {
         match &peer.outcome {
-            Ok(what) => println!("{:<16} ok ({what})", peer.name),
+            Ok(what) => println!("{:<22} ok ({what})", peer.name),
             Err(error) => {
                 all_ok = false;
-                println!("{:<16} FAILED: {error}", peer.name);
+                println!("{:<22} FAILED: {error}", peer.name);
             }
         }
     }
@@ -90,12 +92,59 @@ fn dedup(problems: Vec<Problem>) -> Vec<Problem> {
 
 /// One peer's answer to `--reach`.
 pub struct Reached {
+    /// `sources.ccc`, `sinks.rambase`: the table that configures it.
     pub name: String,
     /// What was read, or the error (with its URL, never a secret).
     pub outcome: Result<String, String>,
 }
 
-/// Signs in to every configured peer and makes one small read of each.
-pub async fn reach_all(_settings: &Settings) -> Vec<Reached> {
-    Vec::new()
+/// How long `--reach` waits for the slowest peer, retries included: it checks, it does not run.
+const REACH_DEADLINE_SECS: u64 = 120;
+
+/// Signs in to every configured peer (enabled sources, billing systems) and makes one small
+/// read of each, all at once; nothing is run and nothing is written.
+pub async fn reach_all(settings: &Settings) -> Vec<Reached> {
+    let (sources, sinks) = match pipeline::build_connectors(settings) {
+        Ok(built) => built,
+        Err(problems) => {
+            return problems
+                .into_iter()
+                .map(|p| Reached {
+                    name: p.at,
+                    outcome: Err(p.message),
+                })
+                .collect();
+        }
+    };
+    let period = crate::domain::Period::containing(chrono::Utc::now(), settings.general.tz());
+    let mut asks: Vec<futures_util::future::BoxFuture<'_, Reached>> = Vec::new();
+    for source in &sources {
+        asks.push(Box::pin(async move {
+            let (name, outcome) = match source {
+                Source::BillableUsers(s) => ("sources.billable_users", s.reach(period).await),
+                Source::Ccc(s) => ("sources.ccc", s.reach().await),
+                Source::Genesys(s) => ("sources.genesys", s.reach().await),
+            };
+            reached(name, outcome)
+        }));
+    }
+    for sink in &sinks {
+        asks.push(Box::pin(async move {
+            let (name, outcome) = match sink {
+                Sink::RamBase(s) => ("sinks.rambase", s.reach().await),
+                Sink::ActivePlatform(s) => ("sinks.activeplatform", s.reach().await),
+                Sink::File(s) => ("sinks.file", s.reach().await),
+            };
+            reached(name, outcome)
+        }));
+    }
+    let deadline = crate::http::Deadline::after_secs(REACH_DEADLINE_SECS);
+    crate::http::with_deadline(deadline, futures_util::future::join_all(asks)).await
+}
+
+fn reached(name: &str, outcome: anyhow::Result<String>) -> Reached {
+    Reached {
+        name: name.to_owned(),
+        outcome: outcome.map_err(|e| format!("{e:#}")),
+    }
 }

@@ -386,3 +386,101 @@ fn a_missing_environment_layer_is_a_note_not_an_error() {
         text(&output)
     );
 }
+
+/// The demo configuration in `dir` pointed at running simulators.
+fn point_demo_at(dir: &Path, sims: &sim::RunningSims) {
+    edit(dir, "demo.toml", |demo| {
+        demo.replace("http://127.0.0.1:8081/v1", &sims.billable_users_url)
+            .replace("http://127.0.0.1:8082/", &sims.rambase_url)
+            .replace("http://127.0.0.1:8083/api", &sims.ccc_url)
+            .replace("http://127.0.0.1:8084", &sims.genesys_url)
+            .replace("http://127.0.0.1:8085/", &sims.activeplatform_url)
+    });
+}
+
+/// `--reach` signs in to all five peers of the demo and reads a little of each: every peer is
+/// `ok`, exit 0, and nothing is run (no state database appears).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_signs_in_to_every_peer_and_writes_nothing() {
+    let dir = workspace();
+    let settings = sim::demo_settings(&dir.path().join("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    point_demo_at(dir.path(), &sims);
+    let path = dir.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || tally(&path, &["check-config", "--reach"]))
+        .await
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    for peer in [
+        "sources.billable_users",
+        "sources.ccc",
+        "sources.genesys",
+        "sinks.rambase",
+        "sinks.activeplatform",
+    ] {
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(peer) && l[peer.len()..].trim_start().starts_with("ok")),
+            "{peer} is not ok in:\n{all}"
+        );
+    }
+    assert!(
+        !dir.path().join("data/tally.db").exists(),
+        "nothing is written"
+    );
+}
+
+/// A wrong secret is named by its peer, with what to check, and never shown; exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_names_the_peer_whose_secret_is_wrong_and_exits_1() {
+    let dir = workspace();
+    let settings = sim::demo_settings(&dir.path().join("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    point_demo_at(dir.path(), &sims);
+    let path = dir.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tally"))
+            .current_dir(&path)
+            .args(["--config", "config/demo.toml", "check-config", "--reach"])
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .envs(sim::demo_secrets())
+            .env(
+                "TALLY__SINKS__RAMBASE__CLIENT_SECRET",
+                "not-the-secret-4711",
+            )
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let rambase = all
+        .lines()
+        .find(|l| l.starts_with("sinks.rambase"))
+        .unwrap_or_else(|| panic!("no line for RamBase in:\n{all}"));
+    assert!(rambase.contains("FAILED"), "{all}");
+    assert!(
+        rambase.contains("TALLY__SINKS__RAMBASE__CLIENT_SECRET"),
+        "{all}"
+    );
+    assert!(rambase.contains(&sims.rambase_url), "the URL asked: {all}");
+    assert!(!all.contains("not-the-secret-4711"), "{all}");
+    for peer in [
+        "sources.billable_users",
+        "sources.ccc",
+        "sinks.activeplatform",
+    ] {
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(peer) && l.contains(" ok (")),
+            "{peer} is still ok:\n{all}"
+        );
+    }
+}
