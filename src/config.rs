@@ -24,11 +24,19 @@ use std::time::Duration;
 mod from_text;
 mod load;
 mod log_level;
+mod notify;
 
 pub use load::Loaded;
+pub use notify::{NotifyEvent, NotifySettings, WEBHOOK_TOKEN_ENV, webhook_origin};
 
 /// Keys whose values are secrets: accepted from the environment only.
-const SECRET_KEYS: &[&str] = &["token", "client_secret", "password", "api_token"];
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "client_secret",
+    "password",
+    "api_token",
+    "webhook_token",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +58,9 @@ pub struct Settings {
     pub sources: SourcesSettings,
     #[serde(default)]
     pub sinks: SinksSettings,
+    /// `[notify]`: the webhook told when a run needs a person.
+    #[serde(default)]
+    pub notify: NotifySettings,
     /// The files the settings were read from, for messages (not a key).
     #[serde(skip)]
     pub loaded_from: Vec<PathBuf>,
@@ -541,6 +552,7 @@ impl Settings {
             ));
         }
         problems.extend(self.log.problems());
+        problems.extend(self.notify.validate());
         if let Some(ap) = &self.sinks.activeplatform {
             for (i, name) in ap.lookup_sources.iter().enumerate() {
                 if !sources.contains(&name.trim()) {

@@ -293,7 +293,19 @@ pub struct UsageError(pub String);
 #[instrument(skip_all, fields(period = %options.period, dry_run = options.dry_run))]
 pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
-    crate::http::with_deadline(deadline, run_until_deadline(app, options)).await
+    let result = crate::http::with_deadline(deadline, run_until_deadline(app, options)).await;
+    // The one place every run (tally run, the daemon) tells [notify]; never fails the run.
+    if !options.dry_run && !result.as_ref().is_err_and(|e| e.is::<UsageError>()) {
+        let outcome = result.as_ref().map(|report| &report.summary);
+        crate::notify::after_run(
+            &app.settings.notify,
+            options.trigger,
+            options.period,
+            outcome,
+        )
+        .await;
+    }
+    result
 }
 
 async fn run_until_deadline(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {

@@ -19,6 +19,7 @@ mod genesys;
 mod guards;
 mod http_peers;
 mod multi_source;
+mod notify;
 mod operations;
 mod parsers;
 mod peer_paging;
