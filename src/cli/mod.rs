@@ -11,6 +11,7 @@ pub mod bench;
 pub mod check;
 pub mod daemon;
 pub mod demo;
+pub mod healthcheck;
 pub mod ledger;
 pub mod render;
 pub mod run;
@@ -184,6 +185,9 @@ pub enum Command {
         after_help = "Exit codes:\n  0  measured\n  1  a run failed or pushed other than one line per organization (then none), or DATABASE_URL is not set for --stores postgres\n  2  bad usage"
     )]
     Bench(BenchArgs),
+    /// Asks a running daemon's /healthz (--url, else TALLY__DAEMON__LISTEN, else
+    /// 127.0.0.1:9464): exit 0 on 200, 1 otherwise. For a container's HEALTHCHECK.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -247,6 +251,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::execute(&args).await,
         Command::Daemon => daemon::execute(load).await,
         Command::Bench(args) => bench::execute(&args).await,
+        Command::Healthcheck(args) => Ok(healthcheck::execute(&args).await),
     }
 }
 

@@ -12,6 +12,7 @@ mod ccc;
 mod check_config;
 mod cli;
 mod concurrent_fetch;
+mod deploy;
 mod file_sink;
 mod file_sink_batch;
 mod fuzz;
