@@ -246,10 +246,8 @@ pub(super) fn merge(layers: Vec<Layer>, mut problems: Vec<Problem>) -> Loaded {
             }
             Err(e) => {
                 let wrong = wrong_key(&e);
-                let at = origins
-                    .get(&wrong.report)
-                    .or_else(|| origins.get(&wrong.remove))
-                    .cloned()
+                let at = origin_at(&origins, &wrong.report)
+                    .or_else(|| origin_at(&origins, &wrong.remove))
                     .unwrap_or_else(|| {
                         if wrong.report.is_empty() {
                             "configuration".to_owned()
@@ -296,7 +294,19 @@ fn wrong_key(e: &config::ConfigError) -> WrongKey {
         config::ConfigError::At { error, key, .. } => {
             (key.clone().unwrap_or_default(), error.to_string())
         }
-        config::ConfigError::NotFound(key) => (key.clone(), "is missing".to_owned()),
+        config::ConfigError::NotFound(key) => {
+            // The crate writes `accounts[1]id` for the `id` of `accounts[1]`.
+            let key = dotted(key);
+            let (parent, field) = match key.rfind(['.', '[']) {
+                Some(at) if key.as_bytes()[at] == b'.' => (&key[..at], &key[at + 1..]),
+                _ => ("", key.as_str()),
+            };
+            return WrongKey {
+                report: key.clone(),
+                remove: parent.to_owned(),
+                message: format!("missing field `{field}`"),
+            };
+        }
         other => (String::new(), other.to_string()),
     };
     let join = |field: &str| {
@@ -332,6 +342,20 @@ fn wrong_key(e: &config::ConfigError) -> WrongKey {
             message,
         }
     }
+}
+
+/// A key path with a dot after every `]` that a key follows (`a[1]id` → `a[1].id`).
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut after_index = false;
+    for c in key.chars() {
+        if after_index && c != '.' && c != '[' {
+            out.push('.');
+        }
+        after_index = c == ']';
+        out.push(c);
+    }
+    out
 }
 
 /// The crate's message of a file that does not parse, without the absolute path it prepends.
@@ -379,6 +403,25 @@ fn join_key(prefix: &str, key: &str) -> String {
     } else {
         format!("{prefix}.{key}")
     }
+}
+
+/// The origin of the key at `path`: its own, or for a table that only its keys carry an origin
+/// for, the file of its first key (`file:path`) or the variable that set it.
+fn origin_at(origins: &BTreeMap<String, String>, path: &str) -> Option<String> {
+    if path.is_empty() {
+        return None;
+    }
+    if let Some(origin) = origins.get(path) {
+        return Some(origin.clone());
+    }
+    let (key, origin) = origins
+        .range(path.to_owned()..)
+        .take_while(|(key, _)| key.starts_with(path))
+        .find(|(key, _)| matches!(key.as_bytes().get(path.len()), Some(b'.' | b'[')))?;
+    Some(match origin.strip_suffix(&format!(":{key}")) {
+        Some(file) => format!("{file}:{path}"),
+        None => origin.clone(),
+    })
 }
 
 /// Every key's origin (`billing.accounts[0].id` → `config/x.toml:billing.accounts[0].id`).
@@ -483,5 +526,79 @@ fn find_secrets(map: &Map<String, Value>, prefix: &str, file: &str, problems: &m
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Settings::from_toml("t.toml", text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_wrong_key_is_reported_at_file_and_key_and_the_rest_still_read() {
+        let found = problems(
+            "[sorces]\nx = 1\n\
+             [general]\nshutdown_timeout_secs = \"soon\"\n\
+             [billing]\nrounding = \"up\"\n\
+             [[billing.accounts]]\nid = \"A\"\ncurency = \"EUR\"\n\
+             [[billing.accounts]]\ncurrency = \"EUR\"\n",
+        );
+        let all = found.join("\n");
+        for expected in [
+            "t.toml:sorces: unknown field `sorces`",
+            "t.toml:general.shutdown_timeout_secs: invalid type: string \"soon\", expected an integer",
+            "t.toml:billing.rounding: ",
+            "t.toml:billing.accounts[0].curency: unknown field `curency`",
+            // A table missing a required key is named by its key, and left out whole.
+            "t.toml:billing.accounts[1]: missing field `id`",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "missing {expected:?} in:\n{all}"
+            );
+        }
+        assert_eq!(found.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn what_is_left_after_the_wrong_keys_is_read_and_each_key_keeps_its_origin() {
+        let loaded = {
+            let mut problems = Vec::new();
+            let source = config::File::from_str(
+                "[general]\ntimezone = \"Mars\"\nshutdown_timeout_secs = -1\n",
+                config::FileFormat::Toml,
+            );
+            let layers = super::file_layer("t.toml", source, &mut problems)
+                .into_iter()
+                .collect();
+            super::merge(layers, problems)
+        };
+        assert_eq!(loaded.problems.len(), 1, "{:?}", loaded.problems);
+        let settings = loaded.settings.expect("the rest is read");
+        assert_eq!(settings.general.timezone, "Mars");
+        assert_eq!(
+            settings.origin_of("general.timezone"),
+            Some("t.toml:general.timezone")
+        );
+        let attributed = settings.attribute(settings.validate());
+        assert!(
+            attributed
+                .iter()
+                .any(|p| p.at == "t.toml:general.timezone" && p.message.contains("Mars")),
+            "{attributed:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_one_problem_naming_the_file() {
+        let found = problems("[general\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("t.toml: "), "{found:?}");
     }
 }
