@@ -46,6 +46,10 @@ pub async fn execute(args: &HealthcheckArgs) -> i32 {
             healthz_url(&std::env::var(LISTEN_ENV).unwrap_or_else(|_| DEFAULT_LISTEN.to_owned()))
         }
     };
+    if !reqwest::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        eprintln!("unhealthy: {url:?} is not an http:// URL: write http://host:port/healthz");
+        return super::exit::FAILED;
+    }
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout.max(1)))
         .redirect(reqwest::redirect::Policy::none())
