@@ -9,7 +9,7 @@
 //! `docs/CONFIG.md`.
 
 use crate::domain::{BillingAccount, Currency, RoundingMode};
-use crate::problem::{ConfigError, Problem, env_var_for};
+use crate::problem::Problem;
 use crate::sinks::activeplatform::ActivePlatformSettings;
 use crate::sinks::file::FileSinkSettings;
 use crate::sinks::rambase::RamBaseSettings;
@@ -18,17 +18,27 @@ use crate::sources::ccc::CccSettings;
 use crate::sources::genesys::GenesysSettings;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod from_text;
+mod load;
 mod log_level;
+mod notify;
 mod schedule;
 
+pub use load::Loaded;
+pub use notify::{NotifyEvent, NotifySettings, WEBHOOK_TOKEN_ENV, webhook_origin};
 pub use schedule::{DEFAULT_JOB, DaemonSettings, Job, JobSettings, JobTask, ScheduleSettings};
 
 /// Keys whose values are secrets: accepted from the environment only.
-const SECRET_KEYS: &[&str] = &["token", "client_secret", "password", "api_token"];
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "client_secret",
+    "password",
+    "api_token",
+    "webhook_token",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,9 +62,15 @@ pub struct Settings {
     pub sources: SourcesSettings,
     #[serde(default)]
     pub sinks: SinksSettings,
+    /// `[notify]`: the webhook told when a run needs a person.
+    #[serde(default)]
+    pub notify: NotifySettings,
     /// The files the settings were read from, for messages (not a key).
     #[serde(skip)]
     pub loaded_from: Vec<PathBuf>,
+    /// Each key's origin (`file:key` or the variable's name), for messages (not a key).
+    #[serde(skip)]
+    pub origins: std::collections::BTreeMap<String, String>,
 }
 
 /// The longest `general.run_deadline_secs`: beyond 30 days a deadline bounds nothing.
@@ -324,98 +340,6 @@ impl SinksSettings {
 }
 
 impl Settings {
-    /// Loads the layers: `file` alone if given, else `config/default.toml` then
-    /// `config/$TALLY_ENV.toml` (if it exists); then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut files = Vec::new();
-        match file {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(ConfigError(vec![Problem::new(
-                        path.display().to_string(),
-                        "no such configuration file (check --config)",
-                    )]));
-                }
-                files.push(path.to_path_buf());
-            }
-            None => {
-                let default = PathBuf::from("config/default.toml");
-                if default.is_file() {
-                    files.push(default);
-                }
-                if let Ok(env) = std::env::var("TALLY_ENV") {
-                    let path = PathBuf::from(format!("config/{env}.toml"));
-                    if !path.is_file() {
-                        return Err(ConfigError(vec![Problem::new(
-                            path.display().to_string(),
-                            format!("TALLY_ENV={env} names a file that does not exist"),
-                        )]));
-                    }
-                    files.push(path);
-                }
-            }
-        }
-        Self::load_files(&files, true)
-    }
-
-    /// Loads the given files in order, then (if `with_env`) the `TALLY__...` variables and
-    /// `DATABASE_URL`.
-    pub fn load_files(files: &[PathBuf], with_env: bool) -> Result<Settings, ConfigError> {
-        let mut problems = Vec::new();
-        let mut builder = config::Config::builder();
-        for path in files {
-            // Secrets are refused per file, so that the message names the file to edit.
-            match config::Config::builder()
-                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
-                .build()
-                .and_then(|c| c.try_deserialize::<serde_json::Value>())
-            {
-                Ok(value) => find_secrets(&value, "", path, &mut problems),
-                Err(e) => problems.push(Problem::new(path.display().to_string(), e.to_string())),
-            }
-            builder = builder
-                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
-        }
-        if !problems.is_empty() {
-            return Err(ConfigError(problems));
-        }
-        if with_env {
-            builder = builder.add_source(
-                config::Environment::with_prefix("TALLY")
-                    .prefix_separator("__")
-                    .separator("__"),
-            );
-            if let Ok(url) = std::env::var("DATABASE_URL")
-                && !url.trim().is_empty()
-            {
-                builder = builder
-                    .set_override("database.url", url)
-                    .map_err(|e| ConfigError(vec![Problem::new("DATABASE_URL", e.to_string())]))?;
-            }
-        }
-        let mut settings: Settings =
-            builder
-                .build()
-                .and_then(|c| c.try_deserialize())
-                .map_err(|e| {
-                    let at = files
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(" + ");
-                    ConfigError(vec![Problem::new(
-                        if at.is_empty() {
-                            "configuration".into()
-                        } else {
-                            at
-                        },
-                        format!("{e} (see docs/CONFIG.md for every key)"),
-                    )])
-                })?;
-        settings.loaded_from = files.to_vec();
-        Ok(settings)
-    }
-
     /// Where the state lives: `database.url`, else the SQLite file in `general.data_dir`.
     pub fn database_target(&self) -> crate::store::DatabaseTarget {
         match self.database.url.as_deref().map(str::trim) {
@@ -609,6 +533,7 @@ impl Settings {
             ));
         }
         problems.extend(self.log.problems());
+        problems.extend(self.notify.validate());
         if let Some(ap) = &self.sinks.activeplatform {
             for (i, name) in ap.lookup_sources.iter().enumerate() {
                 if !sources.contains(&name.trim()) {
@@ -632,30 +557,6 @@ impl Settings {
             problems.extend(s.validate("sinks.file"));
         }
         problems
-    }
-}
-
-/// Reports every secret-named key found in a configuration file.
-fn find_secrets(value: &serde_json::Value, prefix: &str, file: &Path, problems: &mut Vec<Problem>) {
-    if let serde_json::Value::Object(map) = value {
-        for (key, inner) in map {
-            let path = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            if SECRET_KEYS.contains(&key.as_str()) {
-                problems.push(Problem::new(
-                    format!("{}: {path}", file.display()),
-                    format!(
-                        "secrets are read from the environment only: remove it from the file and set {}",
-                        env_var_for(&path)
-                    ),
-                ));
-            } else {
-                find_secrets(inner, &path, file, problems);
-            }
-        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod mapping;
+pub mod notify;
 pub mod observe;
 pub mod pipeline;
 pub mod pricing;

@@ -8,8 +8,10 @@
 
 pub mod approve;
 pub mod bench;
+pub mod check;
 pub mod daemon;
 pub mod demo;
+pub mod healthcheck;
 pub mod ledger;
 pub mod render;
 pub mod run;
@@ -18,7 +20,7 @@ pub mod table;
 
 use crate::config::Settings;
 use crate::domain::RunStatus;
-use crate::pipeline::{self, UsageError};
+use crate::pipeline::UsageError;
 use crate::problem::ConfigError;
 use crate::shutdown::Shutdown;
 use crate::store::{Busy, Store, WriterLease};
@@ -205,19 +207,21 @@ pub enum Command {
     Migrate,
     /// Checks the configuration, the pricing table and the customer map; lists every problem.
     #[command(
-        after_help = "Exit codes:\n  0  the configuration is valid\n  2  it is not: every problem is listed with its key, file, row or variable",
+        after_help = "Exit codes:\n  0  the configuration is valid (and, with --reach, every peer answered)\n  1  --reach: a peer could not be reached or refused the sign-in\n  2  it is not: every problem is listed with its key, file, row or variable",
         after_long_help = concat!(
             "Examples:\n",
-            "  tally check-config                                # config/default.toml (+ $TALLY_ENV)\n",
+            "  tally check-config                                # every problem at once, with its origin\n",
+            "  tally check-config --reach                        # then sign in to every peer, read a little\n",
             "  TALLY_ENV=production tally check-config\n",
             "  tally --config config/demo.toml check-config\n",
             "\n",
             "Exit codes:\n",
-            "  0  the configuration is valid\n",
-            "  2  it is not: every problem is listed with its key, file, row or variable"
+            "  0  the configuration is valid (and, with --reach, every peer answered)\n",
+            "  1  --reach: a peer could not be reached or refused the sign-in\n",
+            "  2  it is not: every problem is listed with its file:key, file:row:column or variable"
         )
     )]
-    CheckConfig,
+    CheckConfig(check::CheckArgs),
     /// Serves the five simulators on loopback ports: billable users, CCC, Genesys Cloud,
     /// RamBase and ActivePlatform.
     ///
@@ -300,6 +304,21 @@ pub enum Command {
         )
     )]
     Bench(BenchArgs),
+    /// Asks a running daemon's /healthz (--url, else TALLY__DAEMON__LISTEN, else
+    /// 127.0.0.1:9464): exit 0 on 200, 1 otherwise. For a container's HEALTHCHECK.
+    #[command(
+        after_help = "Exit codes:\n  0  /healthz answered 200\n  1  any other answer, or none",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally healthcheck                                  # the daemon on this host\n",
+            "  tally healthcheck --url http://10.0.0.5:9464/healthz --timeout 2\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  /healthz answered 200 (the store is reachable)\n",
+            "  1  any other answer, or none"
+        )
+    )]
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -361,28 +380,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(exit::OK)
         }
-        Command::CheckConfig => {
-            let settings = load()?;
-            let problems = pipeline::check(&settings);
-            if problems.is_empty() {
-                let files: Vec<String> = settings
-                    .loaded_from
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                println!(
-                    "configuration is valid ({})",
-                    if files.is_empty() {
-                        "defaults and environment".into()
-                    } else {
-                        files.join(" + ")
-                    }
-                );
-                Ok(exit::OK)
-            } else {
-                Err(ConfigError(problems).into())
-            }
-        }
+        Command::CheckConfig(args) => check::execute(&args, cli.config.as_deref()).await,
         Command::Sim(args) => {
             sim::execute(&args).await?;
             Ok(exit::OK)
@@ -390,6 +388,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::execute(&args).await,
         Command::Daemon => daemon::execute(load).await,
         Command::Bench(args) => bench::execute(&args).await,
+        Command::Healthcheck(args) => Ok(healthcheck::execute(&args).await),
     }
 }
 

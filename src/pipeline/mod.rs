@@ -301,7 +301,10 @@ pub struct UsageError(pub String);
     dry_run = options.dry_run, run_id = tracing::field::Empty))]
 pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
-    crate::http::with_deadline(deadline, run_until_deadline(app, options, false)).await
+    let result =
+        crate::http::with_deadline(deadline, run_until_deadline(app, options, false)).await;
+    notify(app, options, &result, false).await;
+    result
 }
 
 /// [`run`], keeping every new or changed line a draft and pushing nothing: the daemon's sync of
@@ -310,7 +313,30 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
 #[instrument(skip_all, fields(period = %options.period, held = true))]
 pub async fn run_holding_drafts(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
-    crate::http::with_deadline(deadline, run_until_deadline(app, options, true)).await
+    let result = crate::http::with_deadline(deadline, run_until_deadline(app, options, true)).await;
+    notify(app, options, &result, true).await;
+    result
+}
+
+/// The one place every run (tally run, the daemon) tells `[notify]`; never fails the run. A run
+/// holding drafts leaves them waiting by design, so only its failure is news.
+async fn notify(
+    app: &App,
+    options: &RunOptions,
+    result: &anyhow::Result<RunReport>,
+    holding_drafts: bool,
+) {
+    if options.dry_run || result.as_ref().is_err_and(|e| e.is::<UsageError>()) {
+        return;
+    }
+    let mut settings = app.settings.notify.clone();
+    if holding_drafts {
+        settings
+            .on
+            .retain(|event| *event == crate::config::NotifyEvent::Failed);
+    }
+    let outcome = result.as_ref().map(|report| &report.summary);
+    crate::notify::after_run(&settings, options.trigger, options.period, outcome).await;
 }
 
 async fn run_until_deadline(

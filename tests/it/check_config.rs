@@ -270,3 +270,217 @@ fn the_map_knows_every_source_and_compares_keys_as_the_source_does() {
         );
     }
 }
+
+/// `tally check-config` in `dir` with the demo secrets but `without` one, and `extra`
+/// variables set.
+fn check_with_env(dir: &Path, without: &str, extra: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .current_dir(dir)
+        .args(["--config", "config/demo.toml", "check-config"])
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .envs(
+            sim::demo_secrets()
+                .into_iter()
+                .filter(|(k, _)| k != without),
+        )
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Four problems of four kinds — an unknown key in the file, a value from the environment that
+/// does not parse, a missing secret and a bad pricing row — are listed in one run, each where
+/// it came from: the file and key, the variable, the key and the variable to set, the file's
+/// row and column.
+#[test]
+fn four_problems_of_files_environment_and_keys_are_listed_in_one_run_with_their_origin() {
+    let dir = workspace();
+    edit(dir.path(), "demo.toml", |toml| {
+        toml.replacen("[billing]\n", "[billing]\nrequire_aproval = true\n", 1)
+    });
+    edit(dir.path(), "demo/pricing.csv", |csv| {
+        let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+        // Row 2's unit_price (column 8) becomes a word.
+        let mut cells: Vec<String> = lines[1].split(',').map(str::to_owned).collect();
+        cells[7] = "ten".into();
+        lines[1] = cells.join(",");
+        lines.join("\n") + "\n"
+    });
+    let output = check_with_env(
+        dir.path(),
+        "TALLY__SOURCES__CCC__PASSWORD",
+        &[("TALLY__GENERAL__SHUTDOWN_TIMEOUT_SECS", "soon")],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let found = problems(&output);
+    let all = found.join("\n");
+    assert_eq!(found.len(), 4, "exactly the four problems:\n{all}");
+    for expected in [
+        "config/demo.toml:billing.require_aproval: unknown field `require_aproval`",
+        "TALLY__GENERAL__SHUTDOWN_TIMEOUT_SECS: invalid type: string \"soon\", expected an integer",
+        "sources.ccc.password: is missing: set the environment variable TALLY__SOURCES__CCC__PASSWORD",
+        "config/demo/pricing.csv:2:unit_price: unit_price \"ten\" is not a decimal number",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in:\n{all}"
+        );
+    }
+}
+
+/// A typo in a variable's name is the variable's problem, not the file's: the file is right.
+#[test]
+fn a_typo_in_a_variable_is_blamed_on_the_variable_and_a_value_it_overrides_too() {
+    let dir = workspace();
+    let output = check_with_env(
+        dir.path(),
+        "",
+        &[
+            ("TALLY__SOURCES__CCC__PASWORD", "x"),
+            ("TALLY__GENERAL__TIMEZONE", "Mars/Olympus"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let found = problems(&output);
+    let all = found.join("\n");
+    assert_eq!(found.len(), 2, "{all}");
+    assert!(
+        found[0].starts_with("TALLY__SOURCES__CCC__PASWORD: unknown field `pasword`"),
+        "{all}"
+    );
+    // A value the environment set wrongly is named by its variable, found by the checks.
+    assert!(
+        found[1].starts_with("TALLY__GENERAL__TIMEZONE: unknown time zone \"Mars/Olympus\""),
+        "{all}"
+    );
+    assert!(!all.contains("config/demo.toml"), "{all}");
+}
+
+/// A `config/` without the file `TALLY_ENV` names (a container's mount without
+/// production.toml) is read without it, with a note, instead of refusing to start.
+#[test]
+fn a_missing_environment_layer_is_a_note_not_an_error() {
+    let dir = workspace();
+    std::fs::copy(
+        dir.path().join("config/demo.toml"),
+        dir.path().join("config/default.toml"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .current_dir(dir.path())
+        .arg("check-config")
+        .env_remove("DATABASE_URL")
+        .env_remove("TALLY_CONFIG")
+        .env("TALLY_ENV", "production")
+        .envs(sim::demo_secrets())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "note: TALLY_ENV=production: config/production.toml does not exist, so only \
+             config/default.toml and the environment are read"
+        ),
+        "{}",
+        text(&output)
+    );
+}
+
+/// The demo configuration in `dir` pointed at running simulators.
+fn point_demo_at(dir: &Path, sims: &sim::RunningSims) {
+    edit(dir, "demo.toml", |demo| {
+        demo.replace("http://127.0.0.1:8081/v1", &sims.billable_users_url)
+            .replace("http://127.0.0.1:8082/", &sims.rambase_url)
+            .replace("http://127.0.0.1:8083/api", &sims.ccc_url)
+            .replace("http://127.0.0.1:8084", &sims.genesys_url)
+            .replace("http://127.0.0.1:8085/", &sims.activeplatform_url)
+    });
+}
+
+/// `--reach` signs in to all five peers of the demo and reads a little of each: every peer is
+/// `ok`, exit 0, and nothing is run (no state database appears).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_signs_in_to_every_peer_and_writes_nothing() {
+    let dir = workspace();
+    let settings = sim::demo_settings(&dir.path().join("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    point_demo_at(dir.path(), &sims);
+    let path = dir.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || tally(&path, &["check-config", "--reach"]))
+        .await
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    for peer in [
+        "sources.billable_users",
+        "sources.ccc",
+        "sources.genesys",
+        "sinks.rambase",
+        "sinks.activeplatform",
+    ] {
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(peer) && l[peer.len()..].trim_start().starts_with("ok")),
+            "{peer} is not ok in:\n{all}"
+        );
+    }
+    assert!(
+        !dir.path().join("data/tally.db").exists(),
+        "nothing is written"
+    );
+}
+
+/// A wrong secret is named by its peer, with what to check, and never shown; exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_names_the_peer_whose_secret_is_wrong_and_exits_1() {
+    let dir = workspace();
+    let settings = sim::demo_settings(&dir.path().join("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    point_demo_at(dir.path(), &sims);
+    let path = dir.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tally"))
+            .current_dir(&path)
+            .args(["--config", "config/demo.toml", "check-config", "--reach"])
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .envs(sim::demo_secrets())
+            .env(
+                "TALLY__SINKS__RAMBASE__CLIENT_SECRET",
+                "not-the-secret-4711",
+            )
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let rambase = all
+        .lines()
+        .find(|l| l.starts_with("sinks.rambase"))
+        .unwrap_or_else(|| panic!("no line for RamBase in:\n{all}"));
+    assert!(rambase.contains("FAILED"), "{all}");
+    assert!(
+        rambase.contains("TALLY__SINKS__RAMBASE__CLIENT_SECRET"),
+        "{all}"
+    );
+    assert!(rambase.contains(&sims.rambase_url), "the URL asked: {all}");
+    assert!(!all.contains("not-the-secret-4711"), "{all}");
+    for peer in [
+        "sources.billable_users",
+        "sources.ccc",
+        "sinks.activeplatform",
+    ] {
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(peer) && l.contains(" ok (")),
+            "{peer} is still ok:\n{all}"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 mod api;
 pub use api::{Answer as ActivePlatformAnswer, parse as parse_answer};
 pub mod config;
+mod reach;
 mod rules;
 
 pub use config::{API_TOKEN_ENV, ActivePlatformSettings, MAX_PER_PAGE};

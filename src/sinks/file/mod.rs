@@ -12,6 +12,8 @@
 //! against the file's length and modification time before each use, so a file changed by someone
 //! else (or by a write that failed half-way) is read again rather than trusted.
 
+mod reach;
+
 use crate::domain::{LedgerLine, Period};
 use crate::problem::Problem;
 use crate::sinks::PushError;

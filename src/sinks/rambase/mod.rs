@@ -13,6 +13,7 @@ mod api;
 mod listing;
 pub use api::{Answer as RamBaseAnswer, parse as parse_answer};
 mod mapping;
+mod reach;
 pub use mapping::MappingFile;
 
 use crate::domain::{InvoiceLine, LedgerLine, LineKey, Period};

@@ -18,6 +18,7 @@ mod config;
 pub mod csv_form;
 mod link;
 mod oauth;
+mod reach;
 
 pub use config::{
     BillableUsersSettings, CLIENT_SECRET_ENV, Credentials, Format, MAX_PER_PAGE, TOKEN_ENV,

@@ -11,6 +11,7 @@
 mod client;
 mod config;
 mod guid;
+mod reach;
 mod usage;
 
 pub use client::{parse_usage_answer, parse_users_page};

@@ -118,7 +118,7 @@ impl Client {
     }
 
     /// The org's cached token, or a new one when it is due or `renew` is set.
-    async fn token(&self, org: &OrgClient, renew: bool) -> anyhow::Result<SecretString> {
+    pub(super) async fn token(&self, org: &OrgClient, renew: bool) -> anyhow::Result<SecretString> {
         org.token.get(renew, || self.fetch_token(org)).await
     }
 

@@ -15,6 +15,7 @@
 
 mod client;
 mod config;
+mod reach;
 mod report;
 
 pub use config::{GenesysOrg, GenesysSettings, MAX_POLL_INTERVAL_MS, parse_org_id, secret_env_var};
