@@ -269,17 +269,19 @@ pub enum Command {
     /// run each tick once between them (the others log that they skipped it and who ran it);
     /// each tick's runs take the writer lease.
     #[command(
-        after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n  1  the database could not be opened\n  2  bad usage or configuration\n  5  a run in progress did not stop within general.shutdown_timeout_secs",
+        after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n  1  the database could not be opened or daemon.listen could not be bound\n  2  bad usage or configuration (every problem, schedule.* and daemon.listen included)\n  5  a run in progress did not stop within general.shutdown_timeout_secs",
         after_long_help = concat!(
             "Examples:\n",
             "  TALLY_ENV=production tally daemon          # config/production.toml, JSON logs\n",
             "  tally --log-format json daemon\n",
             "  TALLY__SCHEDULE__CRON='0 0 3 * * *' tally daemon   # 03:00 every night\n",
+            "  TALLY__DAEMON__LISTEN=0.0.0.0:9464 tally daemon     # /healthz and /metrics for others\n",
+            "  curl -s localhost:9464/metrics | grep tally_runs_total\n",
             "\n",
             "Exit codes:\n",
             "  0  stopped by SIGTERM/SIGINT after the run in progress stopped\n",
-            "  1  the database could not be opened\n",
-            "  2  bad usage or configuration\n",
+            "  1  the database could not be opened or daemon.listen could not be bound\n",
+            "  2  bad usage or configuration (every problem, schedule.* and daemon.listen included)\n",
             "  5  a run in progress did not stop within general.shutdown_timeout_secs"
         )
     )]
