@@ -211,6 +211,9 @@ async fn inside_the_late_data_window_a_job_every_two_seconds_bills_the_previous_
         "tally_push_failures_total{job=\"nightly\"}",
         "tally_job_last_success_timestamp_seconds{job=\"nightly\"}",
         "tally_job_next_run_timestamp_seconds{job=\"nightly\"}",
+        // Counted by the HTTP clients during the ticks' runs, per peer (host:port).
+        "tally_http_requests_total{peer=\"127.0.0.1:",
+        "tally_http_request_duration_seconds_bucket{peer=\"127.0.0.1:",
     ] {
         assert!(
             metrics.contains(name),
