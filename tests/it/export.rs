@@ -205,6 +205,17 @@ async fn the_exports_match_the_ledger_and_the_lines_table_to_the_cent() {
     assert_eq!(xlsx.status.code(), Some(0), "{}", text(&xlsx));
     let bytes = std::fs::read(&out).unwrap();
     assert_eq!(bytes, tally::export::lines_xlsx(&lines).unwrap());
+    // The number formats a spreadsheet shows: the currency's 2 decimals for amounts, the EUR
+    // rates' 4 (a graduated average needs them).
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.clone())).unwrap();
+    let mut styles = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("xl/styles.xml").unwrap(), &mut styles).unwrap();
+    for format in ["#,##0.00", "#,##0.0000"] {
+        assert!(
+            styles.contains(&format!("formatCode=\"{format}\"")),
+            "{format}: {styles}"
+        );
+    }
     use calamine::{Data, Reader};
     let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
     let sheet = book.worksheet_range("lines").unwrap();
