@@ -148,7 +148,7 @@ mod runs;
 pub use extraction::PageToStage;
 pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};
-pub use ledger::PushScope;
+pub use ledger::{PastException, PushScope};
 pub use runs::RunRequest;
 
 /// Rows per multi-row INSERT. The widest row (a ledger revision) binds 25 values: 1,000 rows stay
