@@ -14,6 +14,7 @@ mod cli;
 mod concurrent_fetch;
 mod daemon;
 mod deploy;
+mod export;
 mod file_sink;
 mod file_sink_batch;
 mod fuzz;

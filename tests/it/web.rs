@@ -232,6 +232,28 @@ impl Browser {
         (status, response.text().await.unwrap())
     }
 
+    /// The body's bytes and the Content-Disposition of a download.
+    async fn download(&mut self, path: &str) -> (StatusCode, Vec<u8>, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let disposition = response
+            .headers()
+            .get(reqwest::header::CONTENT_DISPOSITION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            status,
+            response.bytes().await.unwrap().to_vec(),
+            disposition,
+        )
+    }
+
     /// Opens the sign-in page and signs in; returns the answer's status.
     async fn sign_in(&mut self, name: &str, password: &str) -> StatusCode {
         let (status, page, _) = self.get("/login").await;
@@ -473,6 +495,42 @@ async fn review_on(db: &str) {
         .unwrap()
         .to_owned();
     assert!(detail.contains(&external), "{detail}");
+
+    // The exports are `tally lines --format csv`'s bytes, and an XLSX workbook.
+    let (status, csv, disposition) = approver
+        .download(&format!("/periods/{PERIOD}/lines.csv"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+    let cli_csv = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || {
+            tally(&d, &c)
+                .args(["lines", "--period", PERIOD, "--format", "csv"])
+                .output()
+                .unwrap()
+        })
+        .await
+    };
+    assert_eq!(cli_csv.status.code(), Some(0), "{}", text(&cli_csv));
+    assert_eq!(
+        csv, cli_csv.stdout,
+        "the page's CSV differs from tally lines --format csv"
+    );
+    let (status, xlsx, disposition) = approver
+        .download(&format!("/periods/{PERIOD}/lines.xlsx"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(disposition.contains(".xlsx"), "{disposition}");
+    assert!(xlsx.starts_with(b"PK"), "not an XLSX (zip) file");
+    assert_eq!(
+        anonymous
+            .download(&format!("/periods/{PERIOD}/lines.csv"))
+            .await
+            .0,
+        StatusCode::SEE_OTHER,
+        "an export without a session"
+    );
 
     // Signing out ends the session.
     let (_, page, _) = approver.get("/").await;
