@@ -626,3 +626,65 @@ async fn user_add_refuses_a_password_given_nowhere_and_never_takes_one_as_an_arg
     assert!(text(&list).contains("nobody"), "{}", text(&list));
     assert!(!text(&list).contains("argon2"), "{}", text(&list));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_serve_in_daemon_the_daemon_serves_the_review_page_beside_metrics() {
+    let state = tempfile::tempdir().unwrap();
+    let db = database_url(&fresh_sqlite(&state));
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, &db);
+    let out = user_add(
+        dir.path(),
+        &config,
+        APPROVER.0,
+        "approver",
+        Some(&format!("{}\n", APPROVER.1)),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = tally(dir.path(), &config)
+        .arg("daemon")
+        .env("TALLY__DAEMON__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TALLY__SERVE__IN_DAEMON", "true")
+        // Midday, far from the nightly job's 02:30: no run starts during the test.
+        .env("TALLY_CLOCK_NOW", "2026-11-20T12:00:00Z")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..120 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let metrics = reqwest::get(format!("{base}/metrics")).await;
+    let mut browser = Browser::new(&base);
+    let anonymous = browser.get("/").await;
+    let signed_in = browser.sign_in(APPROVER.0, APPROVER.1).await;
+    let index = browser.get("/").await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    assert!(up, "the daemon's /healthz never answered");
+    assert_eq!(metrics.unwrap().status(), StatusCode::OK);
+    assert_eq!(anonymous.0, StatusCode::SEE_OTHER);
+    assert_eq!(signed_in, StatusCode::SEE_OTHER);
+    assert_eq!(index.0, StatusCode::OK, "{}", index.1);
+    assert!(index.1.contains("Billing periods"), "{}", index.1);
+}
