@@ -688,3 +688,58 @@ async fn with_serve_in_daemon_the_daemon_serves_the_review_page_beside_metrics()
     assert_eq!(index.0, StatusCode::OK, "{}", index.1);
     assert!(index.1.contains("Billing periods"), "{}", index.1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_while_another_tally_writes_says_who_holds_the_lease_and_changes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let target = fresh_sqlite(&state);
+    let served = serve_demo(&database_url(&target)).await;
+    let (dir, config) = (served.dir.path().to_owned(), served.config.clone());
+    let before = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    let store = tally::store::Store::connect(&target).await.unwrap();
+    let lease = store
+        .acquire_writer("run", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let mut approver = Browser::new(&served.base);
+    assert_eq!(
+        approver.sign_in(APPROVER.0, APPROVER.1).await,
+        StatusCode::SEE_OTHER
+    );
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    let csrf = csrf_of(&page);
+    let (status, _) = approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[
+                ("csrf", &csrf),
+                ("customer", CUSTOMER),
+                ("approve", "customer"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "a message, not an error page"
+    );
+    let (status, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let message = &page[page.find("id=\"message\"").unwrap()..];
+    assert!(
+        message.contains("another tally is writing the ledger"),
+        "{message}"
+    );
+    let after = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    assert_eq!(
+        after, before,
+        "an approval without the lease changed the ledger"
+    );
+    lease.release().await.unwrap();
+}
