@@ -205,6 +205,17 @@ async fn the_exports_match_the_ledger_and_the_lines_table_to_the_cent() {
     assert_eq!(xlsx.status.code(), Some(0), "{}", text(&xlsx));
     let bytes = std::fs::read(&out).unwrap();
     assert_eq!(bytes, tally::export::lines_xlsx(&lines).unwrap());
+    // The number formats a spreadsheet shows: the currency's 2 decimals for amounts, the EUR
+    // rates' 4 (a graduated average needs them).
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.clone())).unwrap();
+    let mut styles = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("xl/styles.xml").unwrap(), &mut styles).unwrap();
+    for format in ["#,##0.00", "#,##0.0000"] {
+        assert!(
+            styles.contains(&format!("formatCode=\"{format}\"")),
+            "{format}: {styles}"
+        );
+    }
     use calamine::{Data, Reader};
     let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
     let sheet = book.worksheet_range("lines").unwrap();
@@ -275,4 +286,162 @@ async fn xlsx_needs_a_file_and_out_needs_an_export_format() {
         text(&out)
     );
     assert!(!dir.path().join("x.txt").exists());
+}
+
+/// Two runs of the demo, the customer map fixed in between (Hooli Labs mapped to ACME-001):
+/// the first run's exceptions stay in the history, marked as replaced by the second, whose
+/// exceptions are the current ones; ACME's pushed line gets an adjustment that explains itself.
+async fn two_runs_keep_both_runs_exceptions(db: DatabaseTarget) {
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, &database_url(&db));
+    let first = tally(dir.path(), &config, &["run", "--period", "2026-10"]).await;
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first));
+    let map = dir.path().join("config/demo/customers.csv");
+    let mut customers = std::fs::read_to_string(&map).unwrap();
+    customers.push_str("billable_users,Hooli Labs,ACME-001\n");
+    std::fs::write(&map, customers).unwrap();
+    let second = tally(dir.path(), &config, &["run", "--period", "2026-10"]).await;
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+
+    let current = tally(
+        dir.path(),
+        &config,
+        &[
+            "lines",
+            "--period",
+            "2026-10",
+            "--exceptions",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    let current: Vec<serde_json::Value> = serde_json::from_slice(&current.stdout).unwrap();
+    assert_eq!(current.len(), 2, "{current:?}");
+    assert!(current.iter().all(|e| e["customer_key"] != "Hooli Labs"));
+
+    let history = tally(
+        dir.path(),
+        &config,
+        &[
+            "lines",
+            "--period",
+            "2026-10",
+            "--exceptions",
+            "--history",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(history.status.code(), Some(0), "{}", text(&history));
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(history.len(), 5, "{history:#?}");
+    let (old, new): (Vec<_>, Vec<_>) = history
+        .iter()
+        .partition(|e| !e["superseded_by_run"].is_null());
+    assert_eq!((old.len(), new.len()), (3, 2), "{history:#?}");
+    let (first_run, second_run) = (old[0]["run_id"].clone(), new[0]["run_id"].clone());
+    assert_ne!(first_run, second_run);
+    assert!(
+        old.iter()
+            .all(|e| e["run_id"] == first_run && e["superseded_by_run"] == second_run)
+    );
+    assert!(old.iter().any(|e| e["customer_key"] == "Hooli Labs"));
+
+    let table = tally(
+        dir.path(),
+        &config,
+        &["lines", "--period", "2026-10", "--exceptions", "--history"],
+    )
+    .await;
+    let table = text(&table);
+    assert!(
+        table.contains(&format!(
+            "run {first_run}: 3 exception(s), replaced by run {second_run}"
+        )) && table.contains(&format!("run {second_run}: 2 exception(s), current")),
+        "{table}"
+    );
+
+    // ACME's pushed line grew by Hooli's users: the adjustment says from what to what.
+    let csv_out = tally(
+        dir.path(),
+        &config,
+        &[
+            "lines",
+            "--period",
+            "2026-10",
+            "--format",
+            "csv",
+            "--customer",
+            "ACME-001",
+        ],
+    )
+    .await;
+    let mut reader = csv::Reader::from_reader(&csv_out.stdout[3..]);
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let adjustment = rows
+        .iter()
+        .find(|r| &r[col("kind")] == "adjustment")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(&adjustment[col("previous_amount")], "145.00");
+    assert!(
+        adjustment[col("reason")].contains("instead of the 12 already sent"),
+        "{adjustment:?}"
+    );
+    assert!(
+        adjustment[col("why")].starts_with("adjustment: quantity 12 → "),
+        "{adjustment:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_keep_both_runs_exceptions_postgres() {
+    two_runs_keep_both_runs_exceptions(fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_keep_both_runs_exceptions_sqlite() {
+    let state = tempfile::tempdir().unwrap();
+    two_runs_keep_both_runs_exceptions(fresh_sqlite(&state)).await;
+}
+
+/// On a terminal, `--format xlsx` without `--out` is refused (a workbook is binary), before it
+/// writes a byte; `script` gives the command a terminal as its standard output.
+#[tokio::test(flavor = "multi_thread")]
+async fn xlsx_to_a_terminal_without_out_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let db = fresh_sqlite(&state);
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, &database_url(&db));
+    let command = format!(
+        "{} --config {} lines --period 2026-10 --format xlsx",
+        env!("CARGO_BIN_EXE_tally"),
+        config.display()
+    );
+    let out = tally_in_terminal(dir.path(), &command).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("give --out FILE"), "{}", text(&out));
+}
+
+/// `command` run by `script` with a pseudo-terminal as its standard output.
+async fn tally_in_terminal(dir: &Path, command: &str) -> Output {
+    let mut script = Command::new("script");
+    script
+        .current_dir(dir)
+        .args(["-qec", command, "/dev/null"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .envs(sim::demo_secrets());
+    tokio::task::spawn_blocking(move || script.output().unwrap())
+        .await
+        .unwrap()
 }
