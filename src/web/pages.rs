@@ -107,6 +107,27 @@ pub async fn period(
     let refs: Vec<&LedgerLine> = lines.iter().collect();
     let closed = web.store.closed_period(period).await?;
     let exceptions = web.store.exceptions(period).await?;
+    // Earlier runs' exceptions, replaced since: the period's history of what could not be billed.
+    let past: Vec<_> = web
+        .store
+        .exception_history(period)
+        .await?
+        .into_iter()
+        .filter_map(|p| {
+            let replaced_by = p.superseded_by_run?;
+            let e = p.exception;
+            Some(context! {
+                run => p.run_id,
+                replaced_by => replaced_by,
+                source => e.source.to_string(),
+                kind => e.kind.as_str(),
+                customer_key => e.customer_key,
+                item => e.item,
+                quantity => e.quantity.normalize().to_string(),
+                message => e.message,
+            })
+        })
+        .collect();
     let runs: Vec<_> = web
         .store
         .runs(RUNS_READ)
@@ -175,6 +196,7 @@ pub async fn period(
             choices => context! { customers => customers, licenses => licenses, sources => sources },
             exceptions => exceptions,
             runs => runs,
+            past_exceptions => past,
             back_to_review => back_to_review,
             message => web.take_flash(&signed.token_hash),
         },

@@ -108,20 +108,23 @@ async fn serve_demo(db: &str) -> Served {
         toml.replace("require_approval = false", "require_approval = true"),
     )
     .unwrap();
-    let (d, c) = (dir.path().to_owned(), config.clone());
-    let run = tokio::task::spawn_blocking(move || {
-        tally(&d, &c)
-            .args(["run", "--period", PERIOD])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        matches!(run.status.code(), Some(0 | 3)),
-        "the run failed: {}",
-        text(&run)
-    );
+    // Two runs: the second replaces the first's exceptions, which become the period's history.
+    for _ in 0..2 {
+        let (d, c) = (dir.path().to_owned(), config.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            tally(&d, &c)
+                .args(["run", "--period", PERIOD])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(run.status.code(), Some(0 | 3)),
+            "the run failed: {}",
+            text(&run)
+        );
+    }
     for (user, role) in [(APPROVER, "approver"), (VIEWER, "viewer")] {
         let out = user_add(
             dir.path(),
@@ -356,6 +359,10 @@ async fn review_on(db: &str) {
     assert!(
         !page.contains("approve-customer"),
         "a viewer sees no approve form"
+    );
+    assert!(
+        page.contains("class=\"exceptions\"") && page.contains("Earlier runs' exceptions"),
+        "the period's exceptions and their history: {page}"
     );
     let csrf = csrf_of(&page);
     let (status, _) = viewer
