@@ -671,6 +671,17 @@ async fn user_add_refuses_a_password_given_nowhere_and_never_takes_one_as_an_arg
         .unwrap();
     assert!(text(&list).contains("nobody"), "{}", text(&list));
     assert!(!text(&list).contains("argon2"), "{}", text(&list));
+    let remove = |dir: &Path| {
+        tally(dir, &config)
+            .args(["user", "remove", "nobody"])
+            .output()
+            .unwrap()
+    };
+    let out = remove(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = remove(dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("there is no user"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]
