@@ -614,6 +614,46 @@ async fn the_sixth_failed_sign_in_in_a_row_is_refused_with_429_even_with_the_rig
         StatusCode::TOO_MANY_REQUESTS
     );
     assert!(!browser.cookies.contains_key("tally_session"));
+    // The pages' security headers, and the session cookie's attributes.
+    let login = reqwest::get(format!("{}/login", served.base))
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        login
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(header("content-security-policy").contains("default-src 'self'"));
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("cache-control"), "no-store");
+    let (_, page, _) = browser.get("/login").await;
+    let csrf = csrf_of(&page);
+    let answer = browser
+        .http
+        .post(format!("{}/login", served.base))
+        .header(COOKIE, browser.cookie_header())
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", APPROVER.0),
+            ("password", APPROVER.1),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let session = answer
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("tally_session="))
+        .expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    assert!(!session.contains("Secure"), "no TLS here: {session}");
     // Another name is not slowed down by it.
     assert_eq!(
         browser.sign_in(APPROVER.0, APPROVER.1).await,
