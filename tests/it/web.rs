@@ -96,6 +96,11 @@ impl Drop for Served {
 }
 
 async fn serve_demo(db: &str) -> Served {
+    serve_demo_with(db, &[]).await
+}
+
+/// [`serve_demo`] with `env` in `tally serve`'s environment.
+async fn serve_demo_with(db: &str, env: &[(&str, &str)]) -> Served {
     let settings = sim::demo_settings(Path::new("data")).unwrap();
     let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
         .await
@@ -137,6 +142,7 @@ async fn serve_demo(db: &str) -> Served {
     }
     let mut server = tally(dir.path(), &config)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -839,4 +845,38 @@ async fn an_approval_while_another_tally_writes_says_who_holds_the_lease_and_cha
         "an approval without the lease changed the ledger"
     );
     lease.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_tls_the_session_cookie_is_secure() {
+    let state = tempfile::tempdir().unwrap();
+    let served = serve_demo_with(
+        &database_url(&fresh_sqlite(&state)),
+        &[("TALLY__SERVE__PUBLIC_URL", "https://billing.example.com/")],
+    )
+    .await;
+    let mut browser = Browser::new(&served.base);
+    let (_, page, _) = browser.get("/login").await;
+    let csrf = csrf_of(&page);
+    let answer = browser
+        .http
+        .post(format!("{}/login", served.base))
+        .header(COOKIE, browser.cookie_header())
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", VIEWER.0),
+            ("password", VIEWER.1),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let session = answer
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("tally_session="))
+        .expect("a session cookie");
+    assert!(session.contains("; Secure"), "{session}");
 }
