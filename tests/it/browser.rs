@@ -447,7 +447,13 @@ async fn review(stage: &Stage, browser: &Client) {
         .await
         .unwrap();
     let approved = stage.lines(Some(CUSTOMER)).await;
+    assert_eq!(
+        stage.sims.rambase.usages(),
+        vec![],
+        "approving pushes nothing: the push button does"
+    );
     for line in &approved {
+        assert_eq!(line.status, LineStatus::Approved, "{line:?}");
         let approval = line
             .approval
             .as_ref()
