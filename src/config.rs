@@ -26,10 +26,12 @@ mod load;
 mod log_level;
 mod notify;
 mod schedule;
+mod serve;
 
 pub use load::Loaded;
 pub use notify::{NotifyEvent, NotifySettings, WEBHOOK_TOKEN_ENV, webhook_origin};
 pub use schedule::{DEFAULT_JOB, DaemonSettings, Job, JobSettings, JobTask, ScheduleSettings};
+pub use serve::ServeSettings;
 
 /// Keys whose values are secrets: accepted from the environment only.
 const SECRET_KEYS: &[&str] = &[
@@ -65,6 +67,9 @@ pub struct Settings {
     /// `[notify]`: the webhook told when a run needs a person.
     #[serde(default)]
     pub notify: NotifySettings,
+    /// `[serve]`: the accountants' review page (`tally serve`).
+    #[serde(default)]
+    pub serve: ServeSettings,
     /// The files the settings were read from, for messages (not a key).
     #[serde(skip)]
     pub loaded_from: Vec<PathBuf>,
@@ -534,6 +539,7 @@ impl Settings {
         }
         problems.extend(self.log.problems());
         problems.extend(self.notify.validate());
+        problems.extend(self.serve.validate());
         if let Some(ap) = &self.sinks.activeplatform {
             for (i, name) in ap.lookup_sources.iter().enumerate() {
                 if !sources.contains(&name.trim()) {

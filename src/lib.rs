@@ -21,3 +21,4 @@ pub mod sim;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod web;

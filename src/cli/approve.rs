@@ -1,12 +1,12 @@
 //! `tally approve` and `tally push`. Approving is a ledger operation: it needs the database
 //! only. Pushing what was approved needs the secrets of the billing systems those lines go to,
-//! and no others.
+//! and no others. Both go through `pipeline::approve`, as the review page's buttons do.
 
 use super::{Load, exit, init_tracing, listen_for_signals, writer_lease};
 use crate::config::Settings;
 use crate::domain::{BillingAccount, Period};
-use crate::pipeline::{self, Faults, PushOutcome};
-use crate::problem::ConfigError;
+use crate::pipeline::PushOutcome;
+use crate::pipeline::approve::{self, ApprovalScope};
 use crate::shutdown::Shutdown;
 use crate::store::{PushScope, Store};
 
@@ -56,9 +56,12 @@ pub async fn approve(args: ApproveArgs, load: Load<'_>) -> anyhow::Result<i32> {
     listen_for_signals(&settings, &shutdown);
     let by = args.by.clone().unwrap_or_else(default_approver);
     let customer = args.customer.as_deref().map(BillingAccount::from);
-    let approved = store
-        .approve(args.period, customer.as_ref(), &by, args.note.as_deref())
-        .await?;
+    let scope = match &customer {
+        Some(c) => ApprovalScope::Customer(c),
+        None => ApprovalScope::Period,
+    };
+    let approved =
+        approve::approve_drafts(&store, args.period, scope, &by, args.note.as_deref()).await?;
     println!(
         "approved {} draft line(s) of {}{} as {by}",
         approved.len(),
@@ -119,15 +122,7 @@ async fn push_command(
     period: Period,
     scope: &PushScope<'_>,
 ) -> anyhow::Result<PushOutcome> {
-    let lines = store.lines_to_push(period, scope).await?;
-    let mut names: Vec<&str> = lines.iter().map(|l| l.sink.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let sinks = pipeline::build_sinks(settings, &names).map_err(ConfigError)?;
-    let faults = Faults::default();
-    let outcome = pipeline::pusher(settings, store, &sinks, &faults, shutdown)
-        .push_period(period, scope)
-        .await?;
+    let outcome = approve::push_approved(settings, store, shutdown, period, scope).await?;
     println!("pushed {} line(s)", outcome.pushed);
     for e in &outcome.errors {
         println!("push error: {e}");

@@ -3,7 +3,7 @@
 //! or configuration, 4 another tally is writing, 5 stopped by a signal).
 //!
 //! One file per command family: `run`, `ledger` (lines, runs), `approve` (approve, push),
-//! `demo`, `sim`, `bench`, `daemon`; `render` turns results into text, CSV and JSON. This
+//! `demo`, `sim`, `bench`, `daemon`, `serve` (the review page) and `user` (who may sign in to it); `render` turns results into text, CSV and JSON. This
 //! module parses, dispatches and maps errors to exit codes.
 
 pub mod approve;
@@ -15,8 +15,10 @@ pub mod healthcheck;
 pub mod ledger;
 pub mod render;
 pub mod run;
+pub mod serve;
 pub mod sim;
 pub mod table;
+pub mod user;
 
 use crate::config::Settings;
 use crate::domain::RunStatus;
@@ -321,6 +323,47 @@ pub enum Command {
         )
     )]
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Serves the accountants' review page: periods, lines by customer, each line's
+    /// explanation, approval, push and exports, behind a sign-in (see docs/REVIEW.md).
+    ///
+    /// Listens on --listen, else serve.listen (127.0.0.1:8080), until SIGTERM/SIGINT. Users come
+    /// from `tally user add`. Approving and pushing take the writer lease, as `tally approve` and
+    /// `tally push` do; pushing needs the secrets of the billing systems the lines go to.
+    #[command(
+        after_help = "Exit codes:\n  0  stopped by SIGTERM/SIGINT\n  1  the database could not be opened or the address could not be bound\n  2  bad usage or configuration (serve.listen, serve.public_url, ...)",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally user add kari --role approver    # once: who may sign in\n",
+            "  tally serve                             # http://127.0.0.1:8080/\n",
+            "  tally serve --listen 0.0.0.0:8080       # for others (put TLS in front; set serve.public_url)\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  stopped by SIGTERM/SIGINT\n",
+            "  1  the database could not be opened or the address could not be bound\n",
+            "  2  bad usage or configuration (serve.listen, serve.public_url, ...)"
+        )
+    )]
+    Serve(serve::ServeArgs),
+    /// Adds, lists or removes the users of the review page (`tally serve`).
+    ///
+    /// `add` reads the password from a prompt on a terminal, else from the first line of
+    /// standard input; never from an argument. Only its argon2id hash is stored.
+    #[command(
+        after_help = "Exit codes:\n  0  done\n  1  the state database could not be reached\n  2  bad usage: no password, a name that exists or does not",
+        after_long_help = concat!(
+            "Examples:\n",
+            "  tally user add kari --role approver           # asks for the password\n",
+            "  printf '%s\\n' \"$PASSWORD\" | tally user add ola --role viewer\n",
+            "  tally user list\n",
+            "  tally user remove ola                          # also ends its sessions\n",
+            "\n",
+            "Exit codes:\n",
+            "  0  done\n",
+            "  1  the state database could not be reached\n",
+            "  2  bad usage: no password, a name that exists or does not"
+        )
+    )]
+    User(user::UserArgs),
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -391,6 +434,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon => daemon::execute(load).await,
         Command::Bench(args) => bench::execute(&args).await,
         Command::Healthcheck(args) => Ok(healthcheck::execute(&args).await),
+        Command::Serve(args) => serve::execute(args, load_logged).await,
+        Command::User(args) => user::execute(args, load_logged).await,
     }
 }
 

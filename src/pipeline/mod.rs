@@ -4,6 +4,7 @@
 //! do I/O; the stages between them are the pure functions of [`compute`] and
 //! [`crate::reconcile`].
 
+pub mod approve;
 pub mod compute;
 mod extract;
 pub mod filter;

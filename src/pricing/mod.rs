@@ -31,6 +31,7 @@
 
 mod cells;
 mod engine;
+pub mod explain;
 mod table;
 
 use crate::domain::{BillingAccount, Currency, LicenseType, Period, RoundingMode};

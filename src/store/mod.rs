@@ -1,6 +1,7 @@
 //! State: runs, checkpoints, staged records, the ledger and exceptions. All SQL of tally lives
-//! under this folder: `runs`, `extraction`, `ledger`, `push_batch`, `lease` and `jobs` (the
-//! daemon's ticks and closed months) hold the queries by concern, `migrations/` the schema; this
+//! under this folder: `runs`, `extraction`, `ledger`, `push_batch`, `lease`, `jobs` (the
+//! daemon's ticks and closed months), `users` and `review` (the review page's users, sessions
+//! and reads) hold the queries by concern, `migrations/` the schema; this
 //! file opens and migrates the store.
 //!
 //! One interface, two databases: Postgres in production (`DATABASE_URL` or `[database] url`)
@@ -143,13 +144,16 @@ mod jobs;
 mod lease;
 mod ledger;
 mod push_batch;
+mod review;
 mod runs;
+mod users;
 
 pub use extraction::PageToStage;
 pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};
 pub use ledger::PushScope;
 pub use runs::RunRequest;
+pub use users::{LoginFailures, ReviewSession, ReviewUser, Role};
 
 /// Rows per multi-row INSERT. The widest row (a ledger revision) binds 25 values: 1,000 rows stay
 /// below SQLite's 32,766 and Postgres' 65,535 bound parameters per statement.

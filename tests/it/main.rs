@@ -31,3 +31,4 @@ mod pipeline;
 mod rambase;
 mod run_history;
 mod store;
+mod web;

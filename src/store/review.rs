@@ -1,0 +1,86 @@
+//! The reads and the one write the review page needs beyond the CLI's: the periods the ledger
+//! or the run history knows, one revision by id, and approving chosen draft revisions.
+
+use super::dialect;
+use super::{Backend, LINE_COLUMNS, Store, rows};
+use crate::domain::{LedgerLine, Period};
+use anyhow::Context;
+use chrono::Utc;
+use sqlx::QueryBuilder;
+
+impl Store {
+    /// Every period with ledger lines or runs, newest first.
+    pub async fn known_periods(&self) -> anyhow::Result<Vec<Period>> {
+        let texts: Vec<String> = with_backend!(self, |pool, D| {
+            sqlx::query_scalar(
+                "SELECT period FROM ledger_lines UNION SELECT period FROM runs ORDER BY 1 DESC",
+            )
+            .fetch_all(pool)
+            .await
+            .context("known_periods: reading the periods of ledger_lines and runs")?
+        });
+        texts
+            .iter()
+            .map(|t| {
+                t.parse()
+                    .with_context(|| format!("known_periods: {t:?} is not a period"))
+            })
+            .collect()
+    }
+
+    /// One ledger revision by its id.
+    pub async fn ledger_line(&self, id: i64) -> anyhow::Result<Option<LedgerLine>> {
+        with_backend!(self, |pool, D| {
+            let row = sqlx::query(&format!(
+                "SELECT {LINE_COLUMNS} FROM ledger_lines WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .with_context(|| format!("ledger_line: reading revision {id}"))?;
+            row.as_ref().map(rows::line).transpose()
+        })
+    }
+
+    /// `draft` → `approved` for exactly these revisions of `period` (those still drafts),
+    /// recording who, when and why, as [`Store::approve`] does; returns the ids approved.
+    pub async fn approve_ids(
+        &self,
+        period: Period,
+        ids: &[i64],
+        by: &str,
+        note: Option<&str>,
+    ) -> anyhow::Result<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        with_backend!(self, |pool, D| {
+            let mut update =
+                QueryBuilder::new("UPDATE ledger_lines SET status = 'approved', updated_at = ");
+            update
+                .push_bind(now)
+                .push(", approved_at = ")
+                .push_bind(now)
+                .push(", approved_by = ")
+                .push_bind(by)
+                .push(", approval_note = ")
+                .push_bind(note)
+                .push(" WHERE status = 'draft' AND period = ")
+                .push_bind(period.to_string())
+                .push(" AND id IN (");
+            let mut list = update.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(") RETURNING id");
+            let mut approved: Vec<i64> = update
+                .build_query_scalar()
+                .fetch_all(pool)
+                .await
+                .with_context(|| format!("approve_ids: approving drafts of {period}"))?;
+            approved.sort_unstable();
+            Ok(approved)
+        })
+    }
+}

@@ -1,0 +1,570 @@
+//! `tally serve` and `tally user`, as people meet them: the real binary serving the review page
+//! over a store filled by a real run against the simulators (billing.require_approval on, so
+//! the lines wait as drafts), driven over HTTP with a cookie jar. Sign-in, the CSRF token, the
+//! viewer's refusal, an approval recorded in the ledger (read back with `tally lines --format
+//! json`), a push that sends exactly the approved customer's lines to the billing systems, the
+//! subtotals against `tally lines`, and the slow-down after five failed sign-ins.
+
+use crate::common::{database_url, demo_checkout, fresh_postgres, fresh_sqlite, text};
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
+use tally::sim;
+
+const PERIOD: &str = "2026-10";
+const APPROVER: (&str, &str) = ("kari", "kari-secret-1");
+const VIEWER: (&str, &str) = ("ola", "ola-secret-12");
+/// A RamBase customer of the demo.
+const CUSTOMER: &str = "ACME-001";
+
+fn tally(dir: &Path, config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+    command
+        .current_dir(dir)
+        .arg("--config")
+        .arg(config)
+        .envs(sim::demo_secrets())
+        .env_remove("DATABASE_URL")
+        .env_remove("TALLY_ENV");
+    command
+}
+
+/// `tally user add NAME --role ROLE` with `stdin` as its standard input.
+fn user_add(dir: &Path, config: &Path, name: &str, role: &str, stdin: Option<&str>) -> Output {
+    let mut child = tally(dir, config)
+        .args(["user", "add", name, "--role", role])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// The ledger's lines of the period as `tally lines --format json` prints them.
+fn ledger(dir: &Path, config: &Path, customer: Option<&str>) -> Vec<serde_json::Value> {
+    let mut command = tally(dir, config);
+    command.args(["lines", "--period", PERIOD, "--format", "json"]);
+    if let Some(c) = customer {
+        command.args(["--customer", c]);
+    }
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Sums of `amount` per currency, as `tally lines` totals them.
+fn totals(lines: &[serde_json::Value]) -> BTreeMap<String, Decimal> {
+    let mut sums = BTreeMap::new();
+    for l in lines {
+        let amount = Decimal::from_str(l["amount"].as_str().unwrap()).unwrap();
+        *sums
+            .entry(l["currency"].as_str().unwrap().to_owned())
+            .or_insert(Decimal::ZERO) += amount;
+    }
+    sums
+}
+
+/// A served review page over a run of the demo month.
+struct Served {
+    sims: sim::RunningSims,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    server: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+async fn serve_demo(db: &str) -> Served {
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, db);
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains("require_approval = false"));
+    std::fs::write(
+        &config,
+        toml.replace("require_approval = false", "require_approval = true"),
+    )
+    .unwrap();
+    let (d, c) = (dir.path().to_owned(), config.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        tally(&d, &c)
+            .args(["run", "--period", PERIOD])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(run.status.code(), Some(0 | 3)),
+        "the run failed: {}",
+        text(&run)
+    );
+    for (user, role) in [(APPROVER, "approver"), (VIEWER, "viewer")] {
+        let out = user_add(
+            dir.path(),
+            &config,
+            user.0,
+            role,
+            Some(&format!("{}\n", user.1)),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let mut server = tally(dir.path(), &config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("serving the review page on ")
+        .unwrap_or_else(|| panic!("tally serve said {first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    Served {
+        sims,
+        dir,
+        config,
+        server,
+        base,
+    }
+}
+
+/// A person with a browser: cookies kept, redirects not followed (the tests look at them).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn keep(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all(SET_COOKIE) {
+            let value = value.to_str().unwrap();
+            let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
+            let (name, v) = pair.split_once('=').unwrap();
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), v.to_owned());
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, String, Option<String>) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&response);
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        (status, response.text().await.unwrap(), location)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(&response);
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Opens the sign-in page and signs in; returns the answer's status.
+    async fn sign_in(&mut self, name: &str, password: &str) -> StatusCode {
+        let (status, page, _) = self.get("/login").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let csrf = csrf_of(&page);
+        let (status, _) = self
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("username", name), ("password", password)],
+            )
+            .await;
+        status
+    }
+}
+
+/// The hidden CSRF field of a page's (first) form.
+fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field on:\n{page}"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Each customer section's subtotals: account → currency → data-amount.
+fn subtotals(page: &str) -> BTreeMap<String, BTreeMap<String, Decimal>> {
+    let mut all = BTreeMap::new();
+    for section in page
+        .split("<section class=\"customer\" data-customer=\"")
+        .skip(1)
+    {
+        let account = section[..section.find('"').unwrap()].to_owned();
+        let section = &section[..section.find("</section>").unwrap()];
+        let mut sums = BTreeMap::new();
+        for cell in section.split("data-subtotal data-currency=\"").skip(1) {
+            let currency = cell[..cell.find('"').unwrap()].to_owned();
+            let rest = &cell[cell.find("data-amount=\"").unwrap() + "data-amount=\"".len()..];
+            let amount = Decimal::from_str(&rest[..rest.find('"').unwrap()]).unwrap();
+            sums.insert(currency, amount);
+        }
+        all.insert(account, sums);
+    }
+    all
+}
+
+async fn in_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// The whole review on one backend.
+async fn review_on(db: &str) {
+    let served = serve_demo(db).await;
+    let (dir, config) = (served.dir.path().to_owned(), served.config.clone());
+    let before = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    assert!(!before.is_empty());
+    assert!(
+        before.iter().all(|l| l["status"] == "draft"),
+        "the run should leave drafts"
+    );
+
+    // Without a session: pages go to the sign-in page, posts are refused.
+    let mut anonymous = Browser::new(&served.base);
+    let (status, _, location) = anonymous.get(&format!("/periods/{PERIOD}")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.as_deref(), Some("/login"));
+    let (status, _) = anonymous
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[("customer", CUSTOMER)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A wrong password signs no one in.
+    assert_eq!(
+        anonymous.sign_in(APPROVER.0, "not-the-password").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(!anonymous.cookies.contains_key("tally_session"));
+    assert_eq!(anonymous.get("/").await.0, StatusCode::SEE_OTHER);
+
+    // A viewer reads but cannot approve: 403, and the ledger is unchanged.
+    let mut viewer = Browser::new(&served.base);
+    assert_eq!(
+        viewer.sign_in(VIEWER.0, VIEWER.1).await,
+        StatusCode::SEE_OTHER
+    );
+    let (status, index, _) = viewer.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        index.contains(&format!("data-period=\"{PERIOD}\"")),
+        "{index}"
+    );
+    assert!(index.contains("waiting for approval"), "{index}");
+    let (status, page, _) = viewer.get(&format!("/periods/{PERIOD}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains("approve-customer"),
+        "a viewer sees no approve form"
+    );
+    let csrf = csrf_of(&page);
+    let (status, _) = viewer
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[("csrf", &csrf), ("customer", CUSTOMER)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = viewer
+        .post(&format!("/periods/{PERIOD}/push"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let after_viewer = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    assert_eq!(
+        after_viewer, before,
+        "a viewer's attempt changed the ledger"
+    );
+
+    // The page's subtotals are `tally lines`'s totals, customer by customer, to the cent.
+    let shown = subtotals(&page);
+    assert!(shown.contains_key(CUSTOMER), "{shown:?}");
+    for (account, sums) in &shown {
+        let (d, c, a) = (dir.clone(), config.clone(), account.clone());
+        let lines = in_blocking(move || ledger(&d, &c, Some(&a))).await;
+        assert_eq!(&totals(&lines), sums, "subtotals of {account}");
+    }
+
+    // An approver: a POST without the CSRF token is refused; with it, the customer's drafts
+    // are approved as the signed-in user, with the note.
+    let mut approver = Browser::new(&served.base);
+    assert_eq!(
+        approver.sign_in(APPROVER.0, APPROVER.1).await,
+        StatusCode::SEE_OTHER
+    );
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    assert!(page.contains("class=\"approve-customer\""), "{page}");
+    let (status, _) = approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[("customer", CUSTOMER), ("note", "checked")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[("csrf", "0".repeat(64).as_str()), ("customer", CUSTOMER)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let unchanged = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    assert_eq!(unchanged, before, "a refused POST changed the ledger");
+    let csrf = csrf_of(&page);
+    let (status, _) = approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[
+                ("csrf", &csrf),
+                ("customer", CUSTOMER),
+                ("note", "checked against the contract"),
+                ("approve", "customer"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let approved = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    let mine: Vec<_> = approved
+        .iter()
+        .filter(|l| l["key"]["billing_account"] == CUSTOMER)
+        .collect();
+    assert!(!mine.is_empty());
+    for l in &approved {
+        if l["key"]["billing_account"] == CUSTOMER {
+            assert_eq!(l["status"], "approved", "{l}");
+            assert_eq!(l["approval"]["by"], APPROVER.0, "{l}");
+            assert_eq!(l["approval"]["note"], "checked against the contract", "{l}");
+            assert!(l["approval"]["at"].is_string(), "{l}");
+        } else {
+            assert_eq!(l["status"], "draft", "{l}");
+        }
+    }
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    assert!(page.contains("Approved "), "the outcome is shown: {page}");
+
+    // Push: exactly that customer's lines reach the billing systems.
+    assert!(served.sims.rambase.usages().is_empty());
+    let csrf = csrf_of(&page);
+    let (status, _) = approver
+        .post(&format!("/periods/{PERIOD}/push"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    let message = &page[page.find("id=\"message\"").unwrap()..];
+    assert!(
+        message.contains(&format!("Pushed {} line(s).", mine.len())),
+        "{message}"
+    );
+    let pushed = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    let received =
+        served.sims.rambase.usages().len() + served.sims.activeplatform.corrections().len();
+    assert_eq!(
+        received,
+        mine.len(),
+        "the billing systems received other lines"
+    );
+    for l in &pushed {
+        let ours = l["key"]["billing_account"] == CUSTOMER;
+        assert_eq!(l["status"] == "pushed", ours, "{l}");
+        if ours {
+            assert!(l["external_id"].is_string(), "{l}");
+        }
+    }
+    // The line's detail shows the approval and the push's external id.
+    let id = mine[0]["id"].as_i64().unwrap();
+    let (status, detail, _) = approver.get(&format!("/lines/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(detail.contains("table id=\"tiers\""), "{detail}");
+    assert!(detail.contains("checked against the contract"), "{detail}");
+    let external = pushed
+        .iter()
+        .find(|l| l["id"].as_i64() == Some(id))
+        .unwrap()["external_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains(&external), "{detail}");
+
+    // Signing out ends the session.
+    let (_, page, _) = approver.get("/").await;
+    let csrf = csrf_of(&page);
+    let (status, _) = approver.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(approver.get("/").await.0, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_review_on_sqlite_signs_in_refuses_viewers_approves_and_pushes_one_customer() {
+    let state = tempfile::tempdir().unwrap();
+    review_on(&database_url(&fresh_sqlite(&state))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_review_on_postgres_signs_in_refuses_viewers_approves_and_pushes_one_customer() {
+    review_on(&database_url(&fresh_postgres().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sixth_failed_sign_in_in_a_row_is_refused_with_429_even_with_the_right_password() {
+    let state = tempfile::tempdir().unwrap();
+    let served = serve_demo(&database_url(&fresh_sqlite(&state))).await;
+    let mut browser = Browser::new(&served.base);
+    for attempt in 1..=5 {
+        assert_eq!(
+            browser.sign_in(VIEWER.0, "wrong-password").await,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(
+        browser.sign_in(VIEWER.0, VIEWER.1).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert!(!browser.cookies.contains_key("tally_session"));
+    // Another name is not slowed down by it.
+    assert_eq!(
+        browser.sign_in(APPROVER.0, APPROVER.1).await,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_add_refuses_a_password_given_nowhere_and_never_takes_one_as_an_argument() {
+    let state = tempfile::tempdir().unwrap();
+    let db = database_url(&fresh_sqlite(&state));
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, &db);
+    let out = user_add(dir.path(), &config, "nobody", "viewer", None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no password given"), "{}", text(&out));
+    let out = user_add(dir.path(), &config, "nobody", "viewer", Some("\n"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // There is no argument to give it by.
+    let out = tally(dir.path(), &config)
+        .args([
+            "user",
+            "add",
+            "nobody",
+            "--role",
+            "viewer",
+            "--password",
+            "x",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let list = tally(dir.path(), &config)
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    assert!(!text(&list).contains("nobody"), "{}", text(&list));
+    // Given on standard input, it is added (and listed without any hash).
+    let out = user_add(
+        dir.path(),
+        &config,
+        "nobody",
+        "viewer",
+        Some("long-enough-1\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let list = tally(dir.path(), &config)
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    assert!(text(&list).contains("nobody"), "{}", text(&list));
+    assert!(!text(&list).contains("argon2"), "{}", text(&list));
+}
