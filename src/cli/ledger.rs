@@ -14,6 +14,8 @@ use clap::ValueEnum;
 pub enum LinesFormat {
     Table,
     Csv,
+    /// An Excel workbook: binary, so only into a file (`--out`) or a pipe.
+    Xlsx,
     Json,
 }
 
@@ -43,9 +45,14 @@ pub struct LinesArgs {
           value_parser = clap::builder::PossibleValuesParser::new(
               ["draft", "approved", "pushing", "pushed"]))]
     pub status: Option<String>,
-    /// `table` for people, `csv` for spreadsheets (with the exceptions too), `json` for scripts.
+    /// `table` for people; `csv` (UTF-8 with a byte-order mark) and `xlsx` for spreadsheets,
+    /// with the calculation columns; `json` for scripts. `csv` works with --exceptions too.
     #[arg(long, value_enum, default_value = "table")]
     pub format: LinesFormat,
+    /// Write the csv or xlsx output to this file instead of standard output (xlsx needs it on a
+    /// terminal).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
     /// Show the period's exceptions (records that could not be billed) instead of the lines.
     #[arg(long)]
     pub exceptions: bool,
@@ -150,6 +157,29 @@ async fn lines_command(
         None => None,
     };
     let source = args.source.as_deref().map(SourceName::new);
+    if args.out.is_some() && !matches!(args.format, LinesFormat::Csv | LinesFormat::Xlsx) {
+        return Err(UsageError(
+            "--out writes --format csv or --format xlsx; the table and json go to standard output"
+                .into(),
+        )
+        .into());
+    }
+    if args.exceptions && args.format == LinesFormat::Xlsx {
+        return Err(UsageError(
+            "--exceptions has no xlsx format: use --format csv, table or json".into(),
+        )
+        .into());
+    }
+    if args.format == LinesFormat::Xlsx
+        && args.out.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(UsageError(
+            "--format xlsx writes a binary workbook: give --out FILE (or redirect standard output to a file)"
+                .into(),
+        )
+        .into());
+    }
     if args.exceptions {
         let mut exceptions = store.exceptions(args.period).await?;
         exceptions.retain(|e| {
@@ -162,8 +192,13 @@ async fn lines_command(
         });
         match args.format {
             LinesFormat::Json => println!("{}", serde_json::to_string_pretty(&exceptions)?),
-            LinesFormat::Csv => print!("{}", render::exceptions_csv(&exceptions)?),
-            LinesFormat::Table => print!("{}", render::exceptions_table(&exceptions)),
+            LinesFormat::Csv => emit(
+                render::exceptions_csv(&exceptions)?.as_bytes(),
+                args.out.as_deref(),
+            )?,
+            LinesFormat::Table | LinesFormat::Xlsx => {
+                print!("{}", render::exceptions_table(&exceptions))
+            }
         }
         return Ok(exit::OK);
     }
@@ -177,8 +212,25 @@ async fn lines_command(
     });
     match args.format {
         LinesFormat::Table => print!("{}", render::lines_table(&lines)),
-        LinesFormat::Csv => print!("{}", render::lines_csv(&lines)?),
+        LinesFormat::Csv => emit(&crate::export::lines_csv(&lines)?, args.out.as_deref())?,
+        LinesFormat::Xlsx => emit(&crate::export::lines_xlsx(&lines)?, args.out.as_deref())?,
         LinesFormat::Json => println!("{}", serde_json::to_string_pretty(&lines)?),
     }
     Ok(exit::OK)
+}
+
+/// Writes an export's exact bytes to `out`, or to standard output; a reader that closed the
+/// pipe early is no failure (see `observe::pipe`).
+fn emit(bytes: &[u8], out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    if let Some(path) = out {
+        return std::fs::write(path, bytes)
+            .with_context(|| format!("cannot write --out {}", path.display()));
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.context("cannot write to standard output")?),
+    }
 }

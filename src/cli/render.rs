@@ -5,7 +5,6 @@ use crate::domain::{LedgerLine, RunException, RunStatus, RunSummary, SourceStats
 use crate::reconcile::{Action, Plan};
 use crate::store::RunRecord;
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// A plain text table: numbers right-aligned, everything else left-aligned.
@@ -236,24 +235,18 @@ pub fn plan_text(plan: &Plan) -> String {
     )
 }
 
-fn line_row(l: &LedgerLine) -> Vec<String> {
+/// A revision as a row of the lines table; rates with their currency's one number of decimals.
+fn line_row(l: &LedgerLine, rates: &crate::export::RateDecimals) -> Vec<String> {
     vec![
         l.key.period.to_string(),
         l.key.billing_account.to_string(),
         l.key.license_type.to_string(),
         l.key.source.to_string(),
         l.revision.to_string(),
-        if l.trace.reason().as_deref() == Some(crate::domain::REVERSAL_REASON) {
-            "reversal"
-        } else if l.is_adjustment() {
-            "adjustment"
-        } else {
-            "line"
-        }
-        .to_owned(),
+        crate::export::kind(l).to_owned(),
         l.quantity.to_string(),
-        l.rate.to_string(),
-        l.amount.to_string(),
+        rates.rate(l.currency, l.rate),
+        crate::export::amount(l.currency, l.amount),
         l.currency.to_string(),
         l.status.to_string(),
         l.sink.clone(),
@@ -280,17 +273,6 @@ const LINE_HEADERS: [&str; 13] = [
     "approved by",
 ];
 
-/// Sum of revision amounts per currency: what the customers are billed in all.
-pub fn totals(lines: &[LedgerLine]) -> BTreeMap<String, Decimal> {
-    let mut totals = BTreeMap::new();
-    for l in lines {
-        *totals
-            .entry(l.currency.to_string())
-            .or_insert(Decimal::ZERO) += l.amount;
-    }
-    totals
-}
-
 /// The ledger's lines as a table fitted to the output's width
 /// ([`crate::observe::terminal::stdout_width`]), with totals per currency.
 pub fn lines_table(lines: &[LedgerLine]) -> String {
@@ -314,7 +296,8 @@ pub fn lines_table_fitted(lines: &[LedgerLine], width: Option<u16>) -> String {
     if lines.is_empty() {
         return "no lines\n".to_owned();
     }
-    let rows: Vec<Vec<String>> = lines.iter().map(line_row).collect();
+    let rates = crate::export::RateDecimals::of(lines);
+    let rows: Vec<Vec<String>> = lines.iter().map(|l| line_row(l, &rates)).collect();
     let flat =
         width.is_none_or(|w| super::table::natural_width(&LINE_HEADERS, &rows) <= usize::from(w));
     let mut out = if flat {
@@ -344,48 +327,28 @@ pub fn lines_table_fitted(lines: &[LedgerLine], width: Option<u16>) -> String {
         }
         out
     };
-    for (currency, total) in totals(lines) {
-        let _ = writeln!(out, "total {currency}: {total}");
-    }
+    out.push_str(&totals_text(lines));
     out
 }
 
-/// The ledger's lines as CSV, for spreadsheets.
-pub fn lines_csv(lines: &[LedgerLine]) -> anyhow::Result<String> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut headers: Vec<&str> = LINE_HEADERS.to_vec();
-    headers.extend([
-        "total_quantity",
-        "total_amount",
-        "price_ref",
-        "external_id",
-        "idempotency_key",
-        "approved_at",
-        "approval_note",
-        "reason",
-    ]);
-    writer.write_record(&headers)?;
-    for l in lines {
-        let mut row = line_row(l);
-        row.extend([
-            l.total_quantity.to_string(),
-            l.total_amount.to_string(),
-            l.price_ref.clone(),
-            l.external_id.clone().unwrap_or_default(),
-            l.idempotency_key.clone(),
-            l.approval
-                .as_ref()
-                .map(|a| a.at.to_rfc3339())
-                .unwrap_or_default(),
-            l.approval
-                .as_ref()
-                .and_then(|a| a.note.clone())
-                .unwrap_or_default(),
-            l.trace.reason().unwrap_or_default(),
-        ]);
-        writer.write_record(&row)?;
+/// The totals under the lines table, per currency and status (`total EUR draft: 262.50`):
+/// a draft is not yet an invoice, so it is never added to what was approved or pushed.
+fn totals_text(lines: &[LedgerLine]) -> String {
+    let mut out = String::new();
+    match crate::export::totals_by_status(lines) {
+        Some(totals) => {
+            for ((currency, status), total) in totals {
+                let _ = writeln!(
+                    out,
+                    "total {currency} {}: {}",
+                    status.0,
+                    crate::export::amount(currency, total)
+                );
+            }
+        }
+        None => out.push_str("total: too large to compute; check the lines' amounts\n"),
     }
-    Ok(String::from_utf8(writer.into_inner()?)?)
+    out
 }
 
 /// The period's exceptions as a table fitted to the output's width: what to do beside each
@@ -647,6 +610,7 @@ pub fn run_detail(r: &RunRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn summary(status: RunStatus) -> RunSummary {
         RunSummary {

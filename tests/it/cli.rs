@@ -241,7 +241,7 @@ fn the_demo_runs_twice_and_the_second_time_pushes_nothing() {
     let out = text(&first);
     assert!(out.contains("ACME-001") && out.contains("145.00"), "{out}");
     assert!(
-        out.contains("total EUR: 2846.00") && out.contains("total NOK: 945.00"),
+        out.contains("total EUR pushed: 2846.00") && out.contains("total NOK pushed: 945.00"),
         "{out}"
     );
     // A customer of each billing system: Initech's CCC service, found in ActivePlatform by
@@ -256,7 +256,7 @@ fn the_demo_runs_twice_and_the_second_time_pushes_nothing() {
     };
     assert!(
         line("2000057", "Professional")
-            .ends_with("ccc 1 line 21 9.00 189.00 EUR pushed activeplatform"),
+            .ends_with("ccc 1 line 21 9.0000 189.00 EUR pushed activeplatform"),
         "{out}"
     );
     assert!(

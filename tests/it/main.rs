@@ -15,6 +15,7 @@ mod cli;
 mod concurrent_fetch;
 mod daemon;
 mod deploy;
+mod export;
 mod file_sink;
 mod file_sink_batch;
 mod fuzz;
