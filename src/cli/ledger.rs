@@ -56,6 +56,10 @@ pub struct LinesArgs {
     /// Show the period's exceptions (records that could not be billed) instead of the lines.
     #[arg(long)]
     pub exceptions: bool,
+    /// With --exceptions: every run's exceptions of the period, by run, also those a later run
+    /// replaced.
+    #[arg(long, requires = "exceptions")]
+    pub history: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,16 +184,32 @@ async fn lines_command(
         )
         .into());
     }
+    let wanted = |e: &crate::domain::RunException| {
+        source.as_ref().is_none_or(|s| &e.source == s)
+            && customer.as_ref().is_none_or(|c| {
+                let how = crate::mapping::key_form(e.source.as_str())
+                    .map_or(crate::mapping::KeyMatch::Exact, |f| f.key_match());
+                c.matches_exception(e, how)
+            })
+    };
+    if args.history {
+        let mut history = store.exception_history(args.period).await?;
+        history.retain(|past| wanted(&past.exception));
+        match args.format {
+            LinesFormat::Json => println!("{}", serde_json::to_string_pretty(&history)?),
+            LinesFormat::Csv => emit(
+                render::exception_history_csv(&history)?.as_bytes(),
+                args.out.as_deref(),
+            )?,
+            LinesFormat::Table | LinesFormat::Xlsx => {
+                print!("{}", render::exception_history_table(&history))
+            }
+        }
+        return Ok(exit::OK);
+    }
     if args.exceptions {
         let mut exceptions = store.exceptions(args.period).await?;
-        exceptions.retain(|e| {
-            source.as_ref().is_none_or(|s| &e.source == s)
-                && customer.as_ref().is_none_or(|c| {
-                    let how = crate::mapping::key_form(e.source.as_str())
-                        .map_or(crate::mapping::KeyMatch::Exact, |f| f.key_match());
-                    c.matches_exception(e, how)
-                })
-        });
+        exceptions.retain(|e| wanted(e));
         match args.format {
             LinesFormat::Json => println!("{}", serde_json::to_string_pretty(&exceptions)?),
             LinesFormat::Csv => emit(

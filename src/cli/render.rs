@@ -385,10 +385,61 @@ pub fn exceptions_table_fitted(exceptions: &[RunException], width: Option<u16>) 
     )
 }
 
+/// Every run's exceptions of a period (`tally lines --exceptions --history`): one table per
+/// run, oldest first, under a heading saying whether they are current or which run replaced them.
+pub fn exception_history_table(history: &[crate::store::PastException]) -> String {
+    if history.is_empty() {
+        return "no exceptions in any run of this period\n".to_owned();
+    }
+    let mut out = String::new();
+    for group in history.chunk_by(|a, b| a.run_id == b.run_id) {
+        let exceptions: Vec<RunException> = group.iter().map(|p| p.exception.clone()).collect();
+        let state = match group[0].superseded_by_run {
+            Some(later) => format!("replaced by run {later}"),
+            None => "current".to_owned(),
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "run {}: {} exception(s), {state}",
+            group[0].run_id,
+            exceptions.len()
+        );
+        out.push_str(&exceptions_table(&exceptions));
+    }
+    out
+}
+
+/// [`exception_history_table`] as CSV: the run and the run that replaced it, then the columns
+/// of [`exceptions_csv`].
+pub fn exception_history_csv(history: &[crate::store::PastException]) -> anyhow::Result<String> {
+    let runs: Vec<(i64, Option<i64>)> = history
+        .iter()
+        .map(|p| (p.run_id, p.superseded_by_run))
+        .collect();
+    let exceptions: Vec<RunException> = history.iter().map(|p| p.exception.clone()).collect();
+    exceptions_csv_of(&exceptions, Some(&runs))
+}
+
 /// The period's exceptions as CSV, for spreadsheets: every field, the message last.
 pub fn exceptions_csv(exceptions: &[RunException]) -> anyhow::Result<String> {
+    exceptions_csv_of(exceptions, None)
+}
+
+/// The exceptions' CSV, each row after its run's two columns when `runs` is given.
+fn exceptions_csv_of(
+    exceptions: &[RunException],
+    runs: Option<&[(i64, Option<i64>)]>,
+) -> anyhow::Result<String> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record([
+    let run_headers: &[&str] = if runs.is_some() {
+        &["run_id", "superseded_by_run"]
+    } else {
+        &[]
+    };
+    writer.write_record(run_headers.iter().copied().chain([
         "period",
         "source",
         "kind",
@@ -399,26 +450,35 @@ pub fn exceptions_csv(exceptions: &[RunException]) -> anyhow::Result<String> {
         "quantity",
         "records",
         "what_to_do",
-    ])?;
-    for e in exceptions {
-        writer.write_record([
-            e.period.to_string(),
-            e.source.to_string(),
-            e.kind.to_string(),
-            e.customer_key.clone(),
-            e.item.clone(),
-            e.billing_account
-                .as_ref()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            e.license_type
-                .as_ref()
-                .map(|l| l.to_string())
-                .unwrap_or_default(),
-            e.quantity.to_string(),
-            e.record_count.to_string(),
-            e.message.clone(),
-        ])?;
+    ]))?;
+    for (i, e) in exceptions.iter().enumerate() {
+        let run: Vec<String> = match runs.and_then(|r| r.get(i)) {
+            Some((run, later)) => vec![
+                run.to_string(),
+                later.map(|l| l.to_string()).unwrap_or_default(),
+            ],
+            None => Vec::new(),
+        };
+        writer.write_record(
+            run.into_iter().chain([
+                e.period.to_string(),
+                e.source.to_string(),
+                e.kind.to_string(),
+                e.customer_key.clone(),
+                e.item.clone(),
+                e.billing_account
+                    .as_ref()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                e.license_type
+                    .as_ref()
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
+                e.quantity.to_string(),
+                e.record_count.to_string(),
+                e.message.clone(),
+            ]),
+        )?;
     }
     Ok(String::from_utf8(writer.into_inner()?)?)
 }

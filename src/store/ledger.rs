@@ -179,8 +179,11 @@ impl Store {
             }
 
             if !sources.is_empty() {
-                let mut delete = QueryBuilder::new("DELETE FROM exceptions WHERE period = ");
+                // Replaced, not deleted: the exceptions of earlier runs stay in the history.
+                let mut delete = QueryBuilder::new("UPDATE exceptions SET superseded_by_run = ");
                 delete
+                    .push_bind(run_id)
+                    .push(" WHERE superseded_by_run IS NULL AND period = ")
                     .push_bind(period_text.as_str())
                     .push(" AND source IN (");
                 let mut list = delete.separated(", ");
@@ -192,7 +195,7 @@ impl Store {
                     .build()
                     .execute(&mut *tx)
                     .await
-                    .with_context(|| format!("apply_plan: clearing exceptions of {period}"))?;
+                    .with_context(|| format!("apply_plan: superseding exceptions of {period}"))?;
             }
             for batch in plan.exceptions.chunks(ROWS_PER_INSERT) {
                 let mut insert = QueryBuilder::new(
@@ -484,7 +487,8 @@ impl Store {
     pub async fn exceptions(&self, period: Period) -> anyhow::Result<Vec<RunException>> {
         with_backend!(self, |pool, D| {
             let found = sqlx::query(&format!(
-                "SELECT {EXCEPTION_COLUMNS} FROM exceptions WHERE period = $1 \
+                "SELECT {EXCEPTION_COLUMNS} FROM exceptions \
+                 WHERE period = $1 AND superseded_by_run IS NULL \
                  ORDER BY source, kind, customer_key, item, id"
             ))
             .bind(period.to_string())
@@ -494,6 +498,42 @@ impl Store {
             found.iter().map(rows::exception).collect()
         })
     }
+
+    /// Every run's exceptions of the period, current or superseded, by run (oldest first),
+    /// then as [`Store::exceptions`] orders them.
+    pub async fn exception_history(&self, period: Period) -> anyhow::Result<Vec<PastException>> {
+        with_backend!(self, |pool, D| {
+            let found = sqlx::query(&format!(
+                "SELECT {EXCEPTION_COLUMNS}, run_id, superseded_by_run FROM exceptions \
+                 WHERE period = $1 ORDER BY run_id, source, kind, customer_key, item, id"
+            ))
+            .bind(period.to_string())
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("exception_history: reading exceptions of {period}"))?;
+            found
+                .iter()
+                .map(|row| {
+                    Ok(PastException {
+                        run_id: row.int("run_id")?,
+                        superseded_by_run: row.opt_int("superseded_by_run")?,
+                        exception: rows::exception(row)?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// One exception as a run recorded it, kept after a later run of the same source replaced it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PastException {
+    /// The run that found it.
+    pub run_id: i64,
+    /// The run that replaced it; `None` while it is current.
+    pub superseded_by_run: Option<i64>,
+    #[serde(flatten)]
+    pub exception: RunException,
 }
 
 /// Which revisions a push takes.

@@ -151,7 +151,7 @@ mod users;
 pub use extraction::PageToStage;
 pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};
-pub use ledger::PushScope;
+pub use ledger::{PastException, PushScope};
 pub use runs::RunRequest;
 pub use users::{LoginFailures, ReviewSession, ReviewUser, Role};
 

@@ -276,3 +276,126 @@ async fn xlsx_needs_a_file_and_out_needs_an_export_format() {
     );
     assert!(!dir.path().join("x.txt").exists());
 }
+
+/// Two runs of the demo, the customer map fixed in between (Hooli Labs mapped to ACME-001):
+/// the first run's exceptions stay in the history, marked as replaced by the second, whose
+/// exceptions are the current ones; ACME's pushed line gets an adjustment that explains itself.
+async fn two_runs_keep_both_runs_exceptions(db: DatabaseTarget) {
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, &database_url(&db));
+    let first = tally(dir.path(), &config, &["run", "--period", "2026-10"]).await;
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first));
+    let map = dir.path().join("config/demo/customers.csv");
+    let mut customers = std::fs::read_to_string(&map).unwrap();
+    customers.push_str("billable_users,Hooli Labs,ACME-001\n");
+    std::fs::write(&map, customers).unwrap();
+    let second = tally(dir.path(), &config, &["run", "--period", "2026-10"]).await;
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+
+    let current = tally(
+        dir.path(),
+        &config,
+        &[
+            "lines",
+            "--period",
+            "2026-10",
+            "--exceptions",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    let current: Vec<serde_json::Value> = serde_json::from_slice(&current.stdout).unwrap();
+    assert_eq!(current.len(), 2, "{current:?}");
+    assert!(current.iter().all(|e| e["customer_key"] != "Hooli Labs"));
+
+    let history = tally(
+        dir.path(),
+        &config,
+        &[
+            "lines",
+            "--period",
+            "2026-10",
+            "--exceptions",
+            "--history",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(history.status.code(), Some(0), "{}", text(&history));
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(history.len(), 5, "{history:#?}");
+    let (old, new): (Vec<_>, Vec<_>) = history
+        .iter()
+        .partition(|e| !e["superseded_by_run"].is_null());
+    assert_eq!((old.len(), new.len()), (3, 2), "{history:#?}");
+    let (first_run, second_run) = (old[0]["run_id"].clone(), new[0]["run_id"].clone());
+    assert_ne!(first_run, second_run);
+    assert!(
+        old.iter()
+            .all(|e| e["run_id"] == first_run && e["superseded_by_run"] == second_run)
+    );
+    assert!(old.iter().any(|e| e["customer_key"] == "Hooli Labs"));
+
+    let table = tally(
+        dir.path(),
+        &config,
+        &["lines", "--period", "2026-10", "--exceptions", "--history"],
+    )
+    .await;
+    let table = text(&table);
+    assert!(
+        table.contains(&format!(
+            "run {first_run}: 3 exception(s), replaced by run {second_run}"
+        )) && table.contains(&format!("run {second_run}: 2 exception(s), current")),
+        "{table}"
+    );
+
+    // ACME's pushed line grew by Hooli's users: the adjustment says from what to what.
+    let csv_out = tally(
+        dir.path(),
+        &config,
+        &[
+            "lines",
+            "--period",
+            "2026-10",
+            "--format",
+            "csv",
+            "--customer",
+            "ACME-001",
+        ],
+    )
+    .await;
+    let mut reader = csv::Reader::from_reader(&csv_out.stdout[3..]);
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let adjustment = rows
+        .iter()
+        .find(|r| &r[col("kind")] == "adjustment")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(&adjustment[col("previous_amount")], "145.00");
+    assert!(
+        adjustment[col("reason")].contains("instead of the 12 already sent"),
+        "{adjustment:?}"
+    );
+    assert!(
+        adjustment[col("why")].starts_with("adjustment: quantity 12 → "),
+        "{adjustment:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_keep_both_runs_exceptions_postgres() {
+    two_runs_keep_both_runs_exceptions(fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_keep_both_runs_exceptions_sqlite() {
+    let state = tempfile::tempdir().unwrap();
+    two_runs_keep_both_runs_exceptions(fresh_sqlite(&state)).await;
+}
