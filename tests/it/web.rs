@@ -232,6 +232,28 @@ impl Browser {
         (status, response.text().await.unwrap())
     }
 
+    /// The body's bytes and the Content-Disposition of a download.
+    async fn download(&mut self, path: &str) -> (StatusCode, Vec<u8>, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let disposition = response
+            .headers()
+            .get(reqwest::header::CONTENT_DISPOSITION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            status,
+            response.bytes().await.unwrap().to_vec(),
+            disposition,
+        )
+    }
+
     /// Opens the sign-in page and signs in; returns the answer's status.
     async fn sign_in(&mut self, name: &str, password: &str) -> StatusCode {
         let (status, page, _) = self.get("/login").await;
@@ -474,6 +496,42 @@ async fn review_on(db: &str) {
         .to_owned();
     assert!(detail.contains(&external), "{detail}");
 
+    // The exports are `tally lines --format csv`'s bytes, and an XLSX workbook.
+    let (status, csv, disposition) = approver
+        .download(&format!("/periods/{PERIOD}/lines.csv"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+    let cli_csv = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || {
+            tally(&d, &c)
+                .args(["lines", "--period", PERIOD, "--format", "csv"])
+                .output()
+                .unwrap()
+        })
+        .await
+    };
+    assert_eq!(cli_csv.status.code(), Some(0), "{}", text(&cli_csv));
+    assert_eq!(
+        csv, cli_csv.stdout,
+        "the page's CSV differs from tally lines --format csv"
+    );
+    let (status, xlsx, disposition) = approver
+        .download(&format!("/periods/{PERIOD}/lines.xlsx"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(disposition.contains(".xlsx"), "{disposition}");
+    assert!(xlsx.starts_with(b"PK"), "not an XLSX (zip) file");
+    assert_eq!(
+        anonymous
+            .download(&format!("/periods/{PERIOD}/lines.csv"))
+            .await
+            .0,
+        StatusCode::SEE_OTHER,
+        "an export without a session"
+    );
+
     // Signing out ends the session.
     let (_, page, _) = approver.get("/").await;
     let csrf = csrf_of(&page);
@@ -567,4 +625,121 @@ async fn user_add_refuses_a_password_given_nowhere_and_never_takes_one_as_an_arg
         .unwrap();
     assert!(text(&list).contains("nobody"), "{}", text(&list));
     assert!(!text(&list).contains("argon2"), "{}", text(&list));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_serve_in_daemon_the_daemon_serves_the_review_page_beside_metrics() {
+    let state = tempfile::tempdir().unwrap();
+    let db = database_url(&fresh_sqlite(&state));
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, &db);
+    let out = user_add(
+        dir.path(),
+        &config,
+        APPROVER.0,
+        "approver",
+        Some(&format!("{}\n", APPROVER.1)),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = tally(dir.path(), &config)
+        .arg("daemon")
+        .env("TALLY__DAEMON__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TALLY__SERVE__IN_DAEMON", "true")
+        // Midday, far from the nightly job's 02:30: no run starts during the test.
+        .env("TALLY_CLOCK_NOW", "2026-11-20T12:00:00Z")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..120 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let metrics = reqwest::get(format!("{base}/metrics")).await;
+    let mut browser = Browser::new(&base);
+    let anonymous = browser.get("/").await;
+    let signed_in = browser.sign_in(APPROVER.0, APPROVER.1).await;
+    let index = browser.get("/").await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    assert!(up, "the daemon's /healthz never answered");
+    assert_eq!(metrics.unwrap().status(), StatusCode::OK);
+    assert_eq!(anonymous.0, StatusCode::SEE_OTHER);
+    assert_eq!(signed_in, StatusCode::SEE_OTHER);
+    assert_eq!(index.0, StatusCode::OK, "{}", index.1);
+    assert!(index.1.contains("Billing periods"), "{}", index.1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_while_another_tally_writes_says_who_holds_the_lease_and_changes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let target = fresh_sqlite(&state);
+    let served = serve_demo(&database_url(&target)).await;
+    let (dir, config) = (served.dir.path().to_owned(), served.config.clone());
+    let before = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    let store = tally::store::Store::connect(&target).await.unwrap();
+    let lease = store
+        .acquire_writer("run", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let mut approver = Browser::new(&served.base);
+    assert_eq!(
+        approver.sign_in(APPROVER.0, APPROVER.1).await,
+        StatusCode::SEE_OTHER
+    );
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    let csrf = csrf_of(&page);
+    let (status, _) = approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[
+                ("csrf", &csrf),
+                ("customer", CUSTOMER),
+                ("approve", "customer"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "a message, not an error page"
+    );
+    let (status, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let message = &page[page.find("id=\"message\"").unwrap()..];
+    assert!(
+        message.contains("another tally is writing the ledger"),
+        "{message}"
+    );
+    let after = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    assert_eq!(
+        after, before,
+        "an approval without the lease changed the ledger"
+    );
+    lease.release().await.unwrap();
 }

@@ -1,7 +1,8 @@
 //! The daemon's HTTP endpoints: `/healthz` (is the store reachable, and each job's last run
 //! and next fire time) and `/metrics` (Prometheus text, rendered from the `metrics` registry the
 //! daemon installs — the runs counted in `tick`, and whatever else in the process emits
-//! through the `metrics` macros, such as the HTTP client's per-peer figures).
+//! through the `metrics` macros, such as the HTTP client's per-peer figures); with
+//! `serve.in_daemon`, the review page of `tally serve` too.
 
 use super::Daemon;
 use anyhow::Context as _;
@@ -99,10 +100,21 @@ pub(super) async fn serve(
     let bound = listener.local_addr().unwrap_or(address);
     info!(address = %bound, "serving /healthz and /metrics on http://{bound}");
     let shutdown = daemon.app.shutdown.clone();
-    let router = Router::new()
+    // `serve.in_daemon`: the review page (src/web/) on the same port, beside these two.
+    let review = if daemon.app.settings.serve.in_daemon {
+        let web = crate::web::Web::new(daemon.app.store.clone(), daemon.app.settings.clone())?;
+        info!(address = %bound, "serving the review page on http://{bound}/ too (serve.in_daemon)");
+        Some(crate::web::router(web))
+    } else {
+        None
+    };
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .with_state(Served { daemon, metrics });
+    if let Some(review) = review {
+        router = router.merge(review);
+    }
     Ok(tokio::spawn(async move {
         let stopped = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.wait().await })
