@@ -8,6 +8,10 @@
 //! review page tested nowhere would look tested. The exports are fetched with reqwest carrying
 //! the browser session's cookie rather than through Chrome's download folder, so that the test
 //! compares the very bytes the link serves without waiting for a download to settle.
+//!
+//! With `TALLY_SCREENSHOTS=DIR` the review test saves the period page and a line's detail as
+//! `period.png` and `line.png` in DIR: `TALLY_SCREENSHOTS=docs/screenshots cargo test --test it
+//! browser::an_accountant` renews the README's screenshots.
 
 use crate::common::{database_url, demo_checkout, fresh_postgres, text};
 use fantoccini::{Client, Locator};
@@ -296,6 +300,23 @@ async fn cookie_header(browser: &Client) -> String {
         .join("; ")
 }
 
+/// Waits for the page a form led to and returns its `#message`: each form answers with a
+/// redirect to the period page carrying what was done, so a non-empty message is the sign that
+/// the server has finished (the bound only keeps a broken page from hanging the test).
+async fn message_after_submit(browser: &Client) -> String {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::XPath(
+            "//*[@id='message' and normalize-space(.) != '']",
+        ))
+        .await
+        .expect("the page answers the form with a #message")
+        .text()
+        .await
+        .unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The end-to-end review.
 // ---------------------------------------------------------------------------------------------
@@ -446,6 +467,7 @@ async fn review(stage: &Stage, browser: &Client) {
         .click()
         .await
         .unwrap();
+    message_after_submit(browser).await;
     let approved = stage.lines(Some(CUSTOMER)).await;
     assert_eq!(
         stage.sims.rambase.usages(),
@@ -487,7 +509,7 @@ async fn review(stage: &Stage, browser: &Client) {
             .click()
             .await
             .unwrap();
-        find(browser, "#message").await;
+        message_after_submit(browser).await;
     }
     let pushed = stage.lines(Some(CUSTOMER)).await;
     let usages = stage.sims.rambase.usages();
@@ -505,6 +527,10 @@ async fn review(stage: &Stage, browser: &Client) {
         assert_eq!(usage.plan_id, CUSTOMER_PLAN);
         assert_eq!(Decimal::from(usage.quantity), line.quantity);
     }
+    assert!(
+        stage.sims.activeplatform.corrections().is_empty(),
+        "the other customers' drafts went nowhere"
+    );
 
     // The exports the page links to are `tally lines --format csv`, as a CSV and as a workbook.
     browser
