@@ -70,7 +70,10 @@ if [ -z "${CHROMEDRIVER:-}" ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
-  CHROMEDRIVER=$(command -v chromedriver)
+  CHROMEDRIVER=$(command -v chromedriver) || {
+    echo "error: chromedriver is not on PATH after installing chromium-driver; set CHROMEDRIVER to its path" >&2
+    exit 1
+  }
   export CHROMEDRIVER
 fi
 
