@@ -291,3 +291,105 @@ impl Cell {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{BillingAccount, Evidence, LicenseType, LineKey, SourceName, Trace};
+    use chrono::Utc;
+    use rust_decimal_macros::dec;
+
+    fn line(currency: &str, rate: Decimal, amount: Decimal, status: LineStatus) -> LedgerLine {
+        let key = LineKey {
+            period: "2026-10".parse().unwrap(),
+            billing_account: BillingAccount::new("acme"),
+            license_type: LicenseType::new("agent"),
+            source: SourceName::new("billable_users"),
+        };
+        LedgerLine {
+            id: 1,
+            idempotency_key: key.idempotency_key(1),
+            key,
+            revision: 1,
+            quantity: dec!(3),
+            amount,
+            rate,
+            currency: currency.parse().unwrap(),
+            total_quantity: dec!(3),
+            total_amount: amount,
+            price_ref: "p@open".into(),
+            trace: Trace::empty(),
+            evidence: Evidence::default(),
+            sink: "rambase".into(),
+            status,
+            external_id: None,
+            push_marker: None,
+            last_error: None,
+            approval: None,
+            run_id: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            pushed_at: None,
+        }
+    }
+
+    #[test]
+    fn rates_of_a_currency_share_the_decimals_its_finest_rate_needs() {
+        let lines = [
+            line("EUR", dec!(12.50), dec!(37.50), LineStatus::Draft),
+            line("EUR", dec!(12.0833), dec!(36.25), LineStatus::Pushed),
+            line("NOK", dec!(135.00), dec!(405.00), LineStatus::Draft),
+            line("JPY", dec!(120), dec!(360), LineStatus::Draft),
+        ];
+        let rates = RateDecimals::of(&lines);
+        let eur: Currency = "EUR".parse().unwrap();
+        assert_eq!(rates.rate(eur, dec!(12.50)), "12.5000");
+        assert_eq!(rates.rate(eur, dec!(12.0833)), "12.0833");
+        assert_eq!(rates.rate("NOK".parse().unwrap(), dec!(135.00)), "135.00");
+        assert_eq!(rates.rate("JPY".parse().unwrap(), dec!(120)), "120");
+        // A currency with no line: its minor units.
+        assert_eq!(rates.get("KWD".parse().unwrap()), 3);
+        assert_eq!(with_decimals(dec!(11.0000), 2), "11.00");
+        assert_eq!(with_decimals(dec!(2.505), 2), "2.505");
+        assert_eq!(amount(eur, dec!(5)), "5.00");
+    }
+
+    #[test]
+    fn totals_never_add_a_draft_to_what_was_pushed() {
+        let lines = [
+            line("EUR", dec!(10), dec!(30.00), LineStatus::Draft),
+            line("EUR", dec!(10), dec!(20.00), LineStatus::Draft),
+            line("EUR", dec!(10), dec!(5.00), LineStatus::Pushed),
+            line("NOK", dec!(10), dec!(1.00), LineStatus::Approved),
+        ];
+        let totals: Vec<(String, LineStatus, Decimal)> = totals_by_status(&lines)
+            .unwrap()
+            .into_iter()
+            .map(|((c, s), t)| (c.code().to_owned(), s.0, t))
+            .collect();
+        assert_eq!(
+            totals,
+            vec![
+                ("EUR".into(), LineStatus::Draft, dec!(50.00)),
+                ("EUR".into(), LineStatus::Pushed, dec!(5.00)),
+                ("NOK".into(), LineStatus::Approved, dec!(1.00)),
+            ]
+        );
+        let huge = Decimal::MAX;
+        let too_much = [
+            line("EUR", dec!(1), huge, LineStatus::Draft),
+            line("EUR", dec!(1), huge, LineStatus::Draft),
+        ];
+        assert_eq!(totals_by_status(&too_much), None);
+    }
+
+    #[test]
+    fn the_csv_starts_with_a_byte_order_mark_and_the_snake_case_headers() {
+        let bytes = lines_csv(&[line("EUR", dec!(12.50), dec!(37.50), LineStatus::Draft)]).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let text = text.strip_prefix('\u{feff}').expect("a byte-order mark");
+        let header = text.lines().next().unwrap();
+        assert_eq!(header, HEADERS.join(","));
+        assert!(text.contains(",3,12.50,37.50,EUR,draft,"), "{text}");
+    }
+}

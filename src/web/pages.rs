@@ -128,6 +128,13 @@ pub async fn period(
             }
         })
         .collect();
+    // The newest run says how many approved lines its figures sent back to draft: they show
+    // as in review again, and the page says why.
+    let back_to_review = runs
+        .first()
+        .and_then(|r| r.get_attr("back_to_review").ok())
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
     let exceptions: Vec<_> = exceptions
         .iter()
         .map(|e| {
@@ -168,6 +175,7 @@ pub async fn period(
             choices => context! { customers => customers, licenses => licenses, sources => sources },
             exceptions => exceptions,
             runs => runs,
+            back_to_review => back_to_review,
             message => web.take_flash(&signed.token_hash),
         },
     )?;

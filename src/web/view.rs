@@ -4,6 +4,7 @@
 //! a period's status, and a line's explanation.
 
 use crate::domain::{LedgerLine, LineStatus, REVERSAL_REASON};
+use crate::export::RateDecimals;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -49,16 +50,10 @@ pub fn kind(line: &LedgerLine) -> &'static str {
     }
 }
 
-/// One number of decimals for the rates of each currency: the currency's own, or more when a
-/// rate needs more (9.125 EUR shows every EUR rate with 3).
-pub fn rate_decimals(lines: &[LedgerLine]) -> BTreeMap<String, u32> {
-    let mut decimals = BTreeMap::new();
-    for l in lines {
-        let needed = l.rate.normalize().scale().max(l.currency.minor_units());
-        let entry = decimals.entry(l.currency.to_string()).or_insert(needed);
-        *entry = (*entry).max(needed);
-    }
-    decimals
+/// One number of decimals for the rates of each currency, the same as the exports'
+/// (`export::RateDecimals`: the currency's own, or more when one of its rates needs more).
+pub fn rate_decimals(lines: &[LedgerLine]) -> RateDecimals {
+    RateDecimals::of(lines)
 }
 
 /// A currency's total with its split by status.
@@ -130,12 +125,8 @@ pub struct LineRow {
     pub automatic: bool,
 }
 
-pub fn line_row(l: &LedgerLine, rate_decimals: &BTreeMap<String, u32>) -> LineRow {
+pub fn line_row(l: &LedgerLine, rates: &RateDecimals) -> LineRow {
     let minor = l.currency.minor_units();
-    let rate_dp = rate_decimals
-        .get(l.currency.code())
-        .copied()
-        .unwrap_or(minor);
     LineRow {
         id: l.id,
         license_type: l.key.license_type.to_string(),
@@ -143,7 +134,7 @@ pub fn line_row(l: &LedgerLine, rate_decimals: &BTreeMap<String, u32>) -> LineRo
         revision: l.revision,
         kind: kind(l),
         quantity: l.quantity.normalize().to_string(),
-        rate: plain(l.rate, rate_dp),
+        rate: rates.rate(l.currency, l.rate),
         amount: plain(l.amount, minor),
         amount_text: readable(l.amount, minor),
         currency: l.currency.to_string(),

@@ -205,6 +205,17 @@ async fn the_exports_match_the_ledger_and_the_lines_table_to_the_cent() {
     assert_eq!(xlsx.status.code(), Some(0), "{}", text(&xlsx));
     let bytes = std::fs::read(&out).unwrap();
     assert_eq!(bytes, tally::export::lines_xlsx(&lines).unwrap());
+    // The number formats a spreadsheet shows: the currency's 2 decimals for amounts, the EUR
+    // rates' 4 (a graduated average needs them).
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.clone())).unwrap();
+    let mut styles = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("xl/styles.xml").unwrap(), &mut styles).unwrap();
+    for format in ["#,##0.00", "#,##0.0000"] {
+        assert!(
+            styles.contains(&format!("formatCode=\"{format}\"")),
+            "{format}: {styles}"
+        );
+    }
     use calamine::{Data, Reader};
     let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
     let sheet = book.worksheet_range("lines").unwrap();
@@ -398,4 +409,39 @@ async fn two_runs_keep_both_runs_exceptions_postgres() {
 async fn two_runs_keep_both_runs_exceptions_sqlite() {
     let state = tempfile::tempdir().unwrap();
     two_runs_keep_both_runs_exceptions(fresh_sqlite(&state)).await;
+}
+
+/// On a terminal, `--format xlsx` without `--out` is refused (a workbook is binary), before it
+/// writes a byte; `script` gives the command a terminal as its standard output.
+#[tokio::test(flavor = "multi_thread")]
+async fn xlsx_to_a_terminal_without_out_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let db = fresh_sqlite(&state);
+    let settings = sim::demo_settings(Path::new("data")).unwrap();
+    let sims = sim::start_sims(&settings, None, sim::SimPorts::ANY)
+        .await
+        .unwrap();
+    let (dir, config) = demo_checkout(&sims, &database_url(&db));
+    let command = format!(
+        "{} --config {} lines --period 2026-10 --format xlsx",
+        env!("CARGO_BIN_EXE_tally"),
+        config.display()
+    );
+    let out = tally_in_terminal(dir.path(), &command).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("give --out FILE"), "{}", text(&out));
+}
+
+/// `command` run by `script` with a pseudo-terminal as its standard output.
+async fn tally_in_terminal(dir: &Path, command: &str) -> Output {
+    let mut script = Command::new("script");
+    script
+        .current_dir(dir)
+        .args(["-qec", command, "/dev/null"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .envs(sim::demo_secrets());
+    tokio::task::spawn_blocking(move || script.output().unwrap())
+        .await
+        .unwrap()
 }

@@ -496,6 +496,45 @@ async fn review_on(db: &str) {
         .to_owned();
     assert!(detail.contains(&external), "{detail}");
 
+    // Selected lines: only the ticked draft is approved.
+    let other = pushed
+        .iter()
+        .find(|l| l["status"] == "draft")
+        .expect("another customer's draft")["id"]
+        .as_i64()
+        .unwrap();
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    assert!(
+        page.contains(&format!("name=\"line\" value=\"{other}\" form=\"approve-")),
+        "the draft has a checkbox of its customer's form: {page}"
+    );
+    let csrf = csrf_of(&page);
+    let id_text = other.to_string();
+    let (status, _) = approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[
+                ("csrf", &csrf),
+                ("customer", "whoever"),
+                ("line", &id_text),
+                ("approve-selected", "selected"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let selected = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, None)).await
+    };
+    for (now, was) in selected.iter().zip(&pushed) {
+        if now["id"].as_i64() == Some(other) {
+            assert_eq!(now["status"], "approved", "{now}");
+            assert_eq!(now["approval"]["by"], APPROVER.0, "{now}");
+        } else {
+            assert_eq!(now["status"], was["status"], "{now}");
+        }
+    }
+
     // The exports are `tally lines --format csv`'s bytes, and an XLSX workbook.
     let (status, csv, disposition) = approver
         .download(&format!("/periods/{PERIOD}/lines.csv"))
