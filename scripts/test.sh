@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README, CI): makes sure a PostgreSQL server is running — starting the
 # local cluster, or installing PostgreSQL with apt-get when it is missing — creates the
-# database the tests start from, exports DATABASE_URL and runs the whole test suite.
+# database the tests start from, exports DATABASE_URL, installs Chromium and chromedriver with
+# apt-get when chromedriver is missing (exporting CHROMEDRIVER), and runs the whole test suite.
 #
 # Set DATABASE_URL yourself to test against another server; it must be allowed to create
 # databases (each test creates its own, named tally_test_<random>).
@@ -59,6 +60,21 @@ if [ -z "${DATABASE_URL:-}" ]; then
   psql "$admin" -qtAc "select 1 from pg_database where datname = 'tally_test'" | grep -q 1 \
     || psql "$admin" -qc 'CREATE DATABASE tally_test' >/dev/null
   export DATABASE_URL="${admin%/postgres}/tally_test"
+fi
+
+# The browser test (tests/it/browser.rs) drives Debian's headless Chromium through chromedriver;
+# it fails, rather than skips, when chromedriver is missing.
+if [ -z "${CHROMEDRIVER:-}" ]; then
+  if ! command -v chromedriver >/dev/null 2>&1; then
+    say "chromedriver is not installed: installing chromium and chromium-driver with apt-get"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+  CHROMEDRIVER=$(command -v chromedriver) || {
+    echo "error: chromedriver is not on PATH after installing chromium-driver; set CHROMEDRIVER to its path" >&2
+    exit 1
+  }
+  export CHROMEDRIVER
 fi
 
 say "running the test suite against PostgreSQL ($(echo "$DATABASE_URL" | sed -E "s#//[^@]*@#//#")) and SQLite"

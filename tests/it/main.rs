@@ -8,6 +8,7 @@ mod activeplatform;
 mod architecture;
 mod billable_users;
 mod billable_users_csv;
+mod browser;
 mod ccc;
 mod check_config;
 mod cli;
