@@ -196,7 +196,13 @@ pub enum LedgerChange {
     /// A new line (revision 1) or an adjustment (revision > 1) of a pushed line.
     Insert(NewRevision),
     /// A revision not yet sent gets new values in place (same id, key and revision).
-    Update { id: i64, values: NewRevision },
+    /// `back_to_review`: an approved revision whose figures changed goes back to draft, marked
+    /// so that a reviewer sees why it waits again (cleared when it is approved again).
+    Update {
+        id: i64,
+        values: NewRevision,
+        back_to_review: bool,
+    },
     /// A revision not yet sent is no longer needed (the line is back to what was pushed).
     Delete { id: i64 },
 }

@@ -495,6 +495,7 @@ fn plan_line(
                         approval,
                         ..values
                     },
+                    back_to_review,
                 });
                 let mut line = entry(match (money_changed, sent.is_empty()) {
                     (false, _) => Action::Unchanged,
@@ -733,7 +734,7 @@ mod tests {
             &Approvals::not_required(),
         );
         match normal.changes.as_slice() {
-            [LedgerChange::Update { id: 7, values }] => {
+            [LedgerChange::Update { id: 7, values, .. }] => {
                 assert_eq!(values.status, LineStatus::Approved);
                 assert_eq!(values.revision, 1, "the same revision, never a second line");
             }
@@ -762,7 +763,7 @@ mod tests {
             &Approvals::not_required(),
         );
         match again.changes.as_slice() {
-            [LedgerChange::Update { id: 7, values }] => {
+            [LedgerChange::Update { id: 7, values, .. }] => {
                 assert_eq!(values.revision, 1);
                 assert_eq!(values.quantity, dec!(5));
                 assert_eq!(values.amount, dec!(50.00));
@@ -831,7 +832,7 @@ mod tests {
             &Approvals::not_required(),
         );
         match third.changes.as_slice() {
-            [LedgerChange::Update { id: 2, values }] => {
+            [LedgerChange::Update { id: 2, values, .. }] => {
                 assert_eq!(values.revision, 2);
                 assert_eq!(values.quantity, dec!(1));
                 assert_eq!(values.amount, dec!(10.00));
@@ -1172,7 +1173,7 @@ mod tests {
             &Approvals::not_required(),
         );
         match repaired.changes.as_slice() {
-            [LedgerChange::Update { id: 2, values }] => assert_eq!(values.sink, "rambase"),
+            [LedgerChange::Update { id: 2, values, .. }] => assert_eq!(values.sink, "rambase"),
             other => panic!("expected the reversal re-routed, got {other:?}"),
         }
     }

@@ -85,14 +85,14 @@ impl Store {
                 }
             }
 
-            for (id, row) in &plan.updates {
+            for (id, row, back_to_review) in &plan.updates {
                 let values = row.values;
                 let done = sqlx::query(
                     "UPDATE ledger_lines SET quantity = $4, amount = $5, rate = $6, \
                      currency = $7, total_quantity = $8, total_amount = $9, price_ref = $10, \
                      trace = $11, evidence_count = $12, evidence_hash = $13, sink = $14, \
                      status = $15, run_id = $16, updated_at = $17, approved_by = $18, \
-                     approved_at = $19, approval_note = $20 \
+                     approved_at = $19, approval_note = $20, back_to_review = $21 \
                      WHERE id = $1 AND line_key = $2 AND revision = $3 \
                      AND status IN ('draft', 'approved')",
                 )
@@ -116,6 +116,7 @@ impl Store {
                 .bind(values.approval.as_ref().map(|a| a.by.as_str()))
                 .bind(values.approval.as_ref().map(|a| a.at))
                 .bind(values.approval.as_ref().and_then(|a| a.note.as_deref()))
+                .bind(*back_to_review)
                 .execute(&mut *tx)
                 .await
                 .with_context(|| format!("apply_plan: updating ledger revision {id}"))?
@@ -397,6 +398,8 @@ impl Store {
                 .push_bind(by)
                 .push(", approval_note = ")
                 .push_bind(note)
+                // Approved again: no longer back in review.
+                .push(", back_to_review = FALSE")
                 .push(" WHERE status = 'draft' AND period = ")
                 .push_bind(period.to_string());
             if let Some(customer) = customer {
@@ -579,7 +582,8 @@ impl<'a> RevisionRow<'a> {
 /// A reconcile plan checked and sorted into what each statement writes.
 struct PlanRows<'a> {
     deletes: Vec<i64>,
-    updates: Vec<(i64, RevisionRow<'a>)>,
+    /// With whether the revision goes back to review (an approval its new figures took away).
+    updates: Vec<(i64, RevisionRow<'a>, bool)>,
     inserts: Vec<RevisionRow<'a>>,
     /// With the record count as stored (i64).
     exceptions: Vec<(&'a RunException, i64)>,
@@ -601,16 +605,20 @@ impl<'a> PlanRows<'a> {
         for change in changes {
             match change {
                 LedgerChange::Insert(values) => plan.inserts.push(RevisionRow::new(values)?),
-                LedgerChange::Update { id, values } => {
-                    plan.updates.push((*id, RevisionRow::new(values)?))
-                }
+                LedgerChange::Update {
+                    id,
+                    values,
+                    back_to_review,
+                } => plan
+                    .updates
+                    .push((*id, RevisionRow::new(values)?, *back_to_review)),
                 LedgerChange::Delete { id } => plan.deletes.push(*id),
             }
         }
         for row in plan
             .inserts
             .iter()
-            .chain(plan.updates.iter().map(|(_, row)| row))
+            .chain(plan.updates.iter().map(|(_, row, _)| row))
         {
             ensure!(
                 row.values.key.period == period,

@@ -28,6 +28,25 @@ impl Store {
             .collect()
     }
 
+    /// The ids of the period's drafts that an approval's loss sent back to review: their
+    /// figures changed after they had been approved (see `LedgerChange::Update`).
+    pub async fn back_to_review_ids(
+        &self,
+        period: Period,
+    ) -> anyhow::Result<std::collections::BTreeSet<i64>> {
+        let ids: Vec<i64> = with_backend!(self, |pool, D| {
+            sqlx::query_scalar(
+                "SELECT id FROM ledger_lines WHERE period = $1 AND status = 'draft' \
+                 AND back_to_review",
+            )
+            .bind(period.to_string())
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("back_to_review_ids: reading the drafts of {period}"))?
+        });
+        Ok(ids.into_iter().collect())
+    }
+
     /// One ledger revision by its id.
     pub async fn ledger_line(&self, id: i64) -> anyhow::Result<Option<LedgerLine>> {
         with_backend!(self, |pool, D| {
@@ -66,6 +85,8 @@ impl Store {
                 .push_bind(by)
                 .push(", approval_note = ")
                 .push_bind(note)
+                // Approved again: no longer back in review.
+                .push(", back_to_review = FALSE")
                 .push(" WHERE status = 'draft' AND period = ")
                 .push_bind(period.to_string())
                 .push(" AND id IN (");

@@ -106,6 +106,7 @@ pub async fn period(
         .collect();
     let refs: Vec<&LedgerLine> = lines.iter().collect();
     let closed = web.store.closed_period(period).await?;
+    let back = web.store.back_to_review_ids(period).await?;
     let exceptions = web.store.exceptions(period).await?;
     // Earlier runs' exceptions, replaced since: the period's history of what could not be billed.
     let past: Vec<_> = web
@@ -181,7 +182,7 @@ pub async fn period(
             period => period.to_string(),
             status => view::period_status(&all, closed.is_some()),
             closed => closed.map(|c| format!("closed {} by {}", c.closed_at.format("%Y-%m-%d"), c.closed_by)),
-            customers => ser(&view::by_customer(&lines)),
+            customers => ser(&view::by_customer(&lines, &back)),
             totals => ser(&view::totals(&refs)),
             shown => lines.len(),
             total_lines => all.len(),
@@ -224,12 +225,13 @@ pub async fn line(
         .filter(|l| l.key == line.key)
         .collect();
     let rates = view::rate_decimals(&revisions);
+    let back = web.store.back_to_review_ids(line.key.period).await?;
     let minor = line.currency.minor_units();
     let revision_rows: Vec<_> = revisions
         .iter()
         .map(|r| {
             context! {
-                row => ser(&view::line_row(r, &rates)),
+                row => ser(&view::line_row(r, &rates, &back)),
                 current => r.id == line.id,
                 total_quantity => r.total_quantity.normalize().to_string(),
                 total_amount => view::plain(r.total_amount, minor),
@@ -254,7 +256,7 @@ pub async fn line(
             user => &signed.user,
             role => signed.role.as_str(),
             csrf => &signed.csrf,
-            line => ser(&view::line_row(&line, &rates)),
+            line => ser(&view::line_row(&line, &rates, &back)),
             account => line.key.billing_account.to_string(),
             period => line.key.period.to_string(),
             key => line.key.to_string(),

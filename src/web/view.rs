@@ -7,7 +7,7 @@ use crate::domain::{LedgerLine, LineStatus, REVERSAL_REASON};
 use crate::export::RateDecimals;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An amount as a plain decimal with exactly `decimals` decimals (`1234.50`), for `data-amount`.
 pub fn plain(amount: Decimal, decimals: u32) -> String {
@@ -121,11 +121,14 @@ pub struct LineRow {
     pub currency: String,
     pub status: &'static str,
     pub draft: bool,
+    /// A draft whose figures changed after it had been approved: shown as back in review.
+    pub back_to_review: bool,
     pub approved_by: Option<String>,
     pub automatic: bool,
 }
 
-pub fn line_row(l: &LedgerLine, rates: &RateDecimals) -> LineRow {
+/// `back`: the ids of the period's drafts back in review ([`crate::store::Store::back_to_review_ids`]).
+pub fn line_row(l: &LedgerLine, rates: &RateDecimals, back: &BTreeSet<i64>) -> LineRow {
     let minor = l.currency.minor_units();
     LineRow {
         id: l.id,
@@ -140,6 +143,7 @@ pub fn line_row(l: &LedgerLine, rates: &RateDecimals) -> LineRow {
         currency: l.currency.to_string(),
         status: l.status.as_str(),
         draft: l.status == LineStatus::Draft,
+        back_to_review: l.status == LineStatus::Draft && back.contains(&l.id),
         approved_by: l.approval.as_ref().map(|a| a.by.clone()),
         automatic: l
             .approval
@@ -158,7 +162,7 @@ pub struct CustomerView {
 }
 
 /// The lines grouped by billing account (in account order), each group with its subtotals.
-pub fn by_customer(lines: &[LedgerLine]) -> Vec<CustomerView> {
+pub fn by_customer(lines: &[LedgerLine], back: &BTreeSet<i64>) -> Vec<CustomerView> {
     let rates = rate_decimals(lines);
     let mut groups: BTreeMap<String, Vec<&LedgerLine>> = BTreeMap::new();
     for l in lines {
@@ -170,7 +174,7 @@ pub fn by_customer(lines: &[LedgerLine]) -> Vec<CustomerView> {
     groups
         .into_iter()
         .map(|(account, group)| CustomerView {
-            lines: group.iter().map(|l| line_row(l, &rates)).collect(),
+            lines: group.iter().map(|l| line_row(l, &rates, back)).collect(),
             subtotals: totals(&group),
             drafts: group
                 .iter()

@@ -781,6 +781,7 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
                 LedgerChange::Update {
                     id: kept.id,
                     values,
+                    back_to_review: false,
                 },
                 LedgerChange::Delete { id: dropped },
             ],
@@ -821,12 +822,33 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
             &[LedgerChange::Update {
                 id: kept.id,
                 values,
+                back_to_review: true,
             }],
             &[],
         )
         .await
         .expect("update an approved revision");
     assert_eq!(lines(&store).await[0].amount.to_string(), "15.00");
+    // Its figures changed after the approval, so it waits again, marked back in review until
+    // it is approved again.
+    assert_eq!(lines(&store).await[0].status, LineStatus::Draft);
+    assert_eq!(
+        store.back_to_review_ids(october()).await.unwrap(),
+        std::collections::BTreeSet::from([kept.id]),
+        "an approval the new figures took away is marked on the revision"
+    );
+    store
+        .approve(october(), None, "kari", Some("checked again"))
+        .await
+        .expect("approve again");
+    assert!(
+        store
+            .back_to_review_ids(october())
+            .await
+            .unwrap()
+            .is_empty(),
+        "approved again: no longer back in review"
+    );
 
     // An update that names another line's revision is refused.
     let values = revision("C-9", "Agent", "billable_users", dec!(1));
@@ -838,6 +860,7 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
             &[LedgerChange::Update {
                 id: kept.id,
                 values,
+                back_to_review: false,
             }],
             &[],
         )
@@ -893,6 +916,7 @@ async fn a_plan_touching_a_sent_revision_is_refused_whole(store: Store, _: &Data
             LedgerChange::Update {
                 id: pushed,
                 values: revision("C-1", "Agent", "billable_users", dec!(99)),
+                back_to_review: false,
             },
             "pushed",
         ),
@@ -911,6 +935,7 @@ async fn a_plan_touching_a_sent_revision_is_refused_whole(store: Store, _: &Data
             LedgerChange::Update {
                 id: pushing,
                 values: revision("C-3", "Agent", "billable_users", dec!(2)),
+                back_to_review: false,
             },
             "pushing",
         ),
@@ -922,6 +947,7 @@ async fn a_plan_touching_a_sent_revision_is_refused_whole(store: Store, _: &Data
             LedgerChange::Update {
                 id: unsent,
                 values: revision("C-2", "Agent", "billable_users", dec!(5)),
+                back_to_review: false,
             },
             LedgerChange::Insert(revision("C-4", "Agent", "billable_users", dec!(1))),
             refused,

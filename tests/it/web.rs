@@ -880,3 +880,96 @@ async fn behind_tls_the_session_cookie_is_secure() {
         .expect("a session cookie");
     assert!(session.contains("; Secure"), "{session}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_whose_figures_change_after_approval_shows_as_back_in_review() {
+    let state = tempfile::tempdir().unwrap();
+    let target = fresh_sqlite(&state);
+    let served = serve_demo(&database_url(&target)).await;
+    let (dir, config) = (served.dir.path().to_owned(), served.config.clone());
+    let mut approver = Browser::new(&served.base);
+    assert_eq!(
+        approver.sign_in(APPROVER.0, APPROVER.1).await,
+        StatusCode::SEE_OTHER
+    );
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    let csrf = csrf_of(&page);
+    assert!(!page.contains("back in review"), "nothing is back yet");
+    let (status, _) = approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[
+                ("csrf", &csrf),
+                ("customer", CUSTOMER),
+                ("approve", "customer"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // One more Acme Corporation user turns up before the lines are pushed: the re-run changes
+    // the approved Service desk line, which goes back to draft.
+    let period: tally::domain::Period = PERIOD.parse().unwrap();
+    let mut people = served.sims.billable_users.people(period);
+    let mut newcomer = people
+        .iter()
+        .find(|p| p.organization == "Acme Corporation")
+        .expect("the demo has Acme Corporation users")
+        .clone();
+    newcomer.id = 9_999_001;
+    newcomer.primary_email = "newcomer@acme.example".into();
+    people.push(newcomer);
+    served.sims.billable_users.set_people(period, people);
+    let (d, c) = (dir.clone(), config.clone());
+    let run = in_blocking(move || {
+        tally(&d, &c)
+            .args(["run", "--period", PERIOD])
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(matches!(run.status.code(), Some(0 | 3)), "{}", text(&run));
+
+    let lines = {
+        let (d, c) = (dir.clone(), config.clone());
+        in_blocking(move || ledger(&d, &c, Some(CUSTOMER))).await
+    };
+    let changed: Vec<i64> = lines
+        .iter()
+        .filter(|l| l["status"] == "draft")
+        .map(|l| l["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "only the changed line waits again: {lines:?}"
+    );
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    let row = &page[page
+        .find(&format!("data-line-id=\"{}\"", changed[0]))
+        .expect("the changed line is on the page")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("back in review"), "{row}");
+    assert_eq!(
+        page.matches("data-back-to-review").count(),
+        1,
+        "only that line is marked"
+    );
+    let (_, detail, _) = approver.get(&format!("/lines/{}", changed[0])).await;
+    assert!(detail.contains("back in review"), "{detail}");
+
+    // Approved again, it is an ordinary approved line.
+    let csrf = csrf_of(&page);
+    approver
+        .post(
+            &format!("/periods/{PERIOD}/approve"),
+            &[
+                ("csrf", &csrf),
+                ("customer", CUSTOMER),
+                ("approve", "customer"),
+            ],
+        )
+        .await;
+    let (_, page, _) = approver.get(&format!("/periods/{PERIOD}")).await;
+    assert!(!page.contains("data-back-to-review"), "approved again");
+}
