@@ -33,12 +33,32 @@ impl fmt::Display for LineKey {
 }
 
 /// Where a line's quantity came from: how many source records, and a fingerprint of them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Evidence {
     pub record_count: u64,
     /// Hex SHA-256 fingerprint of the records (order-independent).
     pub hash: String,
+    /// A few of the records, for a reviewer: `record key (customer key, item)`, the smallest
+    /// record keys of the line's groups, at most [`Evidence::SAMPLE`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<String>,
 }
+
+impl Evidence {
+    /// How many records a line's sample names.
+    pub const SAMPLE: usize = 5;
+}
+
+/// Two evidences are the same records when their counts and fingerprints are: the sample is
+/// drawn from those records, and a revision stored before samples were kept has none, which
+/// must not make an unchanged line look changed.
+impl PartialEq for Evidence {
+    fn eq(&self, other: &Self) -> bool {
+        self.record_count == other.record_count && self.hash == other.hash
+    }
+}
+
+impl Eq for Evidence {}
 
 /// A line as computed and priced by this run (not yet compared with the ledger).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -42,6 +42,9 @@ pub struct UsageQuantity {
     pub record_count: u64,
     /// Order-independent fingerprint of those records (hex), see [`super::Evidence`].
     pub hash: String,
+    /// The smallest few record keys of the group, for the line's evidence sample.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<String>,
     /// Why these records cannot be billed as they are: a record's quantity above
     /// `billing.max_quantity_per_record`, or a sum that does not fit. Such a group becomes an
     /// `out_of_range` exception naming the record, never a line.

@@ -274,6 +274,15 @@ pub fn compute(
             evidence: Evidence {
                 record_count,
                 hash: combine_hashes(&hashes),
+                sample: parts
+                    .iter()
+                    .flat_map(|u| {
+                        u.sample
+                            .iter()
+                            .map(|key| format!("{key} ({}, {})", u.customer_key, u.item))
+                    })
+                    .take(Evidence::SAMPLE)
+                    .collect(),
             },
             sink: sink_name.clone(),
         };
@@ -354,6 +363,9 @@ struct Group {
     records: u64,
     hash: [u8; 32],
     out_of_range: Option<String>,
+    /// The smallest record keys seen, sorted, at most `Evidence::SAMPLE`: the same records give
+    /// the same sample in whatever order they are read.
+    sample: Vec<String>,
 }
 
 impl Aggregator {
@@ -375,6 +387,19 @@ impl Aggregator {
             None => items.entry(item.to_owned()).or_default(),
         };
         group.records += 1;
+        let keep = group.sample.len() < Evidence::SAMPLE
+            || group
+                .sample
+                .last()
+                .is_some_and(|last| record_key < last.as_str());
+        if keep
+            && let Err(at) = group
+                .sample
+                .binary_search_by(|k| k.as_str().cmp(record_key))
+        {
+            group.sample.insert(at, record_key.to_owned());
+            group.sample.truncate(Evidence::SAMPLE);
+        }
         for (a, b) in group.hash.iter_mut().zip(record_hash(record_key, quantity)) {
             *a ^= b;
         }
@@ -415,8 +440,42 @@ impl Aggregator {
                     record_count: group.records,
                     hash: hex::encode(group.hash),
                     out_of_range: group.out_of_range,
+                    sample: group.sample,
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn groups(keys: &[&str]) -> Vec<UsageQuantity> {
+        let mut aggregator = Aggregator::new(&QuantityLimits::default());
+        for key in keys {
+            aggregator.add(key, "Acme", "agent", dec!(1));
+        }
+        aggregator.finish()
+    }
+
+    #[test]
+    fn a_groups_sample_is_its_smallest_record_keys_whatever_the_reading_order() {
+        let keys = [
+            "7@Acme", "3@Acme", "9@Acme", "1@Acme", "5@Acme", "2@Acme", "8@Acme",
+        ];
+        let mut reversed = keys;
+        reversed.reverse();
+        let forward = groups(&keys);
+        let backward = groups(&reversed);
+        assert_eq!(forward[0].record_count, 7);
+        assert_eq!(
+            forward[0].sample,
+            ["1@Acme", "2@Acme", "3@Acme", "5@Acme", "7@Acme"]
+        );
+        assert_eq!(forward[0].sample, backward[0].sample);
+        // A record read twice is one key in the sample.
+        assert_eq!(groups(&["4@Acme", "4@Acme"])[0].sample, ["4@Acme"]);
     }
 }

@@ -603,6 +603,7 @@ mod tests {
             evidence: Evidence {
                 record_count: 1,
                 hash: "h".into(),
+                sample: Vec::new(),
             },
             sink: "rambase".into(),
         }

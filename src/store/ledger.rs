@@ -92,7 +92,8 @@ impl Store {
                      currency = $7, total_quantity = $8, total_amount = $9, price_ref = $10, \
                      trace = $11, evidence_count = $12, evidence_hash = $13, sink = $14, \
                      status = $15, run_id = $16, updated_at = $17, approved_by = $18, \
-                     approved_at = $19, approval_note = $20, back_to_review = $21 \
+                     approved_at = $19, approval_note = $20, back_to_review = $21, \
+                     evidence_sample = $22 \
                      WHERE id = $1 AND line_key = $2 AND revision = $3 \
                      AND status IN ('draft', 'approved')",
                 )
@@ -117,6 +118,7 @@ impl Store {
                 .bind(values.approval.as_ref().map(|a| a.at))
                 .bind(values.approval.as_ref().and_then(|a| a.note.as_deref()))
                 .bind(*back_to_review)
+                .bind(row.evidence_sample.as_deref())
                 .execute(&mut *tx)
                 .await
                 .with_context(|| format!("apply_plan: updating ledger revision {id}"))?
@@ -140,7 +142,7 @@ impl Store {
                      source, revision, idempotency_key, quantity, amount, rate, currency, \
                      total_quantity, total_amount, price_ref, trace, evidence_count, \
                      evidence_hash, sink, status, run_id, created_at, updated_at, approved_by, \
-                     approved_at, approval_note) ",
+                     approved_at, approval_note, evidence_sample) ",
                 );
                 insert.push_values(batch, |mut b, row| {
                     let values = row.values;
@@ -168,7 +170,8 @@ impl Store {
                         .push_bind(now)
                         .push_bind(values.approval.as_ref().map(|a| a.by.as_str()))
                         .push_bind(values.approval.as_ref().map(|a| a.at))
-                        .push_bind(values.approval.as_ref().and_then(|a| a.note.as_deref()));
+                        .push_bind(values.approval.as_ref().and_then(|a| a.note.as_deref()))
+                        .push_bind(row.evidence_sample.as_deref());
                 });
                 insert.build().execute(&mut *tx).await.with_context(|| {
                     format!(
@@ -556,6 +559,8 @@ struct RevisionRow<'a> {
     line_key: String,
     idempotency_key: String,
     evidence_count: i64,
+    /// The evidence's sample as JSON text, `None` when it has none.
+    evidence_sample: Option<String>,
 }
 
 impl<'a> RevisionRow<'a> {
@@ -574,6 +579,11 @@ impl<'a> RevisionRow<'a> {
             evidence_count: i64::try_from(values.evidence.record_count).with_context(|| {
                 format!("apply_plan: evidence count of {line_key} is too large")
             })?,
+            evidence_sample: if values.evidence.sample.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&values.evidence.sample)?)
+            },
             line_key,
         })
     }

@@ -155,14 +155,14 @@ pub use ledger::{PastException, PushScope};
 pub use runs::RunRequest;
 pub use users::{LoginFailures, ReviewSession, ReviewUser, Role};
 
-/// Rows per multi-row INSERT. The widest row (a ledger revision) binds 25 values: 1,000 rows stay
+/// Rows per multi-row INSERT. The widest row (a ledger revision) binds 26 values: 1,000 rows stay
 /// below SQLite's 32,766 and Postgres' 65,535 bound parameters per statement.
 const ROWS_PER_INSERT: usize = 1000;
 
 /// The columns a [`LedgerLine`] is read from (`rows::line`).
 const LINE_COLUMNS: &str = "id, line_key, period, billing_account, license_type, source, \
      revision, idempotency_key, quantity, amount, rate, currency, total_quantity, total_amount, \
-     price_ref, trace, evidence_count, evidence_hash, sink, status, external_id, push_marker, \
+     price_ref, trace, evidence_count, evidence_hash, evidence_sample, sink, status, external_id, push_marker, \
      last_error, approved_by, approved_at, approval_note, run_id, created_at, updated_at, pushed_at";
 
 /// The columns a [`RunException`] is read from (`rows::exception`).

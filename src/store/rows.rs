@@ -100,6 +100,11 @@ pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
             evidence: Evidence {
                 record_count: count(row, "evidence_count")?,
                 hash: row.text("evidence_hash")?,
+                sample: match row.opt_text("evidence_sample")? {
+                    Some(text) => serde_json::from_str(&text)
+                        .with_context(|| format!("evidence_sample {text:?} is not a JSON list"))?,
+                    None => Vec::new(),
+                },
             },
             sink: row.text("sink")?,
             status: LineStatus::parse(&status)

@@ -265,6 +265,7 @@ pub async fn line(
             explanation => ser(&view::explanation(&line)),
             evidence_count => line.evidence.record_count,
             evidence_hash => &line.evidence.hash,
+            evidence_sample => &line.evidence.sample,
             revisions => revision_rows,
             trace => trace,
         },

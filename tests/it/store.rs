@@ -120,6 +120,7 @@ fn revision(account: &str, license: &str, source_name: &str, quantity: Decimal) 
         evidence: Evidence {
             record_count: 3,
             hash: "ab12".to_owned(),
+            sample: Vec::new(),
         },
         sink: "rambase".to_owned(),
         status: LineStatus::Draft,
@@ -771,6 +772,7 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
     values.evidence = Evidence {
         record_count: 4,
         hash: "cd34".to_owned(),
+        sample: Vec::new(),
     };
     store
         .apply_plan(

@@ -957,6 +957,21 @@ async fn a_line_whose_figures_change_after_approval_shows_as_back_in_review() {
     );
     let (_, detail, _) = approver.get(&format!("/lines/{}", changed[0])).await;
     assert!(detail.contains("back in review"), "{detail}");
+    // Its source records: the count, and a sample of them by record key (`id@organization`
+    // for billable users), source customer key and item.
+    let sample = &detail[detail
+        .find("id=\"evidence-sample\"")
+        .expect("the line lists a sample of its source records")..];
+    let sample = &sample[..sample.find("</ul>").unwrap()];
+    let shown = sample.matches("<li>").count();
+    assert!((1..=5).contains(&shown), "{sample}");
+    assert_eq!(
+        sample
+            .matches("@Acme Corporation (Acme Corporation, ")
+            .count(),
+        shown,
+        "every record shown is one of Acme Corporation's: {sample}"
+    );
 
     // Approved again, it is an ordinary approved line.
     let csrf = csrf_of(&page);
