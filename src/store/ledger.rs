@@ -15,6 +15,14 @@ use sqlx::QueryBuilder;
 use sqlx::types::Json;
 use std::collections::HashMap;
 
+/// Which drafts of a period an approval takes.
+pub(super) enum Drafts<'a> {
+    All,
+    Customer(&'a BillingAccount),
+    /// Exactly these revisions (those still drafts); never empty.
+    Ids(&'a [i64]),
+}
+
 impl Store {
     /// Every revision of the period's lines (of one source, if given), ordered by line key
     /// then revision.
@@ -389,6 +397,23 @@ impl Store {
         by: &str,
         note: Option<&str>,
     ) -> anyhow::Result<Vec<i64>> {
+        let which = match customer {
+            Some(customer) => Drafts::Customer(customer),
+            None => Drafts::All,
+        };
+        self.approve_drafts(period, which, by, note).await
+    }
+
+    /// The one approving statement of [`Store::approve`] and `Store::approve_ids`: `which`
+    /// drafts of `period` become `approved`, with who, when and why, and are no longer back in
+    /// review; returns the ids it approved, sorted.
+    pub(super) async fn approve_drafts(
+        &self,
+        period: Period,
+        which: Drafts<'_>,
+        by: &str,
+        note: Option<&str>,
+    ) -> anyhow::Result<Vec<i64>> {
         let now = Utc::now();
         with_backend!(self, |pool, D| {
             let mut update =
@@ -401,14 +426,24 @@ impl Store {
                 .push_bind(by)
                 .push(", approval_note = ")
                 .push_bind(note)
-                // Approved again: no longer back in review.
                 .push(", back_to_review = FALSE")
                 .push(" WHERE status = 'draft' AND period = ")
                 .push_bind(period.to_string());
-            if let Some(customer) = customer {
-                update
-                    .push(" AND billing_account = ")
-                    .push_bind(customer.as_str());
+            match which {
+                Drafts::All => {}
+                Drafts::Customer(customer) => {
+                    update
+                        .push(" AND billing_account = ")
+                        .push_bind(customer.as_str());
+                }
+                Drafts::Ids(ids) => {
+                    update.push(" AND id IN (");
+                    let mut list = update.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    list.push_unseparated(")");
+                }
             }
             update.push(" RETURNING id");
             let mut ids: Vec<i64> = update

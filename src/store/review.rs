@@ -5,8 +5,6 @@ use super::dialect;
 use super::{Backend, LINE_COLUMNS, Store, rows};
 use crate::domain::{LedgerLine, Period};
 use anyhow::Context;
-use chrono::Utc;
-use sqlx::QueryBuilder;
 
 impl Store {
     /// Every period with ledger lines or runs, newest first.
@@ -73,35 +71,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
-        with_backend!(self, |pool, D| {
-            let mut update =
-                QueryBuilder::new("UPDATE ledger_lines SET status = 'approved', updated_at = ");
-            update
-                .push_bind(now)
-                .push(", approved_at = ")
-                .push_bind(now)
-                .push(", approved_by = ")
-                .push_bind(by)
-                .push(", approval_note = ")
-                .push_bind(note)
-                // Approved again: no longer back in review.
-                .push(", back_to_review = FALSE")
-                .push(" WHERE status = 'draft' AND period = ")
-                .push_bind(period.to_string())
-                .push(" AND id IN (");
-            let mut list = update.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            list.push_unseparated(") RETURNING id");
-            let mut approved: Vec<i64> = update
-                .build_query_scalar()
-                .fetch_all(pool)
-                .await
-                .with_context(|| format!("approve_ids: approving drafts of {period}"))?;
-            approved.sort_unstable();
-            Ok(approved)
-        })
+        self.approve_drafts(period, super::ledger::Drafts::Ids(ids), by, note)
+            .await
     }
 }
