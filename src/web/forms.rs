@@ -181,17 +181,7 @@ pub async fn lines_csv(
     State(web): State<Arc<Web>>,
     Path(period): Path<String>,
 ) -> Result<Response, WebError> {
-    let period = match period_or_404(&period) {
-        Ok(p) => p,
-        Err(r) => return Ok(*r),
-    };
-    let lines = web.store.ledger_lines(period, None).await?;
-    let bytes = crate::export::lines_csv(&lines)?;
-    Ok(attachment(
-        bytes,
-        "text/csv; charset=utf-8",
-        format!("tally-{period}.csv"),
-    ))
+    export(&web, &period, Export::Csv).await
 }
 
 /// `GET /periods/{p}/lines.xlsx`: `export::lines_xlsx` of the period's lines.
@@ -199,15 +189,31 @@ pub async fn lines_xlsx(
     State(web): State<Arc<Web>>,
     Path(period): Path<String>,
 ) -> Result<Response, WebError> {
-    let period = match period_or_404(&period) {
+    export(&web, &period, Export::Xlsx).await
+}
+
+enum Export {
+    Csv,
+    Xlsx,
+}
+
+/// A period's lines as the export an accountant downloads (the same bytes `tally lines` writes).
+async fn export(web: &Web, period: &str, format: Export) -> Result<Response, WebError> {
+    let period = match period_or_404(period) {
         Ok(p) => p,
         Err(r) => return Ok(*r),
     };
     let lines = web.store.ledger_lines(period, None).await?;
-    let bytes = crate::export::lines_xlsx(&lines)?;
-    Ok(attachment(
-        bytes,
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        format!("tally-{period}.xlsx"),
-    ))
+    Ok(match format {
+        Export::Csv => attachment(
+            crate::export::lines_csv(&lines)?,
+            "text/csv; charset=utf-8",
+            format!("tally-{period}.csv"),
+        ),
+        Export::Xlsx => attachment(
+            crate::export::lines_xlsx(&lines)?,
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            format!("tally-{period}.xlsx"),
+        ),
+    })
 }
