@@ -19,6 +19,7 @@ pub mod serve;
 pub mod sim;
 pub mod table;
 pub mod user;
+pub mod worker;
 
 use crate::config::Settings;
 use crate::domain::RunStatus;
@@ -120,7 +121,8 @@ pub enum Command {
             "tally run --period 2026-10             # record and push\n  ",
             "tally run --period 2026-10 --source ccc --wait 600\n  ",
             "tally run --from 2026-07 --to 2026-10 --dry-run   # a backfill, one run per month\n  ",
-            "tally run --period 2026-10 --customer ACME-001 --by kari\n\n",
+            "tally run --period 2026-10 --customer ACME-001 --by kari\n  ",
+            "tally run --period 2026-10 --worker --round nightly-2026-11-03   # on each of N machines\n\n",
             "Exit codes:\n  0  completed\n  3  completed with exceptions\n  1  failed\n  ",
             "2  bad usage or configuration\n  4  busy: another tally is writing the ledger\n  ",
             "5  interrupted by SIGTERM/SIGINT"

@@ -57,6 +57,22 @@ pub struct RunArgs {
     /// If another tally is writing the ledger, wait this many seconds for it (then exit 4).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub wait: u64,
+    /// Share the period with other `tally run --worker` processes on the same Postgres (any
+    /// number, on any machines): each claims source scopes one at a time, and the period is
+    /// priced and pushed once, by the first worker to take the writer lease after every scope
+    /// is extracted. The others exit 0 once it has. A worker that dies leaves its scope to the
+    /// others after --lease-secs. Needs Postgres; see docs/OPERATIONS.md.
+    #[arg(long, conflicts_with_all = ["from", "to", "dry_run", "customer"])]
+    pub worker: bool,
+    /// The round the workers of one night share: give them all the same name (in Kubernetes,
+    /// the Job's name). Default: the period and today's UTC date, e.g. 2026-10@2026-11-03.
+    #[arg(long, value_name = "NAME", requires = "worker")]
+    pub round: Option<String>,
+    /// How long a worker's scope stays its own without its heartbeat (renewed every third of
+    /// it): how soon the others take over the scope of a worker that died.
+    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "worker",
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_secs: u64,
 }
 
 /// `tally run`: builds the app, takes the writer lease (not for a dry run) and runs.
@@ -66,6 +82,10 @@ pub async fn execute(args: RunArgs, load: Load<'_>) -> anyhow::Result<i32> {
     let settings = load()?;
     super::init_tracing(&settings, None);
     let app = App::build(settings).await?;
+    if args.worker {
+        listen_for_signals(&app.settings, &app.shutdown);
+        return super::worker::execute(&app, &args).await;
+    }
     let _lease = if args.dry_run {
         None
     } else {
@@ -109,7 +129,7 @@ fn requested_by(args: &RunArgs) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn options(args: &RunArgs, period: Period, trigger: Trigger) -> RunOptions {
+pub(super) fn options(args: &RunArgs, period: Period, trigger: Trigger) -> RunOptions {
     RunOptions {
         period,
         source: args.source.clone(),
@@ -139,7 +159,7 @@ pub async fn run_command(app: &App, args: &RunArgs, trigger: Trigger) -> anyhow:
     Ok(exit_code_of(report.summary.status))
 }
 
-fn print_report(args: &RunArgs, report: &pipeline::RunReport) {
+pub(super) fn print_report(args: &RunArgs, report: &pipeline::RunReport) {
     if args.dry_run {
         println!(
             "plan for {} (dry run: nothing is written or pushed)",
@@ -166,7 +186,7 @@ fn severity(status: RunStatus) -> u8 {
 }
 
 /// A closed month is only closed to the daemon: an operator may still re-run it, told so.
-async fn note_if_closed(app: &App, period: Period) -> anyhow::Result<()> {
+pub(super) async fn note_if_closed(app: &App, period: Period) -> anyhow::Result<()> {
     if let Some(closed) = app.store.closed_period(period).await? {
         eprintln!(
             "note: {period} is closed (by {} at {}): scheduled runs leave it alone; this manual run may still change and push its lines",

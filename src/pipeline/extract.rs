@@ -15,7 +15,7 @@
 use super::{App, Interrupted, SimulatedCrash};
 use crate::domain::{Period, SourceName, SourceStats, StagedRecord, UsageQuantity};
 use crate::sources::{Page, Source};
-use crate::store::PageToStage;
+use crate::store::{Claim, PageToStage};
 use compute::Aggregator;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use std::collections::HashMap;
@@ -112,7 +112,8 @@ pub(super) async fn extract(
     let name = source.name();
     let mut scopes = futures_util::stream::iter(source.scopes().into_iter().enumerate())
         .map(|(index, scope)| async move {
-            let result = extract_scope(app, source, &scope, period, run_id, pages_staged).await;
+            let result =
+                extract_scope(app, source, &scope, period, run_id, pages_staged, None).await;
             (index, scope, result)
         })
         .buffer_unordered(SCOPES_AT_ONCE);
@@ -154,8 +155,16 @@ pub(super) async fn extract(
                 .unwrap_or_else(|| "none".into())
         );
     }
-    // One streaming pass over the staged records, batch by batch, reading only what totals
-    // need: memory follows the number of (customer, item) groups, not of records.
+    total_staged(app, name, period).await
+}
+
+/// One streaming pass over the staged records of `name` and `period`, batch by batch, reading
+/// only what totals need: memory follows the number of (customer, item) groups, not of records.
+pub(super) async fn total_staged(
+    app: &App,
+    name: &SourceName,
+    period: Period,
+) -> anyhow::Result<Vec<UsageQuantity>> {
     let mut aggregator = Aggregator::new(&app.settings.billing.limits);
     let mut after = 0;
     loop {
@@ -174,13 +183,17 @@ pub(super) async fn extract(
 
 /// One scope: resumes at its checkpoint (or starts afresh), then fetches and stages side by
 /// side until the last page is committed.
-async fn extract_scope(
+///
+/// With a `claim` (a worker's unit of a round), every staging transaction also checks that the
+/// unit is still this worker's, and the last one settles it done.
+pub(super) async fn extract_scope(
     app: &App,
     source: &Source,
     scope: &str,
     period: Period,
     run_id: i64,
     pages_staged: &AtomicU64,
+    claim: Option<&Claim>,
 ) -> anyhow::Result<()> {
     let name = source.name();
     let checkpoint = app.store.checkpoint(name, scope, period).await?;
@@ -199,16 +212,13 @@ async fn extract_scope(
     let (pages, arrived) = mpsc::channel(QUEUE_PAGES);
     let first_page = u64::try_from(pages_before).unwrap_or(0) + 1;
     let fetcher = fetch_scope(app, source, scope, period, cursor, first_page, pages);
-    let stager = stage_scope(
-        app,
-        source,
+    let at = StageAt {
         scope,
         period,
         run_id,
-        pages_before,
-        arrived,
-        pages_staged,
-    );
+        claim,
+    };
+    let stager = stage_scope(app, source, &at, pages_before, arrived, pages_staged);
     let (fetched, staged) = tokio::join!(fetcher, stager);
     // The stager's failure is the cause when both failed: the fetcher stopped because the
     // stager stopped taking pages.
@@ -299,18 +309,21 @@ async fn fetch_scope(
 /// Writes the pages as they arrive: everything that has arrived (up to [`STAGE_RECORDS`]
 /// records) goes in one transaction with the checkpoint past its last page. Returns the pages
 /// and records staged.
-#[allow(clippy::too_many_arguments)]
 async fn stage_scope(
     app: &App,
     source: &Source,
-    scope: &str,
-    period: Period,
-    run_id: i64,
+    at: &StageAt<'_>,
     pages_before: i64,
     mut arrived: mpsc::Receiver<Page>,
     pages_staged: &AtomicU64,
 ) -> anyhow::Result<(u64, u64)> {
     let name = source.name();
+    let &StageAt {
+        scope,
+        period,
+        run_id,
+        claim,
+    } = at;
     let crash_after = app.faults.crash_after_pages;
     let mut pages = 0u64;
     let mut records = 0u64;
@@ -344,9 +357,18 @@ async fn stage_scope(
                 next_cursor: page.next_cursor.as_deref(),
             })
             .collect();
-        app.store
-            .stage_pages(name, scope, period, run_id, &to_stage)
-            .await?;
+        match claim {
+            Some(claim) => {
+                app.store
+                    .stage_claimed_pages(claim, period, &to_stage)
+                    .await?
+            }
+            None => {
+                app.store
+                    .stage_pages(name, scope, period, run_id, &to_stage)
+                    .await?
+            }
+        }
         let before = pages / 10;
         pages += batch.len() as u64;
         records += held as u64;
@@ -363,6 +385,14 @@ async fn stage_scope(
         }
     }
     Ok((pages, records))
+}
+
+/// Where a stager writes: its scope, the run staging, and the claim of a worker's unit.
+struct StageAt<'a> {
+    scope: &'a str,
+    period: Period,
+    run_id: i64,
+    claim: Option<&'a Claim>,
 }
 
 /// A dry run's extraction: the same pages, kept in memory, nothing written. Records are

@@ -10,6 +10,7 @@ mod extract;
 pub mod filter;
 mod push;
 mod resolve;
+pub mod workers;
 
 pub use push::{PushOutcome, PushSettings, Pusher};
 
@@ -303,7 +304,7 @@ pub struct UsageError(pub String);
 pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
     let result =
-        crate::http::with_deadline(deadline, run_until_deadline(app, options, false)).await;
+        crate::http::with_deadline(deadline, run_until_deadline(app, options, false, None)).await;
     notify(app, options, &result, false).await;
     result
 }
@@ -314,7 +315,8 @@ pub async fn run(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
 #[instrument(skip_all, fields(period = %options.period, held = true))]
 pub async fn run_holding_drafts(app: &App, options: &RunOptions) -> anyhow::Result<RunReport> {
     let deadline = crate::http::Deadline::after_secs(app.settings.general.run_deadline_secs);
-    let result = crate::http::with_deadline(deadline, run_until_deadline(app, options, true)).await;
+    let result =
+        crate::http::with_deadline(deadline, run_until_deadline(app, options, true, None)).await;
     notify(app, options, &result, true).await;
     result
 }
@@ -340,30 +342,35 @@ async fn notify(
     crate::notify::after_run(&settings, options.trigger, options.period, outcome).await;
 }
 
+/// The sources a run reads: `--source`, or every configured one.
+fn selected_sources<'a>(app: &'a App, options: &RunOptions) -> Result<Vec<&'a Source>, UsageError> {
+    let Some(name) = &options.source else {
+        return Ok(app.sources.iter().collect());
+    };
+    let found: Vec<&Source> = app
+        .sources
+        .iter()
+        .filter(|s| s.name().as_str() == name)
+        .collect();
+    if found.is_empty() {
+        return Err(UsageError(format!(
+            "source {name:?} is not configured here (no enabled [sources.{name}]); \
+             configured sources: {}",
+            app.source_names().join(", ")
+        )));
+    }
+    Ok(found)
+}
+
+/// The run itself. With `round`, the sources were extracted by the round's workers
+/// ([`workers`]): their staged records are totalled, not read again.
 async fn run_until_deadline(
     app: &App,
     options: &RunOptions,
     hold_drafts: bool,
+    round: Option<&str>,
 ) -> anyhow::Result<RunReport> {
-    let selected: Vec<&Source> = match &options.source {
-        Some(name) => {
-            let found: Vec<&Source> = app
-                .sources
-                .iter()
-                .filter(|s| s.name().as_str() == name)
-                .collect();
-            if found.is_empty() {
-                return Err(UsageError(format!(
-                    "source {name:?} is not configured here (no enabled [sources.{name}]); \
-                     configured sources: {}",
-                    app.source_names().join(", ")
-                ))
-                .into());
-            }
-            found
-        }
-        None => app.sources.iter().collect(),
-    };
+    let selected = selected_sources(app, options)?;
     let period = options.period;
     let mut customer = match &options.customer {
         Some(asked) => Some(CustomerFilter::for_app(app, asked).await?),
@@ -402,9 +409,12 @@ async fn run_until_deadline(
     let mut source_stats: Vec<SourceStats> = Vec::new();
     for source in &selected {
         let watch = extract::Watch::start(source, &pages_staged);
-        let usage = match run_id {
-            Some(run_id) => extract::extract(app, source, period, run_id, &pages_staged).await,
-            None => extract::extract_in_memory(app, source, period, &pages_staged).await,
+        let usage = match (run_id, round) {
+            (Some(_), Some(round)) => workers::total_round(app, source, period, round).await,
+            (Some(run_id), None) => {
+                extract::extract(app, source, period, run_id, &pages_staged).await
+            }
+            (None, _) => extract::extract_in_memory(app, source, period, &pages_staged).await,
         };
         let mut stats = watch.finish(source, &pages_staged);
         let usage = match usage {

@@ -117,6 +117,33 @@ impl Store {
         run_id: i64,
         pages: &[PageToStage<'_>],
     ) -> anyhow::Result<()> {
+        self.stage(source, scope, period, run_id, pages, None).await
+    }
+
+    /// [`Self::stage_pages`] of a unit a worker holds (`claim`): the same transaction checks
+    /// that the unit is still this worker's and renews its lease, and settles it `done` with
+    /// the scope's last page ([`super::rounds`]). Fails with [`super::LostUnit`], staging
+    /// nothing, when another worker holds it now.
+    pub async fn stage_claimed_pages(
+        &self,
+        claim: &super::Claim,
+        period: Period,
+        pages: &[PageToStage<'_>],
+    ) -> anyhow::Result<()> {
+        let (source, scope) = (&claim.source, claim.scope.as_str());
+        self.stage(source, scope, period, claim.run_id, pages, Some(claim))
+            .await
+    }
+
+    async fn stage(
+        &self,
+        source: &SourceName,
+        scope: &str,
+        period: Period,
+        run_id: i64,
+        pages: &[PageToStage<'_>],
+        claim: Option<&super::Claim>,
+    ) -> anyhow::Result<()> {
         let Some(last) = pages.last() else {
             return Ok(());
         };
@@ -128,6 +155,10 @@ impl Store {
         let period_text = period.to_string();
         with_backend!(self, |pool, D| {
             let mut tx = D::begin(pool).await.with_context(what)?;
+            if let Some(claim) = claim {
+                // First, so that a worker that lost its unit writes nothing at all.
+                D::fence(&mut tx, claim, last.next_cursor.is_none()).await?;
+            }
             let at = Scope {
                 source: source.as_str(),
                 scope,

@@ -11,7 +11,8 @@ use std::time::Duration;
 impl Store {
     /// Takes the writer lease for `command`, waiting up to `wait` for another holder to finish.
     /// Once held, runs left `running` by a process that died are marked `abandoned` (only the
-    /// lease holder runs, so any other `running` run is dead). [`Busy`] names the holder when
+    /// lease holder runs, apart from the live workers of a round, so any other `running` run is
+    /// dead). [`Busy`] names the holder when
     /// the wait ends first.
     pub async fn acquire_writer(
         &self,
@@ -125,12 +126,15 @@ impl Store {
     }
 
     /// Marks every run still `running` as `abandoned`; returns their ids. Call only while
-    /// holding the writer lease.
+    /// holding the writer lease. A worker of a round runs without the lease: while its
+    /// heartbeat says it is alive (`round_workers`), its run is not taken for a dead one.
     async fn abandon_dead_runs(&self) -> anyhow::Result<Vec<i64>> {
         with_backend!(self, |pool, D| {
             sqlx::query_scalar(
                 "UPDATE runs SET status = 'abandoned', finished_at = $1 \
-                 WHERE status = 'running' RETURNING id",
+                 WHERE status = 'running' \
+                 AND id NOT IN (SELECT run_id FROM round_workers WHERE alive_until > $1) \
+                 RETURNING id",
             )
             .bind(Utc::now())
             .fetch_all(pool)

@@ -1,8 +1,8 @@
 //! State: runs, checkpoints, staged records, the ledger and exceptions. All SQL of tally lives
 //! under this folder: `runs`, `extraction`, `ledger`, `push_batch`, `lease`, `jobs` (the
-//! daemon's ticks and closed months), `users` and `review` (the review page's users, sessions
-//! and reads) hold the queries by concern, `migrations/` the schema; this
-//! file opens and migrates the store.
+//! daemon's ticks and closed months), `rounds` (workers sharing a night), `users` and `review`
+//! (the review page's users, sessions and reads) hold the queries by concern, `migrations/` the
+//! schema; this file opens and migrates the store.
 //!
 //! One interface, two databases: Postgres in production (`DATABASE_URL` or `[database] url`)
 //! and an embedded SQLite file by default, so that a newcomer needs no server. Both run the
@@ -23,6 +23,7 @@ mod rows;
 mod scratch;
 
 pub use lock::{WriterLease, this_host};
+pub use rounds::{Claim, LostUnit, RoundProgress, UnitRecord};
 
 use crate::domain::{Period, RunStatus, RunSummary, Trigger};
 use anyhow::Context;
@@ -145,6 +146,7 @@ mod lease;
 mod ledger;
 mod push_batch;
 mod review;
+mod rounds;
 mod runs;
 mod users;
 

@@ -33,3 +33,4 @@ mod rambase;
 mod run_history;
 mod store;
 mod web;
+mod workers;

@@ -1,0 +1,40 @@
+-- Workers that share one night (`tally run --worker`): a round is one night's work of one
+-- period, split into units (a source's scope). Each unit is claimed by one worker at a time
+-- under a lease that its heartbeat renews; a worker that dies stops renewing, and its unit is
+-- claimed again once the lease has run out (`FOR UPDATE SKIP LOCKED`: claimers never wait for
+-- each other). The round is priced, reconciled and pushed once, by the worker that takes the
+-- writer lease after every unit is settled; `finished_by` is that run.
+CREATE TABLE work_rounds (
+    round       TEXT PRIMARY KEY,
+    period      TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_by BIGINT,
+    finished_at TIMESTAMPTZ
+);
+
+CREATE TABLE work_units (
+    round       TEXT NOT NULL REFERENCES work_rounds (round) ON DELETE CASCADE,
+    source      TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    -- pending → claimed → done | failed; a claimed unit whose lease ran out is claimable again.
+    state       TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'claimed', 'done', 'failed')),
+    holder_run  BIGINT,
+    holder_host TEXT,
+    holder_pid  BIGINT,
+    lease_until TIMESTAMPTZ,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    settled_at  TIMESTAMPTZ,
+    PRIMARY KEY (round, source, scope)
+);
+
+-- The workers of a round that are alive: the heartbeat moves `alive_until`. A worker's run is
+-- `running` without the writer lease, so the lease holder must not take it for a dead one.
+CREATE TABLE round_workers (
+    run_id      BIGINT PRIMARY KEY,
+    round       TEXT NOT NULL REFERENCES work_rounds (round) ON DELETE CASCADE,
+    host        TEXT NOT NULL,
+    pid         BIGINT NOT NULL,
+    alive_until TIMESTAMPTZ NOT NULL
+);

@@ -1,0 +1,312 @@
+//! Workers that share a night: three real `tally run --worker` processes on one Postgres split a
+//! month of many CCC services (one unit each); one is killed in the middle of a unit, another
+//! takes the unit over at its checkpoint, and the month is priced and pushed once, with the
+//! same lines as one tally alone.
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tally::domain::{Period, RunStatus, SourceName};
+use tally::sim::ccc::{CccSim, CccUser, SimHandle};
+use tally::store::{DatabaseTarget, Store};
+
+const USERNAME: &str = "billing@tally.example";
+const PASSWORD: &str = "pw-workers-0123";
+const SERVICES: u32 = 12;
+const USERS_PER_SERVICE: usize = 40;
+const PAGE_SIZE: usize = 10;
+
+fn october() -> Period {
+    Period::new(2026, 10).unwrap()
+}
+
+fn service(n: u32) -> String {
+    format!("bbbbbbbb0000400080000000{n:08x}")
+}
+
+/// A CCC simulator of `SERVICES` services of `USERS_PER_SERVICE` users; each usage call takes
+/// `delay`, so that a unit lasts long enough to be killed in the middle.
+async fn start_ccc(delay: Duration) -> (CccSim, SimHandle) {
+    let sim = CccSim::new(USERNAME, PASSWORD);
+    for n in 1..=SERVICES {
+        sim.add_service(
+            &service(n),
+            CccUser::generate(n, USERS_PER_SERVICE, october()),
+        );
+    }
+    sim.set_usage_delay(delay);
+    let handle = sim
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    (sim, handle)
+}
+
+/// A configuration of the CCC services into the file sink (one billing account per service),
+/// on `database_url`, in a folder of its own.
+fn checkout(ccc: &SimHandle, database_url: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let services: Vec<String> = (1..=SERVICES)
+        .map(|n| format!("\"{}\"", service(n)))
+        .collect();
+    let mut customers = String::from("source,source_customer,billing_account\n");
+    for n in 1..=SERVICES {
+        customers.push_str(&format!("ccc,{},CUST-{n:03}\n", service(n)));
+    }
+    std::fs::write(root.join("customers.csv"), customers).unwrap();
+    std::fs::write(
+        root.join("pricing.csv"),
+        "price_id,license_type,customer,currency,model,tier_from,tier_to,unit_price,flat_fee,package_size,included_quantity,min_charge,effective_from,effective_to\n\
+         SM-PRO,Secure messaging – Professional,,EUR,per_unit,,,9.00,,,,,2026-01-01,\n\
+         SM-GUEST,Secure messaging – Guest,,EUR,per_unit,,,2.50,,,,,2026-01-01,\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[database]\nurl = \"{database_url}\"\n\n\
+         [general]\ndata_dir = \"{data}\"\ntimezone = \"UTC\"\n\n\
+         [log]\nformat = \"json\"\nlevel = \"info\"\n\n\
+         [billing]\npricing_file = \"{root}/pricing.csv\"\ncustomers_file = \"{root}/customers.csv\"\n\
+         rounding = \"half_up\"\ndefault_currency = \"EUR\"\ndefault_sink = \"file\"\nrequire_approval = false\n\n\
+         [sources.ccc]\nbase_url = \"{base}\"\nusername = \"{USERNAME}\"\nservices = [{services}]\n\
+         page_size = {PAGE_SIZE}\nconcurrency = 4\n\n\
+         [sinks.file]\ndir = \"{root}/out\"\nformat = \"jsonl\"\n",
+        data = root.join("data").display(),
+        root = root.display(),
+        base = ccc.base_url(),
+        services = services.join(", "),
+    );
+    let path = root.join("tally.toml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+fn tally(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("TALLY__SOURCES__CCC__PASSWORD", PASSWORD)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// The worker's output once it exits; killed (and the test failed) if it is still running
+/// after two minutes, as a worker waiting forever for a unit nobody takes would be.
+async fn wait(child: Child) -> Output {
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    match tokio::time::timeout(Duration::from_secs(120), waiting).await {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("worker {pid} was still running after 120 s");
+        }
+    }
+}
+
+/// The lines the file sink received: (account, license type, quantity, amount) per row.
+fn file_lines(dir: &Path) -> Vec<(String, String, String, String)> {
+    let text = std::fs::read_to_string(dir.join("out/invoice-lines-2026-10.jsonl")).unwrap();
+    text.lines()
+        .map(|row| {
+            let row: serde_json::Value = serde_json::from_str(row).unwrap();
+            let field = |name: &str| row[name].as_str().unwrap().to_owned();
+            (
+                field("billing_account"),
+                field("license_type"),
+                field("quantity"),
+                field("amount"),
+            )
+        })
+        .collect()
+}
+
+/// How often each (service, users page) was requested.
+fn pages_requested(sim: &CccSim) -> BTreeMap<(String, usize), usize> {
+    let mut counts = BTreeMap::new();
+    for (service, page, _) in sim.users_requests() {
+        *counts.entry((service, page)).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn database_url(db: &DatabaseTarget) -> String {
+    common::database_url(db)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_workers_share_a_month_one_is_killed_mid_unit_and_every_line_is_pushed_once() {
+    // The month as one tally alone bills it, for comparison.
+    let (_alone_sim, alone_ccc) = start_ccc(Duration::ZERO).await;
+    let alone_db = common::fresh_postgres().await;
+    let (alone_dir, alone_config) = checkout(&alone_ccc, &database_url(&alone_db));
+    let alone = tally(&alone_config, &["run", "--period", "2026-10"])
+        .output()
+        .unwrap();
+    assert_eq!(alone.status.code(), Some(0), "{}", common::text(&alone));
+    let mut expected = file_lines(alone_dir.path());
+    expected.sort();
+    assert_eq!(expected.len(), 2 * SERVICES as usize, "{expected:?}");
+
+    let (sim, ccc) = start_ccc(Duration::from_millis(40)).await;
+    let db = common::fresh_postgres().await;
+    let (dir, config) = checkout(&ccc, &database_url(&db));
+    let store = Store::connect(&db).await.unwrap();
+    let worker = |_: usize| {
+        tally(
+            &config,
+            &[
+                "run",
+                "--period",
+                "2026-10",
+                "--worker",
+                "--round",
+                "night-1",
+                "--lease-secs",
+                "3",
+                "--output",
+                "json",
+            ],
+        )
+        .spawn()
+        .unwrap()
+    };
+    let mut workers: Vec<Child> = (0..3).map(worker).collect();
+
+    // Kill the first worker once it holds a unit with pages committed and pages still to come.
+    let victim = workers[0].id();
+    let started = Instant::now();
+    let killed_scope = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "worker {victim} never held a unit half extracted"
+        );
+        let held = store
+            .round_units("night-1")
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|u| u.state == "claimed" && u.holder_pid == Some(i64::from(victim)));
+        if let Some(unit) = held {
+            let checkpoint = store
+                .checkpoint(&SourceName::new("ccc"), &unit.scope, october())
+                .await
+                .unwrap();
+            if checkpoint.is_some_and(|cp| {
+                cp.pages >= 1 && !cp.complete && cp.run_id == unit.holder_run.unwrap()
+            }) {
+                workers[0].kill().unwrap();
+                break unit;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = workers.remove(0).wait();
+
+    let mut outputs = Vec::new();
+    for child in workers {
+        outputs.push(wait(child).await);
+    }
+    let mut priced_by = Vec::new();
+    let mut pricers = Vec::new();
+    for output in &outputs {
+        assert_eq!(output.status.code(), Some(0), "{}", common::text(output));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        if report["priced"].is_object() {
+            assert_eq!(
+                report["priced"]["lines_pushed"],
+                2 * SERVICES as u64,
+                "{report}"
+            );
+            pricers.push(report["priced"]["run_id"].as_i64().unwrap());
+        } else {
+            priced_by.push(report["priced_by_run"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(pricers.len(), 1, "exactly one worker prices the round");
+    assert_eq!(
+        priced_by, pricers,
+        "the other worker names the run that priced"
+    );
+
+    // Every unit done; the killed worker's unit taken over once, the others claimed once.
+    let units = store.round_units("night-1").await.unwrap();
+    assert_eq!(units.len(), SERVICES as usize);
+    for unit in &units {
+        assert_eq!(unit.state, "done", "{unit:?}");
+        if unit.scope == killed_scope.scope {
+            assert_eq!(unit.attempts, 2, "{unit:?}");
+            assert_ne!(unit.holder_run, killed_scope.holder_run, "{unit:?}");
+        } else {
+            assert_eq!(unit.attempts, 1, "{unit:?}");
+        }
+    }
+
+    // Every scope extracted once: each page of users read once, but for the pages of the
+    // killed unit that were in flight when it died; its first page was committed and is not
+    // read again (the unit resumed at its checkpoint, it did not start over).
+    let pages = (USERS_PER_SERVICE + PAGE_SIZE - 1) / PAGE_SIZE;
+    let requested = pages_requested(&sim);
+    for n in 1..=SERVICES {
+        let scope = service(n);
+        for page in 1..=pages {
+            let times = requested.get(&(scope.clone(), page)).copied().unwrap_or(0);
+            if scope == killed_scope.scope && page > 1 {
+                assert!(
+                    (1..=2).contains(&times),
+                    "{scope} page {page}: {times} requests"
+                );
+            } else {
+                assert_eq!(times, 1, "{scope} page {page}: {requested:?}");
+            }
+        }
+    }
+
+    // The billing system received every line once, the same lines as one tally alone.
+    let mut received = file_lines(dir.path());
+    received.sort();
+    assert_eq!(received, expected);
+    let keys: BTreeSet<_> = received.iter().map(|(a, l, _, _)| (a, l)).collect();
+    assert_eq!(keys.len(), received.len(), "a line was pushed twice");
+
+    // The killed worker's run is abandoned; the others' runs and the pricing run completed.
+    let runs = store.runs(50).await.unwrap();
+    let killed = runs
+        .iter()
+        .find(|r| Some(r.id) == killed_scope.holder_run)
+        .unwrap();
+    assert_eq!(killed.status, RunStatus::Abandoned, "{runs:?}");
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.status == RunStatus::Completed)
+            .count(),
+        3,
+        "two workers and one pricing run: {runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_on_sqlite_is_refused_with_what_to_do() {
+    let (_sim, ccc) = start_ccc(Duration::ZERO).await;
+    let state = tempfile::tempdir().unwrap();
+    let db = common::fresh_sqlite(&state);
+    let (_dir, config) = checkout(&ccc, &database_url(&db));
+    let output = tally(&config, &["run", "--period", "2026-10", "--worker"])
+        .output()
+        .unwrap();
+    let text = common::text(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("workers that share a night need Postgres"),
+        "{text}"
+    );
+    assert!(text.contains("run without --worker"), "{text}");
+}
