@@ -102,6 +102,67 @@ fn the_cronjob_runs_one_tally_at_a_time_with_its_secret() {
     );
 }
 
+#[test]
+fn the_workers_compose_file_runs_two_workers_of_one_round_after_their_database() {
+    let compose = &yaml("deploy/compose.workers.yaml")[0];
+    let worker = &compose["services"]["worker"];
+    let command = strings(&worker["command"]);
+    assert_eq!(command[..3], ["tally", "run", "--worker"]);
+    assert_parses("services.worker.command", &command);
+    let round = command.iter().position(|a| a == "--round").unwrap() + 1;
+    assert!(
+        command[round].starts_with("${TALLY_ROUND:?"),
+        "both workers get the round's name from one variable, required: {command:?}"
+    );
+    assert_eq!(worker["deploy"]["replicas"].as_i64(), Some(2));
+    assert_eq!(
+        worker["depends_on"]["db"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    assert_eq!(worker["env_file"].as_str(), Some("tally.env"));
+    assert!(
+        compose["services"]["db"]["healthcheck"]["test"]
+            .as_vec()
+            .is_some()
+    );
+}
+
+#[test]
+fn the_workers_cronjob_is_an_indexed_job_whose_pods_share_the_jobs_round() {
+    let cronjob = &yaml("deploy/kubernetes/workers-cronjob.yaml")[0];
+    assert_eq!(cronjob["kind"].as_str(), Some("CronJob"));
+    assert_eq!(
+        cronjob["spec"]["concurrencyPolicy"].as_str(),
+        Some("Forbid")
+    );
+    let job = &cronjob["spec"]["jobTemplate"]["spec"];
+    assert_eq!(job["completionMode"].as_str(), Some("Indexed"));
+    let parallelism = job["parallelism"].as_i64().unwrap();
+    assert!(parallelism >= 2, "{parallelism}");
+    assert_eq!(job["completions"].as_i64(), Some(parallelism));
+    let container = &job["template"]["spec"]["containers"][0];
+    let command = strings(&container["command"]);
+    assert_parses("the workers' command", &command);
+    let round = command.iter().position(|a| a == "--round").unwrap() + 1;
+    assert_eq!(command[round], "$(ROUND)");
+    let round_env = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("ROUND"))
+        .expect("ROUND is set");
+    assert_eq!(
+        round_env["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("metadata.labels['batch.kubernetes.io/job-name']"),
+        "the pods of one Job share one round, named after the Job"
+    );
+    let secret = &yaml("deploy/kubernetes/secret.example.yaml")[0];
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"].as_str(),
+        secret["metadata"]["name"].as_str()
+    );
+}
+
 /// Every command systemd starts, and the image's CMD and HEALTHCHECK, parse.
 #[test]
 fn the_systemd_units_and_the_image_run_commands_tally_knows() {
@@ -152,6 +213,8 @@ fn every_variable_the_deployment_files_name_is_a_key_tally_accepts() {
     let mut names = BTreeSet::new();
     for file in [
         "deploy/compose.yaml",
+        "deploy/compose.workers.yaml",
+        "deploy/kubernetes/workers-cronjob.yaml",
         "deploy/tally.env.example",
         "deploy/postgres.env.example",
         "deploy/kubernetes/cronjob.yaml",

@@ -310,3 +310,126 @@ async fn a_worker_on_sqlite_is_refused_with_what_to_do() {
     );
     assert!(text.contains("run without --worker"), "{text}");
 }
+
+fn staged(key: &str) -> tally::domain::StagedRecord {
+    tally::domain::StagedRecord {
+        record_key: key.to_owned(),
+        customer_key: "CUST".to_owned(),
+        item: "Professional".to_owned(),
+        quantity: rust_decimal::Decimal::ONE,
+        payload: serde_json::json!({ "id": key }),
+    }
+}
+
+/// The fence: a worker whose lease ran out while it was paused cannot stage into the unit the
+/// next worker took over; what it tried to write is not there, and the unit stays the other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_lease_ran_out_cannot_write_into_the_unit_another_took_over() {
+    use tally::domain::Trigger;
+    use tally::store::{LostUnit, PageToStage, RunRequest};
+    let store = Store::connect(&common::fresh_postgres().await)
+        .await
+        .unwrap();
+    let ccc = SourceName::new("ccc");
+    let units = [(ccc.clone(), "svc".to_owned())];
+    let lease = Duration::from_secs(1);
+    let names = ["ccc".to_owned()];
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let run = store
+            .start_requested_run(Trigger::Manual, october(), &RunRequest::default())
+            .await
+            .unwrap();
+        store
+            .join_round("r", october(), run, lease, &units)
+            .await
+            .unwrap();
+        runs.push(run);
+    }
+    let first = store
+        .claim_unit("r", runs[0], lease, &names)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .claim_unit("r", runs[1], lease, &names)
+            .await
+            .unwrap()
+            .is_none(),
+        "a unit under a live lease is nobody else's"
+    );
+    let page_one = [staged("a")];
+    store
+        .stage_claimed_pages(
+            &first,
+            october(),
+            &[PageToStage {
+                page: 1,
+                records: &page_one,
+                next_cursor: Some("2"),
+            }],
+        )
+        .await
+        .unwrap();
+    // The first worker is paused past its lease; the second takes the unit over.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = store
+        .claim_unit("r", runs[1], lease, &names)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.attempts, 2);
+    let late = [staged("late")];
+    let refused = store
+        .stage_claimed_pages(
+            &first,
+            october(),
+            &[PageToStage {
+                page: 2,
+                records: &late,
+                next_cursor: None,
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.downcast_ref::<LostUnit>().is_some(), "{refused:#}");
+    let checkpoint = store
+        .checkpoint(&ccc, "svc", october())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (checkpoint.pages, checkpoint.complete),
+        (1, false),
+        "nothing of the late write"
+    );
+    let page_two = [staged("b")];
+    store
+        .stage_claimed_pages(
+            &second,
+            october(),
+            &[PageToStage {
+                page: 2,
+                records: &page_two,
+                next_cursor: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let keys: Vec<String> = store
+        .staged_page(&ccc, october(), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.record_key)
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+    let unit = &store.round_units("r").await.unwrap()[0];
+    assert_eq!(
+        (unit.state.as_str(), unit.holder_run),
+        ("done", Some(runs[1]))
+    );
+    let progress = store.round_progress("r").await.unwrap();
+    assert!(progress.settled(), "{progress:?}");
+}
