@@ -253,7 +253,7 @@ async fn three_workers_share_a_month_one_is_killed_mid_unit_and_every_line_is_pu
     // Every scope extracted once: each page of users read once, but for the pages of the
     // killed unit that were in flight when it died; its first page was committed and is not
     // read again (the unit resumed at its checkpoint, it did not start over).
-    let pages = (USERS_PER_SERVICE + PAGE_SIZE - 1) / PAGE_SIZE;
+    let pages = USERS_PER_SERVICE.div_ceil(PAGE_SIZE);
     let requested = pages_requested(&sim);
     for n in 1..=SERVICES {
         let scope = service(n);
