@@ -17,6 +17,9 @@
 //! marks what it accepted `pushed`. A revision left `pushing` by a crash in between is found by
 //! its key on the next run, like any other.
 //!
+//! Billing systems are pushed side by side (RamBase's lines while ActivePlatform's go), each
+//! within its own client's limits; one billing system's revisions go one request at a time.
+//!
 //! A stop request (SIGTERM/SIGINT) is honoured between requests (a batch is one request): the
 //! request in flight finishes and is recorded, nothing new starts.
 
@@ -27,7 +30,8 @@ use crate::shutdown::Shutdown;
 use crate::sinks::{PushError, Sink};
 use crate::store::{PushScope, Store};
 use chrono::Utc;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{error, info, instrument, warn};
@@ -81,20 +85,52 @@ impl Pusher<'_> {
         period: Period,
         scope: &PushScope<'_>,
     ) -> anyhow::Result<PushOutcome> {
-        let mut outcome = PushOutcome::default();
-        let mut accepted = 0u64;
         // Lines left `pushing` are resolved before anything new is sent, so that a sink that
         // recognises its own writes by what is new since a marker never sees two at once; for
         // the same reason a line with an unresolved revision sends nothing else this run.
         let mut lines = self.store.lines_to_push(period, scope).await?;
         lines.sort_by_key(|l| l.status != LineStatus::Pushing);
-        let mut unresolved: HashSet<LineKey> = HashSet::new();
-        let mut unsure: Vec<Unsure> = Vec::new();
-        // Revisions waiting to go in one batch, per billing system that takes batches.
-        let mut batches: Vec<(&Sink, Vec<LedgerLine>)> = Vec::new();
         for sink in self.sinks {
             sink.begin_push().await;
         }
+        // Each billing system is its own peer with its own limits: they are pushed side by
+        // side, each in the order above. One billing system's revisions go one at a time (or a
+        // batch at a time): its way of finding a revision it may hold (a marker) assumes it is
+        // not written by two requests of tally at once.
+        let mut by_sink: BTreeMap<String, Vec<LedgerLine>> = BTreeMap::new();
+        for line in lines {
+            by_sink.entry(line.sink.clone()).or_default().push(line);
+        }
+        let accepted = AtomicU64::new(0);
+        let outcomes = futures_util::future::try_join_all(
+            by_sink
+                .into_values()
+                .map(|lines| self.push_to_one_sink(lines, &accepted)),
+        )
+        .await?;
+        let mut outcome = PushOutcome::default();
+        for one in outcomes {
+            outcome.pushed += one.pushed;
+            outcome.errors.extend(one.errors);
+            outcome.waiting += one.waiting;
+            outcome.interrupted |= one.interrupted;
+        }
+        Ok(outcome)
+    }
+
+    /// The revisions of one billing system, in order. `accepted` counts across the billing
+    /// systems pushed side by side, for the `crash_after_accepted_pushes` fault.
+    async fn push_to_one_sink(
+        &self,
+        lines: Vec<LedgerLine>,
+        accepted: &AtomicU64,
+    ) -> anyhow::Result<PushOutcome> {
+        let mut outcome = PushOutcome::default();
+        let mut unresolved: HashSet<LineKey> = HashSet::new();
+        let mut unsure: Vec<Unsure> = Vec::new();
+        // Revisions waiting to go in one batch, when the billing system takes batches.
+        let mut batch: Vec<LedgerLine> = Vec::new();
+        let mut batch_sink: Option<&Sink> = None;
         for line in lines {
             if self.shutdown.requested() {
                 outcome.interrupted = true;
@@ -129,27 +165,18 @@ impl Pusher<'_> {
                 continue;
             }
             if let Some(size) = sink.batch_size() {
-                let at = match batches.iter().position(|(s, _)| s.name() == sink.name()) {
-                    Some(at) => at,
-                    None => {
-                        batches.push((sink, Vec::with_capacity(size)));
-                        batches.len() - 1
-                    }
-                };
-                batches[at].1.push(line);
-                if batches[at].1.len() >= size {
-                    let batch = std::mem::take(&mut batches[at].1);
-                    for left in self
-                        .send_batch(sink, batch, &mut accepted, &mut outcome)
-                        .await?
-                    {
+                batch_sink = Some(sink);
+                batch.push(line);
+                if batch.len() >= size {
+                    let full = std::mem::take(&mut batch);
+                    for left in self.send_batch(sink, full, accepted, &mut outcome).await? {
                         unresolved.insert(left.line.key.clone());
                         unsure.push(left);
                     }
                 }
                 continue;
             }
-            match self.send(sink, line, &mut accepted, &mut outcome).await? {
+            match self.send(sink, line, accepted, &mut outcome).await? {
                 None => {}
                 Some(left) => {
                     unresolved.insert(left.line.key.clone());
@@ -157,17 +184,12 @@ impl Pusher<'_> {
                 }
             }
         }
-        for (sink, batch) in batches {
-            if outcome.interrupted {
-                break;
-            }
-            unsure.extend(
-                self.send_batch(sink, batch, &mut accepted, &mut outcome)
-                    .await?,
-            );
+        if let Some(sink) = batch_sink
+            && !outcome.interrupted
+        {
+            unsure.extend(self.send_batch(sink, batch, accepted, &mut outcome).await?);
         }
-        self.settle_unsure(unsure, &mut accepted, &mut outcome)
-            .await?;
+        self.settle_unsure(unsure, accepted, &mut outcome).await?;
         Ok(outcome)
     }
 
@@ -227,7 +249,7 @@ impl Pusher<'_> {
         &self,
         sink: &Sink,
         mut line: LedgerLine,
-        accepted: &mut u64,
+        accepted: &AtomicU64,
         outcome: &mut PushOutcome,
     ) -> anyhow::Result<Option<Unsure>> {
         let marker = match sink.prepare(&line).await {
@@ -245,8 +267,8 @@ impl Pusher<'_> {
         let sent_at = Instant::now();
         match sink.push(&line).await {
             Ok(external_id) => {
-                *accepted += 1;
-                if self.faults.crash_after_accepted_pushes == Some(*accepted) {
+                let accepted = accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                if self.faults.crash_after_accepted_pushes == Some(accepted) {
                     return Err(SimulatedCrash(format!(
                         "after the billing system accepted {accepted} revision(s), before the ledger recorded it"
                     ))
@@ -283,7 +305,7 @@ impl Pusher<'_> {
         &self,
         sink: &Sink,
         mut lines: Vec<LedgerLine>,
-        accepted: &mut u64,
+        accepted: &AtomicU64,
         outcome: &mut PushOutcome,
     ) -> anyhow::Result<Vec<Unsure>> {
         if lines.is_empty() {
@@ -327,11 +349,11 @@ impl Pusher<'_> {
                 }
             }
         }
-        let before = *accepted;
-        *accepted += pushed.len() as u64;
+        let before = accepted.fetch_add(pushed.len() as u64, Ordering::SeqCst);
+        let accepted = before + pushed.len() as u64;
         if let Some(crash_at) = self.faults.crash_after_accepted_pushes
             && before < crash_at
-            && crash_at <= *accepted
+            && crash_at <= accepted
         {
             return Err(SimulatedCrash(format!(
                 "after the billing system accepted {accepted} revision(s), the last {} in one \
@@ -371,7 +393,7 @@ impl Pusher<'_> {
     async fn settle_unsure(
         &self,
         mut unsure: Vec<Unsure>,
-        accepted: &mut u64,
+        accepted: &AtomicU64,
         outcome: &mut PushOutcome,
     ) -> anyhow::Result<()> {
         let mut attempt = 0u32;

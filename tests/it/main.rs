@@ -29,6 +29,7 @@ mod output;
 mod parsers;
 mod peer_paging;
 mod pipeline;
+mod push_side_by_side;
 mod rambase;
 mod run_history;
 mod store;
