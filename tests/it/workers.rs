@@ -433,3 +433,82 @@ async fn a_worker_whose_lease_ran_out_cannot_write_into_the_unit_another_took_ov
     let progress = store.round_progress("r").await.unwrap();
     assert!(progress.settled(), "{progress:?}");
 }
+
+/// The settings of [`checkout`] read in this process, the password given as the environment
+/// would, and `unknown` services the simulator does not have added to the configured ones.
+fn in_process(config: &Path, unknown: &[&str]) -> tally::config::Settings {
+    let text = std::fs::read_to_string(config).unwrap();
+    let mut settings = tally::config::Settings::from_toml("tally.toml", &text).unwrap();
+    let ccc = settings.sources.ccc.as_mut().unwrap();
+    ccc.password = Some(secrecy::SecretString::from(PASSWORD));
+    ccc.services.extend(unknown.iter().map(|s| s.to_string()));
+    ccc.http.backoff_ms = 5;
+    ccc.http.max_backoff_ms = 20;
+    settings
+}
+
+/// A unit whose peer refuses it fails the round's pricing run for its source, as any failed
+/// extraction does: nothing of the source is pushed, the unit keeps its error, the worker that
+/// met it says so in its own run, and the round is still priced once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unit_that_fails_fails_its_source_in_the_round_and_is_recorded_with_its_error() {
+    use tally::domain::Trigger;
+    use tally::pipeline::workers::{RoundOptions, run_worker};
+    use tally::pipeline::{App, RunOptions};
+    let (_sim, ccc) = start_ccc(Duration::ZERO).await;
+    let db = common::fresh_postgres().await;
+    let (dir, config) = checkout(&ccc, &database_url(&db));
+    let missing = "dddddddd000040008000000000000001";
+    let a = App::build(in_process(&config, &[missing])).await.unwrap();
+    let b = App::build(in_process(&config, &[missing])).await.unwrap();
+    let options = RunOptions {
+        period: october(),
+        source: None,
+        dry_run: false,
+        trigger: Trigger::Manual,
+        customer: None,
+        requested_by: None,
+    };
+    let round = RoundOptions {
+        round: "night-f".into(),
+        lease: Duration::from_secs(5),
+        poll: Duration::from_millis(100),
+    };
+    let (ra, rb) = tokio::join!(
+        run_worker(&a, &options, &round),
+        run_worker(&b, &options, &round)
+    );
+    let reports = [ra.unwrap(), rb.unwrap()];
+    let priced: Vec<_> = reports.iter().filter_map(|r| r.priced.as_ref()).collect();
+    assert_eq!(priced.len(), 1, "priced once");
+    let summary = &priced[0].summary;
+    assert_eq!(summary.status, RunStatus::Failed, "{summary:?}");
+    assert_eq!(summary.lines_pushed, 0, "a failed source pushes nothing");
+    assert_eq!(summary.failed_sources.len(), 1, "{summary:?}");
+    assert!(
+        summary.failed_sources[0].error.contains(missing),
+        "the error names the scope: {summary:?}"
+    );
+    let met: Vec<_> = reports
+        .iter()
+        .filter(|r| r.worker.status == RunStatus::Failed)
+        .collect();
+    assert_eq!(met.len(), 1, "one worker met the failing unit");
+    assert_eq!(
+        reports.iter().map(|r| r.units).sum::<u64>(),
+        u64::from(SERVICES),
+        "every other unit was extracted once"
+    );
+    let units = a.store.round_units("night-f").await.unwrap();
+    let failed: Vec<_> = units.iter().filter(|u| u.state == "failed").collect();
+    assert_eq!(failed.len(), 1, "{units:?}");
+    assert_eq!(failed[0].scope, missing);
+    assert!(
+        failed[0].error.as_deref().unwrap().contains("not found"),
+        "{failed:?}"
+    );
+    assert!(
+        !dir.path().join("out/invoice-lines-2026-10.jsonl").exists(),
+        "nothing reached the billing system"
+    );
+}
