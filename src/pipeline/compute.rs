@@ -362,10 +362,25 @@ struct Group {
     quantity: Decimal,
     records: u64,
     hash: [u8; 32],
-    out_of_range: Option<String>,
+    /// Why the group cannot be billed as it is, with the record key it was found at. Of several
+    /// problems the one at the smallest key is kept, so that the message is the same in
+    /// whatever order the records are read.
+    out_of_range: Option<(String, String)>,
     /// The smallest record keys seen, sorted, at most `Evidence::SAMPLE`: the same records give
     /// the same sample in whatever order they are read.
     sample: Vec<String>,
+}
+
+impl Group {
+    fn out_of_range(&mut self, record_key: &str, problem: String) {
+        if self
+            .out_of_range
+            .as_ref()
+            .is_none_or(|(key, _)| record_key < key.as_str())
+        {
+            self.out_of_range = Some((record_key.to_owned(), problem));
+        }
+    }
 }
 
 impl Aggregator {
@@ -403,19 +418,51 @@ impl Aggregator {
         for (a, b) in group.hash.iter_mut().zip(record_hash(record_key, quantity)) {
             *a ^= b;
         }
-        if group.out_of_range.is_some() {
-            return;
-        }
-        if let Some(problem) = self.limits.check_record(record_key, quantity) {
-            group.out_of_range = Some(problem);
-            return;
-        }
-        match group.quantity.checked_add(quantity) {
-            Some(sum) => group.quantity = sum,
-            None => {
-                group.out_of_range = Some(format!(
+        let problem = self.limits.check_record(record_key, quantity).or_else(|| {
+            match group.quantity.checked_add(quantity) {
+                Some(sum) => {
+                    group.quantity = sum;
+                    None
+                }
+                None => Some(format!(
                     "adding record {record_key:?} ({quantity}) makes a sum too large to compute; check the source"
-                ))
+                )),
+            }
+        });
+        if let Some(problem) = problem {
+            group.out_of_range(record_key, problem);
+        }
+    }
+
+    /// Adds another aggregator's groups (of other records: another scope's) to these.
+    pub fn merge(&mut self, other: Aggregator) {
+        for (customer_key, items) in other.groups {
+            let mine = self.groups.entry(customer_key).or_default();
+            for (item, theirs) in items {
+                let group = mine.entry(item).or_default();
+                group.records += theirs.records;
+                for (a, b) in group.hash.iter_mut().zip(theirs.hash) {
+                    *a ^= b;
+                }
+                for key in theirs.sample {
+                    if let Err(at) = group.sample.binary_search(&key) {
+                        group.sample.insert(at, key);
+                    }
+                }
+                group.sample.truncate(Evidence::SAMPLE);
+                if let Some((key, problem)) = theirs.out_of_range {
+                    group.out_of_range(&key, problem);
+                }
+                match group.quantity.checked_add(theirs.quantity) {
+                    Some(sum) => group.quantity = sum,
+                    None => group.out_of_range(
+                        "",
+                        format!(
+                            "adding the records of two scopes ({} and {}) makes a sum too large to compute; check the source",
+                            group.quantity, theirs.quantity
+                        ),
+                    ),
+                }
             }
         }
     }
@@ -439,7 +486,7 @@ impl Aggregator {
                     quantity: group.quantity,
                     record_count: group.records,
                     hash: hex::encode(group.hash),
-                    out_of_range: group.out_of_range,
+                    out_of_range: group.out_of_range.map(|(_, problem)| problem),
                     sample: group.sample,
                 })
             })

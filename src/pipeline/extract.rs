@@ -15,10 +15,10 @@
 use super::{App, Interrupted, SimulatedCrash};
 use crate::domain::{Period, SourceName, SourceStats, StagedRecord, UsageQuantity};
 use crate::sources::{Page, Source};
-use crate::store::{Claim, PageToStage};
+use crate::store::{Claim, PageBody, PageToStage, StageAt};
 use compute::Aggregator;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tracing::{Instrument as _, info, info_span, instrument, warn};
@@ -89,9 +89,6 @@ const STAGE_RECORDS: usize = 5_000;
 /// Fetched pages waiting for the stager, per scope: the fetcher runs at most this far ahead.
 const QUEUE_PAGES: usize = 32;
 
-/// Staged records read back per query when totalling.
-const TOTAL_BATCH: u32 = 10_000;
-
 /// Scopes of one source extracted at once. Each scope is its own unit (own checkpoint, own
 /// pages); a few side by side hide each other's round trips without crowding one peer.
 const SCOPES_AT_ONCE: usize = 4;
@@ -120,8 +117,15 @@ pub(super) async fn extract(
     // Scopes finish in any order; the error reported is that of the first scope in the
     // configured order, so that the same failure reads the same way every night.
     let mut errors = std::collections::BTreeMap::new();
+    let mut totalled = HashMap::new();
     while let Some((index, scope, result)) = scopes.next().await {
-        let Err(e) = result else { continue };
+        let e = match result {
+            Ok(read) => {
+                totalled.insert(scope, read);
+                continue;
+            }
+            Err(e) => e,
+        };
         // A crash or a stop ends the source at once; the scopes still running are dropped,
         // which rolls back their open transaction: their checkpoints stay where they were.
         if e.downcast_ref::<SimulatedCrash>().is_some() || e.downcast_ref::<Interrupted>().is_some()
@@ -155,37 +159,125 @@ pub(super) async fn extract(
                 .unwrap_or_else(|| "none".into())
         );
     }
-    total_staged(app, name, period).await
+    // A scope this run read from its first page to its last, meeting no record key twice, was
+    // totalled as it was staged; the others (resumed, or with a record listed twice) are
+    // totalled from what is staged.
+    let mut total = Aggregator::new(&app.settings.billing.limits);
+    for scope in source.scopes() {
+        match totalled.remove(&scope).flatten() {
+            Some(read) => total.merge(read),
+            None => total_from_store(app, name, period, Some(&scope), &mut total).await?,
+        }
+    }
+    Ok(total.finish())
 }
 
-/// One streaming pass over the staged records of `name` and `period`, batch by batch, reading
-/// only what totals need: memory follows the number of (customer, item) groups, not of records.
+/// The totals of everything staged for `name` and `period`, read back from the store.
 pub(super) async fn total_staged(
     app: &App,
     name: &SourceName,
     period: Period,
 ) -> anyhow::Result<Vec<UsageQuantity>> {
-    let mut aggregator = Aggregator::new(&app.settings.billing.limits);
-    let mut after = 0;
-    loop {
-        let batch = app
-            .store
-            .staged_page(name, period, after, TOTAL_BATCH)
-            .await?;
-        let Some((last, _)) = batch.last() else { break };
-        after = *last;
-        for (_, r) in &batch {
-            aggregator.add(&r.record_key, &r.customer_key, &r.item, r.quantity);
+    let mut total = Aggregator::new(&app.settings.billing.limits);
+    total_from_store(app, name, period, None, &mut total).await?;
+    Ok(total.finish())
+}
+
+/// Adds the staged records of `name` and `period` (one scope, or all) to `total`, each record
+/// key of a scope once, at its last listing. Two streaming passes over the staged pages, so
+/// that memory holds a small hash per record, not its key: the first finds which hashes occur
+/// more than once; the second adds every record whose hash is unique and, for the few others,
+/// tells a record listed again (skipped) from two keys that share a hash (both added) by their
+/// keys.
+async fn total_from_store(
+    app: &App,
+    name: &SourceName,
+    period: Period,
+    scope: Option<&str>,
+    total: &mut Aggregator,
+) -> anyhow::Result<()> {
+    use std::hash::BuildHasher as _;
+    let hasher = std::collections::hash_map::RandomState::new();
+    let hash = |scope: &str, key: &str| hasher.hash_one((scope, key));
+    let mut seen = HashSet::new();
+    let mut twice = HashSet::new();
+    app.store
+        .for_each_staged_page(name, period, scope, |scope, _, records| {
+            for r in &records {
+                let h = hash(scope, &r.record_key);
+                if !seen.insert(h) {
+                    twice.insert(h);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    drop(seen);
+    let mut met: HashSet<(String, String)> = HashSet::new();
+    app.store
+        .for_each_staged_page(name, period, scope, |scope, _, records| {
+            // Last page first and, within a page, last record first: a key's first listing met
+            // is its last one, the one that counts.
+            for r in records.iter().rev() {
+                if twice.contains(&hash(scope, &r.record_key))
+                    && !met.insert((scope.to_owned(), r.record_key.clone()))
+                {
+                    continue;
+                }
+                total.add(&r.record_key, &r.customer_key, &r.item, r.quantity);
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// A scope's records totalled as they are staged, while every record key met is new. A key
+/// met again (a listing that moved while it was read) gives up: which of its listings counts
+/// is settled when the staged pages are read back. Keys are held as hashes: a false alarm only
+/// costs that read back.
+struct Totalling {
+    aggregator: Aggregator,
+    keys: HashSet<u64>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Totalling {
+    fn new(app: &App) -> Totalling {
+        Totalling {
+            aggregator: Aggregator::new(&app.settings.billing.limits),
+            keys: HashSet::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
-    Ok(aggregator.finish())
+
+    /// Adds a page's records; `false` when one was met before (the totalling is given up).
+    fn add(&mut self, records: &[StagedRecord]) -> bool {
+        use std::hash::BuildHasher as _;
+        for r in records {
+            if !self
+                .keys
+                .insert(self.hasher.hash_one(r.record_key.as_str()))
+            {
+                return false;
+            }
+            self.aggregator
+                .add(&r.record_key, &r.customer_key, &r.item, r.quantity);
+        }
+        true
+    }
 }
 
 /// One scope: resumes at its checkpoint (or starts afresh), then fetches and stages side by
 /// side until the last page is committed.
 ///
+/// A scope extracted before is read again in full but, while its pages are the same as those
+/// staged (by fingerprint), only its checkpoint is written: an unchanged month costs the reading.
+///
 /// With a `claim` (a worker's unit of a round), every staging transaction also checks that the
 /// unit is still this worker's, and the last one settles it done.
+///
+/// Returns the scope's totals when this run read all of it and met no record twice (see
+/// [`Totalling`]); `None` when they must be read back from the store.
 pub(super) async fn extract_scope(
     app: &App,
     source: &Source,
@@ -194,35 +286,54 @@ pub(super) async fn extract_scope(
     run_id: i64,
     pages_staged: &AtomicU64,
     claim: Option<&Claim>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Aggregator>> {
     let name = source.name();
     let checkpoint = app.store.checkpoint(name, scope, period).await?;
-    let (cursor, pages_before) = match checkpoint {
+    let (cursor, pages_before, rereading) = match checkpoint {
         Some(cp) if !cp.complete => {
             info!(%scope, pages = cp.pages, records = cp.records, "resuming an unfinished extraction at its checkpoint");
-            (cp.cursor, cp.pages)
+            (cp.cursor, cp.pages, cp.rereading)
         }
-        _ => {
+        Some(_) => {
+            app.store.begin_reread(name, scope, period, run_id).await?;
+            (None, 0, true)
+        }
+        None => {
             app.store
                 .restart_extraction(name, scope, period, run_id)
                 .await?;
-            (None, 0)
+            (None, 0, false)
         }
+    };
+    let known = if rereading {
+        app.store.page_fingerprints(name, scope, period).await?
+    } else {
+        HashMap::new()
     };
     let (pages, arrived) = mpsc::channel(QUEUE_PAGES);
     let first_page = u64::try_from(pages_before).unwrap_or(0) + 1;
     let fetcher = fetch_scope(app, source, scope, period, cursor, first_page, pages);
     let at = StageAt {
+        source: name,
         scope,
         period,
         run_id,
         claim,
     };
-    let stager = stage_scope(app, source, &at, pages_before, arrived, pages_staged);
+    let totalling = (pages_before == 0).then(|| Totalling::new(app));
+    let stager = Stager {
+        app,
+        at: &at,
+        pages_before,
+        pages_staged,
+        known,
+        totalling,
+    };
+    let stager = stager.run(arrived);
     let (fetched, staged) = tokio::join!(fetcher, stager);
     // The stager's failure is the cause when both failed: the fetcher stopped because the
     // stager stopped taking pages.
-    let (pages, records) = staged?;
+    let (pages, records, totalled) = staged?;
     if let Err(e) = fetched {
         // A list that changed while it was read cannot be resumed: its pages so far are set
         // aside, so that the next run reads one snapshot from page 1.
@@ -239,7 +350,7 @@ pub(super) async fn extract_scope(
         return Err(e.context(format!("extracting {name} ({scope}) for {period}")));
     }
     info!(%scope, pages, records, "extraction complete");
-    Ok(())
+    Ok(totalled)
 }
 
 /// Requests `scope`'s pages from `cursor` on and sends each, checked, in the peer's order.
@@ -306,93 +417,109 @@ async fn fetch_scope(
     }
 }
 
-/// Writes the pages as they arrive: everything that has arrived (up to [`STAGE_RECORDS`]
-/// records) goes in one transaction with the checkpoint past its last page. Returns the pages
-/// and records staged.
-async fn stage_scope(
-    app: &App,
-    source: &Source,
-    at: &StageAt<'_>,
+/// Writes a scope's pages as they arrive, totalling them on the way where it can.
+struct Stager<'a> {
+    app: &'a App,
+    at: &'a StageAt<'a>,
     pages_before: i64,
-    mut arrived: mpsc::Receiver<Page>,
-    pages_staged: &AtomicU64,
-) -> anyhow::Result<(u64, u64)> {
-    let name = source.name();
-    let &StageAt {
-        scope,
-        period,
-        run_id,
-        claim,
-    } = at;
-    let crash_after = app.faults.crash_after_pages;
-    let mut pages = 0u64;
-    let mut records = 0u64;
-    let mut batch: Vec<Page> = Vec::new();
-    while let Some(page) = arrived.recv().await {
-        batch.push(page);
-        // The `crash_after_pages` fault stops after exactly that many pages: a batch never
-        // crosses it.
-        let room = crash_after.map_or(u64::MAX, |limit| {
-            limit.saturating_sub(pages_staged.load(Ordering::SeqCst))
-        });
-        let mut held: usize = batch.iter().map(|p| p.records.len()).sum();
-        while held < STAGE_RECORDS && (batch.len() as u64) < room {
-            match arrived.try_recv() {
-                Ok(page) => {
-                    held += page.records.len();
-                    batch.push(page);
-                }
-                Err(_) => break,
-            }
-        }
-        let first = pages_before
-            .saturating_add(i64::try_from(pages).unwrap_or(i64::MAX))
-            .saturating_add(1);
-        let to_stage: Vec<PageToStage<'_>> = batch
-            .iter()
-            .zip(first..)
-            .map(|(page, number)| PageToStage {
-                page: number,
-                records: &page.records,
-                next_cursor: page.next_cursor.as_deref(),
-            })
-            .collect();
-        match claim {
-            Some(claim) => {
-                app.store
-                    .stage_claimed_pages(claim, period, &to_stage)
-                    .await?
-            }
-            None => {
-                app.store
-                    .stage_pages(name, scope, period, run_id, &to_stage)
-                    .await?
-            }
-        }
-        let before = pages / 10;
-        pages += batch.len() as u64;
-        records += held as u64;
-        let total =
-            pages_staged.fetch_add(batch.len() as u64, Ordering::SeqCst) + batch.len() as u64;
-        batch.clear();
-        if pages / 10 > before {
-            info!(%scope, pages, records, "extracting");
-        }
-        if let Some(limit) = crash_after
-            && total >= limit
-        {
-            return Err(SimulatedCrash(format!("after {limit} staged pages")).into());
-        }
-    }
-    Ok((pages, records))
+    /// Pages this run staged across its sources, for the `crash_after_pages` fault.
+    pages_staged: &'a AtomicU64,
+    /// The staged pages' fingerprints while a re-read goes on (empty once a page differed).
+    known: HashMap<i64, String>,
+    totalling: Option<Totalling>,
 }
 
-/// Where a stager writes: its scope, the run staging, and the claim of a worker's unit.
-struct StageAt<'a> {
-    scope: &'a str,
-    period: Period,
-    run_id: i64,
-    claim: Option<&'a Claim>,
+impl Stager<'_> {
+    /// Everything that has arrived (up to [`STAGE_RECORDS`] records) goes in one transaction
+    /// with the checkpoint past its last page. Returns the pages and records staged, and the
+    /// scope's totals if they were kept on the way.
+    async fn run(
+        mut self,
+        mut arrived: mpsc::Receiver<Page>,
+    ) -> anyhow::Result<(u64, u64, Option<Aggregator>)> {
+        let (app, at) = (self.app, self.at);
+        let crash_after = app.faults.crash_after_pages;
+        let mut pages = 0u64;
+        let mut records = 0u64;
+        let mut batch: Vec<Page> = Vec::new();
+        while let Some(page) = arrived.recv().await {
+            batch.push(page);
+            // The `crash_after_pages` fault stops after exactly that many pages: a batch never
+            // crosses it.
+            let room = crash_after.map_or(u64::MAX, |limit| {
+                limit.saturating_sub(self.pages_staged.load(Ordering::SeqCst))
+            });
+            let mut held: usize = batch.iter().map(|p| p.records.len()).sum();
+            while held < STAGE_RECORDS && (batch.len() as u64) < room {
+                match arrived.try_recv() {
+                    Ok(page) => {
+                        held += page.records.len();
+                        batch.push(page);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let first = self
+                .pages_before
+                .saturating_add(i64::try_from(pages).unwrap_or(i64::MAX))
+                .saturating_add(1);
+            let to_stage: Vec<PageToStage<'_>> = batch
+                .iter()
+                .zip(first..)
+                .map(|(page, number)| PageToStage {
+                    page: number,
+                    records: &page.records,
+                    next_cursor: page.next_cursor.as_deref(),
+                })
+                .collect();
+            let kept = self.unchanged(&to_stage);
+            app.store.stage_at(at, &to_stage, kept).await?;
+            if let Some(totalling) = &mut self.totalling
+                && !batch.iter().all(|page| totalling.add(&page.records))
+            {
+                info!(scope = %at.scope, "a record is listed twice: the scope is totalled from the store");
+                self.totalling = None;
+            }
+            let before = pages / 10;
+            pages += batch.len() as u64;
+            records += held as u64;
+            let total = self
+                .pages_staged
+                .fetch_add(batch.len() as u64, Ordering::SeqCst)
+                + batch.len() as u64;
+            batch.clear();
+            if pages / 10 > before {
+                info!(scope = %at.scope, pages, records, "extracting");
+            }
+            if let Some(limit) = crash_after
+                && total >= limit
+            {
+                return Err(SimulatedCrash(format!("after {limit} staged pages")).into());
+            }
+        }
+        Ok((
+            pages,
+            records,
+            self.totalling.map(|totalling| totalling.aggregator),
+        ))
+    }
+
+    /// How many of the batch's first pages are staged exactly so already (a re-read whose
+    /// fingerprints match). The first page that differs ends the re-read.
+    fn unchanged(&mut self, pages: &[PageToStage<'_>]) -> usize {
+        if self.known.is_empty() {
+            return 0;
+        }
+        let kept = pages
+            .iter()
+            .take_while(|p| self.known.get(&p.page) == Some(&PageBody::of(p.records).fingerprint))
+            .count();
+        if kept < pages.len() {
+            info!(scope = %self.at.scope, page = pages[kept].page, "the listing differs from what is staged from this page on: staging it again");
+            self.known.clear();
+        }
+        kept
+    }
 }
 
 /// A dry run's extraction: the same pages, kept in memory, nothing written. Records are

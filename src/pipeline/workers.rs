@@ -170,7 +170,8 @@ async fn work(
         .await;
         let mut unit = watch.finish(source, &pages);
         match result {
-            Ok(()) => {
+            // The round is totalled once, from the store, by its pricing run.
+            Ok(_) => {
                 extracted += 1;
                 unit.records = store
                     .checkpoint(source.name(), &claim.scope, period)

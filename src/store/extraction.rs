@@ -1,8 +1,12 @@
-//! Extraction: checkpoints and staged records, pages and their checkpoint in one transaction.
+//! Extraction: checkpoints and staged pages, pages and their checkpoint in one transaction.
+//!
+//! A scope's listing is staged one row per page ([`super::page_body`]), so that a million
+//! records are ten thousand rows, and a re-run that finds a page's fingerprint unchanged writes
+//! nothing for it. A record listed twice counts once: readers keep each key's last listing.
 
-use super::dialect;
+use super::page_body::{self, PageBody};
 use super::{Backend, Store};
-use super::{Checkpoint, ROWS_PER_INSERT, rows};
+use super::{Checkpoint, dialect, rows};
 use crate::domain::{Period, SourceName, StagedQuantity, StagedRecord};
 use anyhow::Context;
 use chrono::Utc;
@@ -19,7 +23,7 @@ impl Store {
     ) -> anyhow::Result<Option<Checkpoint>> {
         with_backend!(self, |pool, D| {
             let found = sqlx::query(
-                "SELECT next_cursor, complete, pages, records, run_id, updated_at \
+                "SELECT next_cursor, complete, pages, records, run_id, updated_at, rereading \
                  FROM checkpoints WHERE source = $1 AND scope = $2 AND period = $3",
             )
             .bind(source.as_str())
@@ -33,7 +37,7 @@ impl Store {
     }
 
     /// Starts extraction of (source, scope, period) from scratch: in one transaction, deletes its
-    /// staged records and sets its checkpoint to no cursor, not complete, 0 pages, owned by
+    /// staged pages and sets its checkpoint to no cursor, not complete, 0 pages, owned by
     /// `run_id`.
     pub async fn restart_extraction(
         &self,
@@ -46,21 +50,22 @@ impl Store {
         with_backend!(self, |pool, D| {
             let mut tx = D::begin(pool).await.with_context(what)?;
             sqlx::query(
-                "DELETE FROM staged_records WHERE source = $1 AND scope = $2 AND period = $3",
+                "DELETE FROM staged_pages WHERE source = $1 AND period = $2 AND scope = $3",
             )
             .bind(source.as_str())
-            .bind(scope)
             .bind(period.to_string())
+            .bind(scope)
             .execute(&mut *tx)
             .await
-            .with_context(|| format!("{}: deleting staged_records", what()))?;
+            .with_context(|| format!("{}: deleting staged_pages", what()))?;
             sqlx::query(
                 "INSERT INTO checkpoints \
-                 (source, scope, period, next_cursor, complete, pages, records, run_id, updated_at) \
-                 VALUES ($1, $2, $3, NULL, $4, 0, 0, $5, $6) \
+                 (source, scope, period, next_cursor, complete, pages, records, run_id, updated_at, \
+                 rereading) \
+                 VALUES ($1, $2, $3, NULL, $4, 0, 0, $5, $6, $4) \
                  ON CONFLICT (source, scope, period) DO UPDATE SET \
                  next_cursor = NULL, complete = excluded.complete, pages = 0, records = 0, \
-                 run_id = excluded.run_id, updated_at = excluded.updated_at",
+                 run_id = excluded.run_id, updated_at = excluded.updated_at, rereading = excluded.rereading",
             )
             .bind(source.as_str())
             .bind(scope)
@@ -74,6 +79,60 @@ impl Store {
             tx.commit()
                 .await
                 .with_context(|| format!("{}: committing", what()))
+        })
+    }
+
+    /// Starts reading a complete extraction again while keeping its staged pages: the checkpoint
+    /// goes back to page 0, owned by `run_id`, `rereading`. The pages are then compared with what
+    /// the peer lists now ([`Self::page_fingerprints`]); those that match are not written again.
+    pub async fn begin_reread(
+        &self,
+        source: &SourceName,
+        scope: &str,
+        period: Period,
+        run_id: i64,
+    ) -> anyhow::Result<()> {
+        with_backend!(self, |pool, D| {
+            sqlx::query(
+                "UPDATE checkpoints SET next_cursor = NULL, complete = $4, pages = 0, records = 0, \
+                 run_id = $5, updated_at = $6, rereading = $7 \
+                 WHERE source = $1 AND scope = $2 AND period = $3",
+            )
+            .bind(source.as_str())
+            .bind(scope)
+            .bind(period.to_string())
+            .bind(false)
+            .bind(run_id)
+            .bind(Utc::now())
+            .bind(true)
+            .execute(pool)
+            .await
+            .with_context(|| format!("begin_reread of ({source}, {scope}, {period})"))?;
+            Ok(())
+        })
+    }
+
+    /// The fingerprint of each staged page of (source, scope, period), by page number.
+    pub async fn page_fingerprints(
+        &self,
+        source: &SourceName,
+        scope: &str,
+        period: Period,
+    ) -> anyhow::Result<HashMap<i64, String>> {
+        with_backend!(self, |pool, D| {
+            let found: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT page, fingerprint FROM staged_pages \
+                 WHERE source = $1 AND period = $2 AND scope = $3",
+            )
+            .bind(source.as_str())
+            .bind(period.to_string())
+            .bind(scope)
+            .fetch_all(pool)
+            .await
+            .with_context(|| {
+                format!("page_fingerprints: reading staged_pages of ({source}, {scope}, {period})")
+            })?;
+            Ok(found.into_iter().collect())
         })
     }
 
@@ -102,10 +161,11 @@ impl Store {
     }
 
     /// Stages consecutive pages of one scope and moves the checkpoint past the last of them, in
-    /// ONE transaction: upserts their records (one multi-row statement per batch; a `record_key`
-    /// already staged for the same source, scope and period is replaced, so it counts once),
-    /// then sets the cursor to the last page's `next_cursor`, `complete` to whether that is
-    /// `None`, and adds the pages and the records received to the checkpoint's counts.
+    /// ONE transaction: writes each page as one row (replacing any staged page of that number or
+    /// later, left by an earlier run), then sets the cursor to the last page's `next_cursor`,
+    /// `complete` to whether that is `None`, and adds the pages and the records received to the
+    /// checkpoint's counts. With the last page, staged pages beyond it (a listing that got
+    /// shorter) are deleted.
     ///
     /// Many pages per transaction is what makes staging fast (one commit, not one per page);
     /// the checkpoint still claims exactly the pages whose records it commits.
@@ -117,7 +177,27 @@ impl Store {
         run_id: i64,
         pages: &[PageToStage<'_>],
     ) -> anyhow::Result<()> {
-        self.stage(source, scope, period, run_id, pages, None).await
+        let at = StageAt {
+            source,
+            scope,
+            period,
+            run_id,
+            claim: None,
+        };
+        self.stage(&at, pages, 0).await
+    }
+
+    /// [`Self::stage_pages`] at `at` (with its claim, if a worker's), where during a re-read
+    /// ([`Self::begin_reread`]) the first `kept` pages are already staged exactly so (their
+    /// fingerprints matched) and are not written: only the checkpoint moves past them. The
+    /// re-read goes on while every page matched; the first page written ends it.
+    pub async fn stage_at(
+        &self,
+        at: &StageAt<'_>,
+        pages: &[PageToStage<'_>],
+        kept: usize,
+    ) -> anyhow::Result<()> {
+        self.stage(at, pages, kept).await
     }
 
     /// [`Self::stage_pages`] of a unit a worker holds (`claim`): the same transaction checks
@@ -130,63 +210,116 @@ impl Store {
         period: Period,
         pages: &[PageToStage<'_>],
     ) -> anyhow::Result<()> {
-        let (source, scope) = (&claim.source, claim.scope.as_str());
-        self.stage(source, scope, period, claim.run_id, pages, Some(claim))
-            .await
+        let at = StageAt {
+            source: &claim.source,
+            scope: claim.scope.as_str(),
+            period,
+            run_id: claim.run_id,
+            claim: Some(claim),
+        };
+        self.stage(&at, pages, 0).await
     }
 
     async fn stage(
         &self,
-        source: &SourceName,
-        scope: &str,
-        period: Period,
-        run_id: i64,
+        at: &StageAt<'_>,
         pages: &[PageToStage<'_>],
-        claim: Option<&super::Claim>,
+        kept: usize,
     ) -> anyhow::Result<()> {
+        let &StageAt {
+            source,
+            scope,
+            period,
+            run_id,
+            claim,
+        } = at;
         let Some(last) = pages.last() else {
             return Ok(());
         };
         let what = || format!("stage_pages of ({source}, {scope}, {period})");
-        let unique = last_of_each_key(pages);
         let received: usize = pages.iter().map(|p| p.records.len()).sum();
         let received = i64::try_from(received).with_context(what)?;
         let count = i64::try_from(pages.len()).with_context(what)?;
+        let written = pages.get(kept.min(pages.len())..).unwrap_or_default();
+        let bodies: Vec<(i64, i64, PageBody)> = written
+            .iter()
+            .map(|p| {
+                let records = i64::try_from(p.records.len()).unwrap_or(i64::MAX);
+                (p.page, records, PageBody::of(p.records))
+            })
+            .collect();
+        let complete = last.next_cursor.is_none();
+        let rereading = !complete && kept >= pages.len();
         let period_text = period.to_string();
         with_backend!(self, |pool, D| {
             let mut tx = D::begin(pool).await.with_context(what)?;
             if let Some(claim) = claim {
                 // First, so that a worker that lost its unit writes nothing at all.
-                D::fence(&mut tx, claim, last.next_cursor.is_none()).await?;
+                D::fence(&mut tx, claim, complete).await?;
             }
-            let at = Scope {
-                source: source.as_str(),
-                scope,
-                period: period_text.as_str(),
-                run_id,
+            // What an earlier run left from here on is replaced (a page that differs ends a
+            // re-read: the pages after it are the old listing's); with the last page, what
+            // lies beyond it goes too.
+            let stale_from = match bodies.first() {
+                Some((first, _, _)) => Some(*first),
+                None if complete => Some(last.page.saturating_add(1)),
+                None => None,
             };
-            D::upsert_staged(&mut tx, &at, &unique)
+            if let Some(from) = stale_from {
+                sqlx::query(
+                    "DELETE FROM staged_pages \
+                     WHERE source = $1 AND period = $2 AND scope = $3 AND page >= $4",
+                )
+                .bind(source.as_str())
+                .bind(period_text.as_str())
+                .bind(scope)
+                .bind(from)
+                .execute(&mut *tx)
                 .await
-                .with_context(|| format!("{}: upserting staged_records", what()))?;
+                .with_context(|| format!("{}: replacing staged_pages", what()))?;
+            }
+            for chunk in bodies.chunks(PAGES_PER_INSERT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO staged_pages \
+                     (source, scope, period, page, records, body, fingerprint) ",
+                );
+                insert.push_values(chunk, |mut row, (page, records, body)| {
+                    row.push_bind(source.as_str())
+                        .push_bind(scope)
+                        .push_bind(period_text.as_str())
+                        .push_bind(*page)
+                        .push_bind(*records)
+                        .push_bind(body.body.as_str())
+                        .push_bind(body.fingerprint.as_str());
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("{}: writing staged_pages", what()))?;
+            }
             sqlx::query(
                 "INSERT INTO checkpoints \
-                 (source, scope, period, next_cursor, complete, pages, records, run_id, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 (source, scope, period, next_cursor, complete, pages, records, run_id, updated_at, \
+                 rereading) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (source, scope, period) DO UPDATE SET \
                  next_cursor = excluded.next_cursor, complete = excluded.complete, \
                  pages = checkpoints.pages + excluded.pages, \
                  records = checkpoints.records + excluded.records, \
-                 run_id = excluded.run_id, updated_at = excluded.updated_at",
+                 run_id = excluded.run_id, updated_at = excluded.updated_at, \
+                 rereading = excluded.rereading",
             )
             .bind(source.as_str())
             .bind(scope)
             .bind(period_text.as_str())
             .bind(last.next_cursor)
-            .bind(last.next_cursor.is_none())
+            .bind(complete)
             .bind(count)
             .bind(received)
             .bind(run_id)
             .bind(Utc::now())
+            .bind(rereading)
             .execute(&mut *tx)
             .await
             .with_context(|| format!("{}: moving the checkpoint", what()))?;
@@ -196,119 +329,87 @@ impl Store {
         })
     }
 
-    /// Staged records of `source` and `period` (all scopes) with id greater than `after_id`,
-    /// ordered by id, at most `limit`: read batch by batch so memory stays flat, and only the
-    /// columns totals need.
-    pub async fn staged_page(
+    /// Calls `each` with every staged page of `source` and `period` (of one `scope`, or all),
+    /// scope by scope and, within a scope, **last page first**, so that the first listing of
+    /// a record key met is its last one. Pages are streamed: memory holds one page at a time.
+    pub async fn for_each_staged_page(
         &self,
         source: &SourceName,
         period: Period,
-        after_id: i64,
-        limit: u32,
-    ) -> anyhow::Result<Vec<(i64, StagedQuantity)>> {
+        scope: Option<&str>,
+        mut each: impl FnMut(&str, i64, Vec<StagedQuantity>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        use futures_util::TryStreamExt as _;
         with_backend!(self, |pool, D| {
-            let found = sqlx::query(
-                "SELECT id, record_key, customer_key, item, quantity \
-                 FROM staged_records WHERE source = $1 AND period = $2 AND id > $3 \
-                 ORDER BY id LIMIT $4",
+            let mut rows = sqlx::query_as::<_, (String, i64, String)>(
+                "SELECT scope, page, body FROM staged_pages \
+                 WHERE source = $1 AND period = $2 AND ($3 IS NULL OR scope = $3) \
+                 ORDER BY scope, page DESC",
             )
             .bind(source.as_str())
             .bind(period.to_string())
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-            .with_context(|| {
-                format!("staged_page: reading staged_records of ({source}, {period}) after id {after_id}")
-            })?;
-            found.iter().map(rows::staged).collect()
+            .bind(scope)
+            .fetch(pool);
+            while let Some((scope, page, body)) = rows
+                .try_next()
+                .await
+                .with_context(|| format!("reading staged_pages of ({source}, {period})"))?
+            {
+                let what = || format!("staged_pages of ({source}, {scope}, {period}), page {page}");
+                let records = page_body::decode(&body, &what)?;
+                each(&scope, page, records)?;
+            }
+            Ok(())
         })
     }
-}
 
-/// Which scope's extraction staged rows belong to, and the run staging them.
-struct Scope<'a> {
-    source: &'a str,
-    scope: &'a str,
-    period: &'a str,
-    run_id: i64,
-}
-
-/// On a conflict the record is replaced: a record listed again is the fresher listing.
-const ON_CONFLICT: &str = " ON CONFLICT (source, scope, period, record_key) DO UPDATE SET \
-     customer_key = excluded.customer_key, item = excluded.item, \
-     quantity = excluded.quantity, page = excluded.page, run_id = excluded.run_id";
-
-impl dialect::Pg {
-    /// Postgres takes a batch as one array per column (`UNNEST`): one statement of ten binds
-    /// however many rows, parsed and planned once, instead of a VALUES list of nine binds a row.
-    async fn upsert_staged(
-        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-        at: &Scope<'_>,
-        rows: &[(i64, &StagedRecord)],
-    ) -> sqlx::Result<()> {
-        for batch in rows.chunks(STAGE_ROWS_PER_STATEMENT) {
-            let keys: Vec<&str> = batch.iter().map(|(_, r)| r.record_key.as_str()).collect();
-            let customers: Vec<&str> = batch.iter().map(|(_, r)| r.customer_key.as_str()).collect();
-            let items: Vec<&str> = batch.iter().map(|(_, r)| r.item.as_str()).collect();
-            let quantities: Vec<rust_decimal::Decimal> =
-                batch.iter().map(|(_, r)| r.quantity).collect();
-            let pages: Vec<i64> = batch.iter().map(|(page, _)| *page).collect();
-            sqlx::query(&format!(
-                "INSERT INTO staged_records (source, scope, period, record_key, customer_key, \
-                 item, quantity, page, run_id) \
-                 SELECT $1, $2, $3, r.record_key, r.customer_key, r.item, r.quantity, r.page, $4 \
-                 FROM UNNEST($5::text[], $6::text[], $7::text[], $8::numeric[], $9::bigint[]) \
-                 AS r(record_key, customer_key, item, quantity, page){ON_CONFLICT}"
-            ))
-            .bind(at.source)
-            .bind(at.scope)
-            .bind(at.period)
-            .bind(at.run_id)
-            .bind(&keys)
-            .bind(&customers)
-            .bind(&items)
-            .bind(&quantities)
-            .bind(&pages)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
+    /// Every staged record of `source` and `period`, each record key of a scope once (its
+    /// last listing), ordered by scope and page: what totals count. Holds them all, so it is
+    /// for inspecting small extractions (tests, support); totals stream with
+    /// [`Self::for_each_staged_page`].
+    pub async fn staged_records(
+        &self,
+        source: &SourceName,
+        period: Period,
+    ) -> anyhow::Result<Vec<StagedQuantity>> {
+        let mut scopes: Vec<(String, Vec<Vec<StagedQuantity>>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        self.for_each_staged_page(source, period, None, |scope, _, records| {
+            if scopes.last().is_none_or(|(s, _)| s != scope) {
+                scopes.push((scope.to_owned(), Vec::new()));
+            }
+            let kept: Vec<StagedQuantity> = records
+                .into_iter()
+                .rev()
+                .filter(|r| seen.insert((scope.to_owned(), r.record_key.clone())))
+                .collect();
+            if let Some((_, pages)) = scopes.last_mut() {
+                pages.push(kept.into_iter().rev().collect());
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(scopes
+            .into_iter()
+            .flat_map(|(_, pages)| pages.into_iter().rev().flatten())
+            .collect())
     }
 }
 
-impl dialect::Lite {
-    /// SQLite has no arrays: a multi-row VALUES list per batch, in the one transaction.
-    async fn upsert_staged(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        at: &Scope<'_>,
-        rows: &[(i64, &StagedRecord)],
-    ) -> sqlx::Result<()> {
-        for batch in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::new(
-                "INSERT INTO staged_records (source, scope, period, record_key, \
-                 customer_key, item, quantity, page, run_id) ",
-            );
-            insert.push_values(batch, |mut row, (page, record)| {
-                row.push_bind(at.source)
-                    .push_bind(at.scope)
-                    .push_bind(at.period)
-                    .push_bind(record.record_key.as_str())
-                    .push_bind(record.customer_key.as_str())
-                    .push_bind(record.item.as_str())
-                    .push_bind(dialect::Lite::dec(record.quantity))
-                    .push_bind(*page)
-                    .push_bind(at.run_id);
-            });
-            insert.push(ON_CONFLICT);
-            insert.build().execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
+/// Where staged pages go: the scope's extraction, the run staging, and the claim of a worker's
+/// unit (checked in the same transaction).
+#[derive(Debug, Clone, Copy)]
+pub struct StageAt<'a> {
+    pub source: &'a SourceName,
+    pub scope: &'a str,
+    pub period: Period,
+    pub run_id: i64,
+    pub claim: Option<&'a super::Claim>,
 }
 
-/// Rows per `UNNEST` statement: bounded so that one statement's arrays stay a few megabytes.
-const STAGE_ROWS_PER_STATEMENT: usize = 10_000;
+/// Pages per INSERT: seven binds a page keep a statement far below SQLite's limit of binds
+/// however small the pages are.
+const PAGES_PER_INSERT: usize = 500;
 
 /// One page for [`Store::stage_pages`].
 #[derive(Debug, Clone, Copy)]
@@ -318,24 +419,4 @@ pub struct PageToStage<'a> {
     pub records: &'a [StagedRecord],
     /// Where the page after it starts; `None` on the last page.
     pub next_cursor: Option<&'a str>,
-}
-
-/// The pages' records with each `record_key` once, with the page it was read from (its last
-/// occurrence wins, as a later listing is the fresher one). Postgres refuses an upsert that
-/// touches the same row twice.
-fn last_of_each_key<'a>(pages: &[PageToStage<'a>]) -> Vec<(i64, &'a StagedRecord)> {
-    let all = || {
-        pages
-            .iter()
-            .flat_map(|p| p.records.iter().map(move |record| (p.page, record)))
-    };
-    let last: HashMap<&str, usize> = all()
-        .enumerate()
-        .map(|(index, (_, record))| (record.record_key.as_str(), index))
-        .collect();
-    all()
-        .enumerate()
-        .filter(|(index, (_, record))| last.get(record.record_key.as_str()) == Some(index))
-        .map(|(_, found)| found)
-        .collect()
 }

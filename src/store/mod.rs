@@ -78,6 +78,9 @@ pub struct Checkpoint {
     /// The run that staged the last page (or restarted the extraction).
     pub run_id: i64,
     pub updated_at: DateTime<Utc>,
+    /// A complete extraction being read again ([`Store::begin_reread`]): the staged pages past
+    /// the checkpoint are the earlier run's, to be compared, not yet this run's.
+    pub rereading: bool,
 }
 
 /// The state store.
@@ -144,16 +147,18 @@ mod extraction;
 mod jobs;
 mod lease;
 mod ledger;
+mod page_body;
 mod push_batch;
 mod review;
 mod rounds;
 mod runs;
 mod users;
 
-pub use extraction::PageToStage;
+pub use extraction::{PageToStage, StageAt};
 pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};
 pub use ledger::{PastException, PushScope};
+pub use page_body::PageBody;
 pub use runs::RunRequest;
 pub use users::{LoginFailures, ReviewSession, ReviewUser, Role};
 

@@ -5,7 +5,7 @@ use super::dialect::Columns;
 use super::{Checkpoint, RunRecord};
 use crate::domain::{
     Approval, BillingAccount, Currency, Evidence, ExceptionKind, LedgerLine, LicenseType, LineKey,
-    LineStatus, Period, RunException, RunStatus, RunSummary, SourceName, StagedQuantity, Trigger,
+    LineStatus, Period, RunException, RunStatus, RunSummary, SourceName, Trigger,
 };
 use anyhow::{Context, anyhow};
 
@@ -59,19 +59,8 @@ pub(super) fn checkpoint(row: &impl Columns) -> anyhow::Result<Checkpoint> {
         records: row.int("records")?,
         run_id: row.int("run_id")?,
         updated_at: row.time("updated_at")?,
+        rereading: row.flag("rereading")?,
     })
-}
-
-pub(super) fn staged(row: &impl Columns) -> anyhow::Result<(i64, StagedQuantity)> {
-    Ok((
-        row.int("id")?,
-        StagedQuantity {
-            record_key: row.text("record_key")?,
-            customer_key: row.text("customer_key")?,
-            item: row.text("item")?,
-            quantity: row.decimal("quantity")?,
-        },
-    ))
 }
 
 pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {

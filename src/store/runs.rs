@@ -134,7 +134,8 @@ impl Store {
     ) -> anyhow::Result<u64> {
         let (staged, lines): (i64, i64) = with_backend!(self, |pool, D| {
             let staged: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM staged_records WHERE source = $1 AND period = $2",
+                "SELECT CAST(COALESCE(SUM(records), 0) AS BIGINT) FROM staged_pages \
+                 WHERE source = $1 AND period = $2",
             )
             .bind(source.as_str())
             .bind(period.to_string())

@@ -292,7 +292,7 @@ async fn a_total_that_changes_between_pages_sets_the_pages_aside_and_the_rerun_r
     assert_eq!((reset.pages, reset.cursor.as_deref()), (0, None));
     let staged = app
         .store
-        .staged_page(&SourceName::new("billable_users"), period(), 0, 100)
+        .staged_records(&SourceName::new("billable_users"), period())
         .await
         .unwrap();
     assert!(staged.is_empty(), "{staged:?}");

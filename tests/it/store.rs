@@ -53,7 +53,7 @@ both_backends!(
     staging_a_page_moves_the_checkpoint_in_the_same_transaction,
     a_record_staged_twice_counts_once,
     restarting_extraction_clears_staged_records,
-    staged_records_are_read_page_by_page_by_id,
+    staged_pages_are_read_scope_by_scope_last_page_first,
     several_pages_stage_in_one_transaction_with_the_checkpoint_past_the_last,
     large_pages_and_plans_are_written_in_batches,
     a_plan_inserts_revisions_that_read_back_exactly,
@@ -68,6 +68,8 @@ both_backends!(
     runs_of_dead_processes_are_marked_abandoned_by_the_next_writer,
     the_last_pushed_amount_of_a_line_is_its_newest_pushed_total_before_the_period,
     drafts_waiting_are_counted_per_source,
+    a_reread_writes_only_from_the_first_page_that_differs,
+    a_reread_of_a_shorter_listing_drops_the_pages_past_its_end,
 );
 
 // ---- fixtures -------------------------------------------------------------------------------
@@ -336,7 +338,7 @@ async fn staging_a_page_moves_the_checkpoint_in_the_same_transaction(
     );
     assert_eq!(
         store
-            .staged_page(&src, october(), 0, 100)
+            .staged_records(&src, october())
             .await
             .expect("staged")
             .len(),
@@ -401,15 +403,6 @@ async fn a_record_staged_twice_counts_once(store: Store, _: &DatabaseTarget) {
         )
         .await
         .expect("page 1");
-    let first = store
-        .staged_page(&src, october(), 0, 100)
-        .await
-        .expect("staged");
-    let id_of_2 = first
-        .iter()
-        .find(|(_, r)| r.record_key == "2")
-        .expect("2")
-        .0;
 
     // Record 2 again on the next page (changed), and record 3 twice on the same page.
     store
@@ -428,22 +421,18 @@ async fn a_record_staged_twice_counts_once(store: Store, _: &DatabaseTarget) {
         .await
         .expect("page 2");
 
-    let staged = store
-        .staged_page(&src, october(), 0, 100)
-        .await
-        .expect("staged");
-    let keys: Vec<&str> = staged.iter().map(|(_, r)| r.record_key.as_str()).collect();
+    let staged = store.staged_records(&src, october()).await.expect("staged");
+    let keys: Vec<&str> = staged.iter().map(|r| r.record_key.as_str()).collect();
     assert_eq!(keys, ["1", "2", "3"]);
-    let (id, two) = &staged[1];
-    assert_eq!(*id, id_of_2, "a record staged again keeps its place");
+    let two = &staged[1];
     assert_eq!(two.customer_key, "Beta");
     assert_eq!(two.quantity.to_string(), "1.5");
     assert_eq!(
-        staged[2].1.quantity,
+        staged[2].quantity,
         dec!(2),
         "the last listing of a record wins"
     );
-    let total: Decimal = staged.iter().map(|(_, r)| r.quantity).sum();
+    let total: Decimal = staged.iter().map(|r| r.quantity).sum();
     assert_eq!(total, dec!(4.5));
     // The checkpoint counts what was received.
     let cp = store
@@ -476,10 +465,7 @@ async fn restarting_extraction_clears_staged_records(store: Store, _: &DatabaseT
         .await
         .expect("restart");
 
-    let staged = store
-        .staged_page(&src, october(), 0, 100)
-        .await
-        .expect("staged");
+    let staged = store.staged_records(&src, october()).await.expect("staged");
     assert_eq!(staged.len(), 1, "only scope b's record is left");
     let cp = store
         .checkpoint(&src, "a", october())
@@ -505,7 +491,7 @@ async fn restarting_extraction_clears_staged_records(store: Store, _: &DatabaseT
     );
 }
 
-async fn staged_records_are_read_page_by_page_by_id(store: Store, _: &DatabaseTarget) {
+async fn staged_pages_are_read_scope_by_scope_last_page_first(store: Store, _: &DatabaseTarget) {
     let src = source("genesys");
     let run_id = run(&store).await;
     let scope_a: Vec<StagedRecord> = (1..=5)
@@ -534,23 +520,17 @@ async fn staged_records_are_read_page_by_page_by_id(store: Store, _: &DatabaseTa
         .expect("other period");
 
     let mut seen = Vec::new();
-    let mut sizes = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .staged_page(&src, october(), after, 3)
-            .await
-            .expect("page");
-        if page.is_empty() {
-            break;
-        }
-        sizes.push(page.len());
-        after = page.last().expect("last").0;
-        seen.extend(page);
-    }
-    assert_eq!(sizes, [3, 3, 1]);
-    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ordered by id");
-    let keys: Vec<&str> = seen.iter().map(|(_, r)| r.record_key.as_str()).collect();
+    let mut pages = Vec::new();
+    store
+        .for_each_staged_page(&src, october(), None, |scope, page, records| {
+            pages.push((scope.to_owned(), page, records.len()));
+            seen.extend(records);
+            Ok(())
+        })
+        .await
+        .expect("pages");
+    assert_eq!(pages, [("a".to_owned(), 1, 5), ("b".to_owned(), 1, 2)]);
+    let keys: Vec<&str> = seen.iter().map(|r| r.record_key.as_str()).collect();
     assert_eq!(keys, ["a1", "a2", "a3", "a4", "a5", "b1", "b2"]);
     let slim = |r: &StagedRecord| StagedQuantity {
         record_key: r.record_key.clone(),
@@ -558,10 +538,10 @@ async fn staged_records_are_read_page_by_page_by_id(store: Store, _: &DatabaseTa
         item: r.item.clone(),
         quantity: r.quantity,
     };
-    assert_eq!(seen[0].1, slim(&scope_a[0]), "read back as staged");
-    assert_eq!(seen[0].1.quantity.to_string(), "0.25");
-    assert_eq!(seen[3].1.quantity.to_string(), "1.00");
-    assert_eq!(seen[5].1, slim(&scope_b[0]));
+    assert_eq!(seen[0], slim(&scope_a[0]), "read back as staged");
+    assert_eq!(seen[0].quantity.to_string(), "0.25");
+    assert_eq!(seen[3].quantity.to_string(), "1.00");
+    assert_eq!(seen[5], slim(&scope_b[0]));
 }
 
 async fn several_pages_stage_in_one_transaction_with_the_checkpoint_past_the_last(
@@ -619,11 +599,8 @@ async fn several_pages_stage_in_one_transaction_with_the_checkpoint_past_the_las
         .expect("checkpoint")
         .expect("exists");
     assert_eq!((cp.cursor, cp.complete, cp.pages), (None, true, 3));
-    let staged = store
-        .staged_page(&src, october(), 0, 100)
-        .await
-        .expect("staged");
-    let mut keys: Vec<&str> = staged.iter().map(|(_, r)| r.record_key.as_str()).collect();
+    let staged = store.staged_records(&src, october()).await.expect("staged");
+    let mut keys: Vec<&str> = staged.iter().map(|r| r.record_key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["1@A", "2@A", "3@B", "4@B"], "person 2 staged once");
 }
@@ -638,10 +615,7 @@ async fn large_pages_and_plans_are_written_in_batches(store: Store, _: &Database
         .stage_page(&src, "all", october(), run_id, &page, None)
         .await
         .expect("big page");
-    let staged = store
-        .staged_page(&src, october(), 0, 5000)
-        .await
-        .expect("staged");
+    let staged = store.staged_records(&src, october()).await.expect("staged");
     assert_eq!(staged.len(), 2500);
 
     let revisions: Vec<NewRevision> = (0..1500)
@@ -1568,4 +1542,181 @@ async fn eventually_locked(store: &Store) -> tally::store::WriterLease {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the writer lease was not released within 5 s of its drop");
+}
+
+/// Stages `pages` of scope "acct" from page 1 as one extraction, each page its own transaction.
+async fn stage_listing(store: &Store, run_id: i64, pages: &[Vec<StagedRecord>]) {
+    let src = source("billable_users");
+    store
+        .restart_extraction(&src, "acct", october(), run_id)
+        .await
+        .expect("restart");
+    for (index, records) in pages.iter().enumerate() {
+        let next = (index + 1 < pages.len()).then(|| format!("page={}", index + 2));
+        store
+            .stage_page(&src, "acct", october(), run_id, records, next.as_deref())
+            .await
+            .expect("stage");
+    }
+}
+
+fn listing() -> Vec<Vec<StagedRecord>> {
+    (1..=3)
+        .map(|page| {
+            (1..=2)
+                .map(|n| record(&format!("{page}.{n}"), "Acme", dec!(1)))
+                .collect()
+        })
+        .collect()
+}
+
+async fn a_reread_writes_only_from_the_first_page_that_differs(store: Store, _: &DatabaseTarget) {
+    let src = source("billable_users");
+    let first_run = run(&store).await;
+    let before = listing();
+    stage_listing(&store, first_run, &before).await;
+    let known = store
+        .page_fingerprints(&src, "acct", october())
+        .await
+        .expect("fingerprints");
+    assert_eq!(known.len(), 3);
+
+    let second_run = run(&store).await;
+    store
+        .begin_reread(&src, "acct", october(), second_run)
+        .await
+        .expect("reread");
+    let cp = store
+        .checkpoint(&src, "acct", october())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cp.pages, cp.complete, cp.rereading), (0, false, true));
+    // Page 1 is the same (its fingerprint matches): only the checkpoint moves.
+    assert_eq!(
+        known.get(&1),
+        Some(&tally::store::PageBody::of(&before[0]).fingerprint)
+    );
+    let at = tally::store::StageAt {
+        source: &src,
+        scope: "acct",
+        period: october(),
+        run_id: second_run,
+        claim: None,
+    };
+    store
+        .stage_at(&at, &[page_at(1, &before[0], Some("page=2"))], 1)
+        .await
+        .expect("page 1 kept");
+    let cp = store
+        .checkpoint(&src, "acct", october())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cp.pages, cp.rereading, cp.run_id), (1, true, second_run));
+    assert_eq!(
+        store.staged_records(&src, october()).await.unwrap().len(),
+        6
+    );
+
+    // Page 2 differs: it is written, and the earlier run's page 3 goes with the re-read.
+    let changed = vec![
+        record("2.1", "Acme", dec!(1)),
+        record("2.9", "Beta", dec!(1)),
+    ];
+    store
+        .stage_at(&at, &[page_at(2, &changed, Some("page=3"))], 0)
+        .await
+        .expect("page 2 written");
+    let cp = store
+        .checkpoint(&src, "acct", october())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cp.pages, cp.rereading), (2, false));
+    let keys: Vec<String> = store
+        .staged_records(&src, october())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record_key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["1.1", "1.2", "2.1", "2.9"],
+        "page 3 is not claimed any more"
+    );
+
+    store
+        .stage_at(&at, &[page_at(3, &before[2], None)], 0)
+        .await
+        .expect("page 3");
+    let cp = store
+        .checkpoint(&src, "acct", october())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cp.pages, cp.complete, cp.records), (3, true, 6));
+    assert_eq!(
+        store.staged_records(&src, october()).await.unwrap().len(),
+        6
+    );
+}
+
+async fn a_reread_of_a_shorter_listing_drops_the_pages_past_its_end(
+    store: Store,
+    _: &DatabaseTarget,
+) {
+    let src = source("billable_users");
+    let first_run = run(&store).await;
+    let before = listing();
+    stage_listing(&store, first_run, &before).await;
+    let second_run = run(&store).await;
+    store
+        .begin_reread(&src, "acct", october(), second_run)
+        .await
+        .expect("reread");
+    let at = tally::store::StageAt {
+        source: &src,
+        scope: "acct",
+        period: october(),
+        run_id: second_run,
+        claim: None,
+    };
+    // Pages 1 and 2 are the same, and page 2 is now the last: page 3 must not be counted.
+    let pages = [
+        PageToStage {
+            page: 1,
+            records: &before[0],
+            next_cursor: Some("page=2"),
+        },
+        PageToStage {
+            page: 2,
+            records: &before[1],
+            next_cursor: None,
+        },
+    ];
+    store.stage_at(&at, &pages, 2).await.expect("both kept");
+    let cp = store
+        .checkpoint(&src, "acct", october())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cp.pages, cp.complete, cp.rereading), (2, true, false));
+    let keys: Vec<String> = store
+        .staged_records(&src, october())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record_key)
+        .collect();
+    assert_eq!(keys, ["1.1", "1.2", "2.1", "2.2"]);
+}
+
+fn page_at<'a>(page: i64, records: &'a [StagedRecord], next: Option<&'a str>) -> PageToStage<'a> {
+    PageToStage {
+        page,
+        records,
+        next_cursor: next,
+    }
 }

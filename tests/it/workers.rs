@@ -418,11 +418,11 @@ async fn a_worker_whose_lease_ran_out_cannot_write_into_the_unit_another_took_ov
         .await
         .unwrap();
     let keys: Vec<String> = store
-        .staged_page(&ccc, october(), 0, 100)
+        .staged_records(&ccc, october())
         .await
         .unwrap()
         .into_iter()
-        .map(|(_, r)| r.record_key)
+        .map(|r| r.record_key)
         .collect();
     assert_eq!(keys, ["a", "b"]);
     let unit = &store.round_units("r").await.unwrap()[0];
