@@ -17,10 +17,10 @@ pub struct StagedRecord {
     /// name. Mapping rules turn it into a license type.
     pub item: String,
     /// How much of `item` this record stands for (1 for a billable person).
+    ///
+    /// What the source sent beyond these four fields is not kept: the evidence of a record is
+    /// the page it was staged from (its source, scope, period and page number).
     pub quantity: Decimal,
-    /// The record as the source sent it, for the page's own checks and the debug log. The
-    /// store does not keep it: a staged record keeps the page it was read from instead.
-    pub payload: serde_json::Value,
 }
 
 /// A staged record as totals read it back: its key, customer, item and quantity.

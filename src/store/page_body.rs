@@ -80,7 +80,6 @@ mod tests {
             customer_key: "Acme \"East\"".into(),
             item: "billable_user".into(),
             quantity: Decimal::from_str(quantity).unwrap(),
-            payload: serde_json::json!({"ignored": true}),
         }
     }
 

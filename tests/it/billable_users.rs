@@ -147,7 +147,6 @@ async fn paging_over_three_pages_yields_every_record_exactly_once() {
     let first = &pages[0].records[0];
     assert_eq!(first.customer_key, "Org 0001");
     assert_eq!(first.item, "billable_user");
-    assert_eq!(first.payload["primary_email"], people[0].primary_email);
     // Never a page twice: three pages, three requests.
     assert_eq!(sim.requests(), 3);
 }

@@ -172,9 +172,6 @@ async fn three_pages_of_users_are_read_with_bounded_concurrent_usage_calls() {
     assert!(sim.usage_requests().iter().all(|r| {
         r.period_type.as_deref() == Some("Monthly") && r.period.as_deref() == Some("2026-10-01")
     }));
-    let evidence = &records[0].payload;
-    assert!(evidence["user"]["emailAddress"].is_string(), "{evidence}");
-    assert_eq!(evidence["usage"]["periodType"], "Monthly");
 }
 
 #[tokio::test]
@@ -343,10 +340,6 @@ async fn configured_metered_quantities_are_staged_and_mapped() {
         Some(LicenseType::new("Secure messaging – Storage"))
     );
     assert_eq!(source.license_type("messages_received"), None);
-    assert_eq!(
-        records[1].payload["usage"]["usage"]["totalMessagesReceived"],
-        9
-    );
 }
 
 #[tokio::test]
@@ -393,9 +386,6 @@ async fn daily_usage_summed_over_the_month_equals_the_monthly_usage() {
         .collect();
     let october_days: BTreeSet<String> = (1..=31).map(|d| day(d).to_string()).collect();
     assert_eq!(days, october_days);
-    let evidence = &daily_records[0].payload["usage"];
-    assert_eq!(evidence["periodType"], "Daily");
-    assert_eq!(evidence["days"], 31);
 }
 
 #[tokio::test]

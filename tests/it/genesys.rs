@@ -140,13 +140,6 @@ async fn a_report_in_progress_is_polled_until_complete_and_staged_per_usage_name
             ),
         ]
     );
-    // The usage as Genesys sent it, resources included, is the evidence.
-    assert_eq!(records[1].payload["name"], CX3);
-    assert_eq!(records[1].payload["totalUsage"], "12");
-    assert_eq!(
-        records[1].payload["resources"][1]["name"],
-        "agent2@acme.example"
-    );
 }
 
 #[tokio::test]
@@ -189,7 +182,6 @@ async fn a_usage_name_listed_twice_is_billed_as_the_sum() {
     let cx3: Vec<_> = page.records.iter().filter(|r| r.item == CX3).collect();
     assert_eq!(cx3.len(), 1);
     assert_eq!(cx3[0].quantity, dec!(7.5));
-    assert_eq!(cx3[0].payload["usages"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -92,7 +92,6 @@ fn record(key: &str, customer: &str, quantity: Decimal) -> StagedRecord {
         customer_key: customer.to_owned(),
         item: "billable_user".to_owned(),
         quantity,
-        payload: json!({ "id": key, "organization": customer, "nested": { "seats": [1, 2] } }),
     }
 }
 

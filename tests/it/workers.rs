@@ -317,7 +317,6 @@ fn staged(key: &str) -> tally::domain::StagedRecord {
         customer_key: "CUST".to_owned(),
         item: "Professional".to_owned(),
         quantity: rust_decimal::Decimal::ONE,
-        payload: serde_json::json!({ "id": key }),
     }
 }
 

@@ -50,8 +50,8 @@ pub struct RawPage {
 /// A page's people in the form they were asked for.
 #[derive(Debug)]
 pub enum Body {
-    /// The JSON array, one value per person.
-    Json(Vec<serde_json::Value>),
+    /// The JSON array, one element per person, read for its id and organization.
+    Json(Vec<super::json_form::Person>),
     /// The CSV export's bytes, read by [`super::csv_form::parse`].
     Csv(Vec<u8>),
 }
@@ -174,7 +174,7 @@ impl Client {
 
         let body = match self.format {
             Format::Json => {
-                let people: Vec<serde_json::Value> =
+                let people: Vec<super::json_form::Person> =
                     crate::http::decode_json(response).await.map_err(|e| {
                         let message = format!("{e}; expected a JSON array of people (docs/connectors/billable-users.md)");
                         anyhow::Error::new(e).context(message)

@@ -29,7 +29,7 @@ use anyhow::{Context, anyhow};
 use chrono::NaiveDate;
 use client::PeriodType;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use usage::Totals;
 
@@ -200,9 +200,9 @@ impl Ccc {
         let metered: Vec<Metric> = self.metered.keys().copied().collect();
         let mut records: Vec<StagedRecord> = Vec::new();
         for (user, usages) in users.iter().zip(per_user) {
-            let (totals, evidence) = summarize(period, period_type, usages)
-                .map_err(|e| anyhow!("{}: user {} {e}", raw.url, user.guid))?;
-            records.extend(usage::stage(&service, user, &totals, evidence, &metered));
+            let totals =
+                summarize(usages).map_err(|e| anyhow!("{}: user {} {e}", raw.url, user.guid))?;
+            records.extend(usage::stage(&service, user, &totals, &metered));
         }
         let next_cursor = next.map(|n| n.to_string());
         tracing::debug!(
@@ -247,32 +247,14 @@ impl Ccc {
 
 /// A user's totals in the month and the evidence kept for them: the Monthly usage as sent, or
 /// the sum of the Daily ones (31 usage objects per user would swamp the store).
-fn summarize(
-    period: Period,
-    period_type: PeriodType,
-    usages: Vec<Value>,
-) -> Result<(Totals, Value), String> {
+fn summarize(usages: Vec<Value>) -> Result<Totals, String> {
     let mut totals = Totals::default();
     for usage in &usages {
         totals = totals
             .checked_add(Totals::from_usage(usage)?)
             .ok_or("has totals too large to add up")?;
     }
-    let evidence = match (period_type, usages.as_slice()) {
-        (PeriodType::Monthly, [usage]) => json!({
-            "periodType": "Monthly",
-            "period": period.first_day().to_string(),
-            "usage": usage,
-        }),
-        _ => json!({
-            "periodType": period_type.as_str(),
-            "from": period.first_day().to_string(),
-            "to": period.last_day().to_string(),
-            "days": usages.len(),
-            "totals": totals.to_json(),
-        }),
-    };
-    Ok((totals, evidence))
+    Ok(totals)
 }
 
 #[cfg(test)]

@@ -166,8 +166,6 @@ pub struct User {
     pub status: Status,
     /// `groupType` as sent; `None` when missing or null.
     pub group_type: Option<String>,
-    /// The entry as the API sent it, kept as evidence.
-    pub raw: Value,
 }
 
 /// Checks one entry of `results`. An unknown `status` fails: whether such a user is billable
@@ -215,21 +213,13 @@ pub fn parse_user(raw: Value) -> Result<User, String> {
         guid,
         status,
         group_type,
-        raw,
     })
 }
 
 /// The staged records of one user in the month: the license (when billable) keyed by the
 /// user's GUID, and each configured metered quantity with a non-zero total keyed
-/// `{guid}/{metric}`. `usage` is the evidence of the usage calls.
-pub fn stage(
-    service: &str,
-    user: &User,
-    totals: &Totals,
-    usage: Value,
-    metered: &[Metric],
-) -> Vec<StagedRecord> {
-    let payload = json!({ "user": user.raw, "usage": usage });
+/// `{guid}/{metric}`.
+pub fn stage(service: &str, user: &User, totals: &Totals, metered: &[Metric]) -> Vec<StagedRecord> {
     let mut records = Vec::new();
     let billable = match user.status {
         Status::Active => true,
@@ -244,7 +234,6 @@ pub fn stage(
                 .clone()
                 .unwrap_or_else(|| NO_GROUP.to_owned()),
             quantity: Decimal::ONE,
-            payload: payload.clone(),
         });
     }
     // Usage is billed whoever used it: a Disabled user without activity has no message or
@@ -257,7 +246,6 @@ pub fn stage(
                 customer_key: service.to_owned(),
                 item: metric.name().to_owned(),
                 quantity: Decimal::from(total),
-                payload: payload.clone(),
             });
         }
     }
@@ -296,7 +284,6 @@ mod tests {
             SERVICE,
             &user("Active", json!("Guest")),
             &Totals::default(),
-            json!({}),
             &[],
         );
         assert_eq!(records.len(), 1);
@@ -309,13 +296,10 @@ mod tests {
     #[test]
     fn a_disabled_user_is_billed_only_with_activity() {
         let disabled = user("Disabled", json!("Professional"));
-        assert!(stage(SERVICE, &disabled, &Totals::default(), json!({}), &[]).is_empty());
-        assert_eq!(
-            stage(SERVICE, &disabled, &totals(0, 1, 0), json!({}), &[]).len(),
-            1
-        );
+        assert!(stage(SERVICE, &disabled, &Totals::default(), &[]).is_empty());
+        assert_eq!(stage(SERVICE, &disabled, &totals(0, 1, 0), &[]).len(), 1);
         // Attachment bytes alone are not activity in the documented sense.
-        assert!(stage(SERVICE, &disabled, &totals(0, 0, 10), json!({}), &[]).is_empty());
+        assert!(stage(SERVICE, &disabled, &totals(0, 0, 10), &[]).is_empty());
     }
 
     #[test]
@@ -324,7 +308,6 @@ mod tests {
             SERVICE,
             &user("Active", json!("Professional")),
             &totals(7, 0, 0),
-            json!({}),
             &[Metric::MessagesSent, Metric::AttachmentBytes],
         );
         let keys: Vec<_> = records
@@ -350,7 +333,6 @@ mod tests {
             SERVICE,
             &user("Active", Value::Null),
             &Totals::default(),
-            json!({}),
             &[],
         );
         assert_eq!(records[0].item, NO_GROUP);

@@ -69,43 +69,26 @@ pub fn check_range(report: &BillingUsageReport, start: &str, end: &str) -> Resul
 /// `customer_key` = `org_id` and the name as `item`.
 ///
 /// A name listed twice is summed into one record (its `record_key` is the name, so two
-/// records would be de-duplicated by the store and one would go unbilled); its payload then
-/// holds every usage as sent under `usages`. A single usage's payload is the usage as sent,
-/// resources included.
+/// records would be de-duplicated by the store and one would go unbilled).
 pub fn stage_usages(
     usages: &[serde_json::Value],
     org_id: &str,
 ) -> Result<Vec<StagedRecord>, String> {
-    let mut by_name: BTreeMap<String, (Decimal, Vec<serde_json::Value>)> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, Decimal> = BTreeMap::new();
     for (index, usage) in usages.iter().enumerate() {
         let (name, quantity) = read_usage(usage).map_err(|e| format!("usages[{index}] {e}"))?;
-        let entry = by_name
-            .entry(name)
-            .or_insert_with(|| (Decimal::ZERO, Vec::new()));
-        entry.0 = entry.0.checked_add(quantity).ok_or_else(|| {
+        let sum = by_name.entry(name).or_insert(Decimal::ZERO);
+        *sum = sum.checked_add(quantity).ok_or_else(|| {
             format!("usages[{index}]: the sum of totalUsage overflows a decimal number")
         })?;
-        entry.1.push(usage.clone());
     }
     Ok(by_name
         .into_iter()
-        .map(|(name, (quantity, mut sent))| {
-            let payload = if sent.len() == 1 {
-                sent.pop().unwrap_or_default()
-            } else {
-                serde_json::json!({
-                    "name": name,
-                    "totalUsage": quantity.to_string(),
-                    "usages": sent,
-                })
-            };
-            StagedRecord {
-                record_key: name.clone(),
-                customer_key: org_id.to_owned(),
-                item: name,
-                quantity,
-                payload,
-            }
+        .map(|(name, quantity)| StagedRecord {
+            record_key: name.clone(),
+            customer_key: org_id.to_owned(),
+            item: name,
+            quantity,
         })
         .collect())
 }
@@ -233,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn one_record_per_usage_name_with_the_usage_as_evidence() {
+    fn one_record_per_usage_name() {
         let usage = json!({"name": "Genesys Cloud CX 3", "totalUsage": "5.500",
             "resources": [{"name": "a@x.example", "date": "2026-10-02T08:00:00.000Z"}]});
         let records = stage_usages(std::slice::from_ref(&usage), ORG).unwrap();
@@ -242,7 +225,6 @@ mod tests {
         assert_eq!(records[0].customer_key, ORG);
         assert_eq!(records[0].item, "Genesys Cloud CX 3");
         assert_eq!(records[0].quantity, dec!(5.5));
-        assert_eq!(records[0].payload, usage);
     }
 
     #[test]
@@ -254,7 +236,7 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].item, "CX 1");
         assert_eq!(records[0].quantity, dec!(2.25));
-        assert_eq!(records[0].payload["usages"], json!([a, b]));
+        assert_eq!(records[1].item, "CX 2");
     }
 
     #[test]
