@@ -366,6 +366,7 @@ fn config_toml(dir: &Path, files: &Tables, base_url: &str, per_page: u32, sqlite
          base_url = {base_url}\n\
          account = {account}\n\
          per_page = {per_page}\n\
+         concurrency = {connections}\n\
          license_type = \"Service desk user\"\n\n\
          [sinks.file]\n\
          dir = {invoices}\n\
@@ -376,5 +377,8 @@ fn config_toml(dir: &Path, files: &Tables, base_url: &str, per_page: u32, sqlite
         base_url = serde_json::to_string(base_url).unwrap_or_default(),
         account = serde_json::to_string(DEMO_ACCOUNT).unwrap_or_default(),
         invoices = quote(&dir.join("invoices")),
+        // As many pages in flight as the yardstick has connections: the two read the same
+        // pages the same way, and the ratio measures what tally does with them.
+        connections = yardstick::CONNECTIONS,
     )
 }

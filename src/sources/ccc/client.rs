@@ -208,7 +208,7 @@ impl Client {
 
     /// GET with `service`'s session; on a `401` signs in again once and retries, and a second
     /// `401` is an error that says so.
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    async fn get_json<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         service: &str,
         url: &Url,
@@ -238,7 +238,7 @@ impl Client {
         }
     }
 
-    async fn get_once<T: serde::de::DeserializeOwned>(
+    async fn get_once<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         url: &Url,
         session: &SecretString,
