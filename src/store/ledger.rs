@@ -40,12 +40,8 @@ impl Store {
                 select.push(" AND source = ").push_bind(source.as_str());
             }
             select.push(" ORDER BY line_key, revision");
-            let found = select
-                .build()
-                .fetch_all(pool)
-                .await
-                .with_context(|| format!("ledger_lines: reading ledger_lines of {period}"))?;
-            found.iter().map(rows::line).collect()
+            let what = format!("ledger_lines: reading ledger_lines of {period}");
+            rows::lines(select.build().fetch(pool), &what).await
         })
     }
 
@@ -281,12 +277,8 @@ impl Store {
                 list.push_unseparated(")");
             }
             select.push(" ORDER BY line_key, revision");
-            let found = select
-                .build()
-                .fetch_all(pool)
-                .await
-                .with_context(|| format!("lines_to_push: reading ledger_lines of {period}"))?;
-            found.iter().map(rows::line).collect()
+            let what = format!("lines_to_push: reading ledger_lines of {period}");
+            rows::lines(select.build().fetch(pool), &what).await
         })
     }
 

@@ -63,6 +63,21 @@ pub(super) fn checkpoint(row: &impl Columns) -> anyhow::Result<Checkpoint> {
     })
 }
 
+/// The revisions of a query's rows, made one row at a time as they arrive. Not `fetch_all`: a
+/// period's revisions as raw rows (traces and evidence included) were twice the memory of the
+/// lines made of them, and all of them were held at once on top of the lines.
+pub(super) async fn lines<R: Columns>(
+    mut rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    what: &str,
+) -> anyhow::Result<Vec<LedgerLine>> {
+    use futures_util::TryStreamExt as _;
+    let mut lines = Vec::new();
+    while let Some(row) = rows.try_next().await.with_context(|| what.to_owned())? {
+        lines.push(line(&row)?);
+    }
+    Ok(lines)
+}
+
 pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
     let id = row.int("id")?;
     let read = || -> anyhow::Result<LedgerLine> {
