@@ -1,5 +1,9 @@
 //! The `tally` binary: parses the command line and hands over to the library.
 
+// The command's future nests every step of a run (its types, not its runtime depth): its layout
+// needs more than the compiler's default query depth of 128.
+#![recursion_limit = "256"]
+
 use clap::Parser;
 
 #[tokio::main]

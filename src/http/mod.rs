@@ -29,7 +29,8 @@ pub use stats::StatsSnapshot;
 pub use token::{FetchedToken, TokenCache};
 pub use url::{check_base_url, encode_query_value, redact_url};
 
-use rate_limit::{WaitCause, admit_wait, current_deadline, quote, utc_after};
+pub(crate) use rate_limit::current_deadline;
+use rate_limit::{WaitCause, admit_wait, quote, utc_after};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;

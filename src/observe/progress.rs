@@ -40,6 +40,12 @@ impl Progress {
     pub async fn scope<F: Future>(self: Arc<Self>, work: F) -> F::Output {
         PROGRESS.scope(self, work).await
     }
+
+    /// The progress the current task counts into, if any: a task spawned for part of a run
+    /// ([`Self::scope`] it again) counts into the same one.
+    pub fn current() -> Option<Arc<Progress>> {
+        PROGRESS.try_with(Arc::clone).ok()
+    }
 }
 
 impl fmt::Display for Snapshot {

@@ -3,7 +3,7 @@
 //!
 //! Why it is shaped this way (docs/PERFORMANCE.md): a page's round trip to the peer and its
 //! transaction in the store used to take turns, one page at a time. Here, per scope, a
-//! *fetcher* requests pages (several at once where the peer announced its total pages and
+//! *fetcher* (a task of its own, so that it runs beside the thread that stages) requests pages (several at once where the peer announced its total pages and
 //! pages are addressed by number) and hands them, in order, to a *stager*, which writes
 //! whatever has arrived as one transaction with the scope's checkpoint. Independent scopes
 //! (Genesys organizations, CCC services) run side by side, a few at a time.
@@ -14,11 +14,13 @@
 
 use super::{App, Interrupted, SimulatedCrash};
 use crate::domain::{Period, SourceName, SourceStats, StagedRecord, UsageQuantity};
+use crate::shutdown::Shutdown;
 use crate::sources::{Page, Source};
 use crate::store::{Claim, PageBody, PageToStage, StageAt};
 use compute::Aggregator;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tracing::{Instrument as _, info, info_span, instrument, warn};
@@ -101,7 +103,7 @@ const SCOPES_AT_ONCE: usize = 4;
 #[instrument(name = "source", skip_all, fields(source = %source.name()))]
 pub(super) async fn extract(
     app: &App,
-    source: &Source,
+    source: &Arc<Source>,
     period: Period,
     run_id: i64,
     pages_staged: &AtomicU64,
@@ -284,7 +286,7 @@ impl Totalling {
 /// [`Totalling`]); `None` when they must be read back from the store.
 pub(super) async fn extract_scope(
     app: &App,
-    source: &Source,
+    source: &Arc<Source>,
     scope: &str,
     period: Period,
     run_id: i64,
@@ -316,7 +318,19 @@ pub(super) async fn extract_scope(
     };
     let (pages, arrived) = mpsc::channel(QUEUE_PAGES);
     let first_page = u64::try_from(pages_before).unwrap_or(0) + 1;
-    let fetcher = fetch_scope(app, source, scope, period, cursor, first_page, pages);
+    // The fetcher is a task of its own, so that requesting and checking pages runs on another
+    // thread than staging them (the pipeline's future is driven by one thread); aborted if
+    // this scope's extraction is dropped half way (a crash or a stop of another scope).
+    let fetcher = {
+        let (shutdown, source, scope) =
+            (app.shutdown.clone(), Arc::clone(source), scope.to_owned());
+        FetchTask::spawn(async move {
+            fetch_scope(
+                &shutdown, &source, &scope, period, cursor, first_page, pages,
+            )
+            .await
+        })
+    };
     let at = StageAt {
         source: name,
         scope,
@@ -334,7 +348,7 @@ pub(super) async fn extract_scope(
         totalling,
     };
     let stager = stager.run(arrived);
-    let (fetched, staged) = tokio::join!(fetcher, stager);
+    let (fetched, staged) = tokio::join!(fetcher.finish(), stager);
     // The stager's failure is the cause when both failed: the fetcher stopped because the
     // stager stopped taking pages.
     let (pages, records, totalled) = staged?;
@@ -365,7 +379,7 @@ pub(super) async fn extract_scope(
 /// Each request runs in a `page` span (`scope`, `page`: the page's number in the scope's list,
 /// from 1 at `first_page`), so that its retries and waits are logged with the page they are for.
 async fn fetch_scope(
-    app: &App,
+    shutdown: &Shutdown,
     source: &Source,
     scope: &str,
     period: Period,
@@ -375,7 +389,7 @@ async fn fetch_scope(
 ) -> anyhow::Result<()> {
     let mut number = first_page;
     loop {
-        if app.shutdown.requested() {
+        if shutdown.requested() {
             return Err(Interrupted.into());
         }
         let page = source
@@ -401,7 +415,7 @@ async fn fetch_scope(
             })
             .buffered(at_once);
         while let Some(numbered) = fetched.try_next().await? {
-            if app.shutdown.requested() {
+            if shutdown.requested() {
                 return Err(Interrupted.into());
             }
             let page = source.accept(cursor.as_deref(), numbered)?;
@@ -418,6 +432,47 @@ async fn fetch_scope(
         }
         // The pages announced are read and the last of them named a next one: the peer has more
         // than it said; the checks of the next page say so, page by page.
+    }
+}
+
+/// A scope's fetcher running as a task, aborted when dropped before it ends, so that no request
+/// outlives the extraction that wanted it.
+struct FetchTask(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl FetchTask {
+    /// Spawns `fetch` in the current span, with the run's task-local values a task does not
+    /// inherit: its HTTP deadline and the progress it counts pages into.
+    fn spawn(fetch: impl Future<Output = anyhow::Result<()>> + Send + 'static) -> FetchTask {
+        let deadline = crate::http::current_deadline();
+        let progress = crate::observe::Progress::current();
+        let work = async move {
+            match progress {
+                Some(progress) => progress.scope(fetch).await,
+                None => fetch.await,
+            }
+        };
+        let work = async move {
+            match deadline {
+                Some(deadline) => crate::http::with_deadline(deadline, work).await,
+                None => work.await,
+            }
+        };
+        FetchTask(tokio::spawn(work.in_current_span()))
+    }
+
+    /// What the fetcher ended with; a fetcher that panicked is an error of the scope, not a
+    /// panic of the run.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("the page fetcher stopped: {e}")),
+        }
+    }
+}
+
+impl Drop for FetchTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -537,7 +592,7 @@ pub(super) async fn extract_in_memory(
     let mut seen: HashMap<(String, String), StagedRecord> = HashMap::new();
     for scope in source.scopes() {
         let (pages, mut arrived) = mpsc::channel(QUEUE_PAGES);
-        let fetcher = fetch_scope(app, source, &scope, period, None, 1, pages);
+        let fetcher = fetch_scope(&app.shutdown, source, &scope, period, None, 1, pages);
         let keeper = async {
             while let Some(page) = arrived.recv().await {
                 pages_read.fetch_add(1, Ordering::SeqCst);

@@ -11,7 +11,6 @@ use super::compute::Directory;
 use super::{App, PushOutcome, UsageError};
 use crate::domain::{BillingAccount, Period, RunException, SourceName};
 use crate::mapping::{self, CustomerMap, KeyMatch};
-use crate::sources::Source;
 use crate::store::PushScope;
 use std::collections::BTreeSet;
 
@@ -133,7 +132,7 @@ pub(super) async fn others_exceptions(
         app.sources
             .iter()
             .find(|s| s.name() == name)
-            .map_or(crate::mapping::KeyMatch::Exact, Source::key_match)
+            .map_or(crate::mapping::KeyMatch::Exact, |s| s.key_match())
     };
     Ok(app
         .store

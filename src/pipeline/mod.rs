@@ -32,6 +32,7 @@ use compute::Rules;
 use filter::CustomerFilter;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use tracing::{info, instrument, warn};
 
 /// Everything a run needs, built and checked once at start-up.
@@ -41,7 +42,8 @@ pub struct App {
     pub store: Store,
     pub pricing: PricingTable,
     pub customers: CustomerMap,
-    pub sources: Vec<Source>,
+    /// Shared, so that a scope's fetcher can run as a task of its own (`extract`).
+    pub sources: Vec<Arc<Source>>,
     pub sinks: Vec<Sink>,
     /// Crash simulation for the tests; never set in production.
     pub faults: Faults,
@@ -177,7 +179,7 @@ impl App {
             store,
             pricing,
             customers,
-            sources,
+            sources: sources.into_iter().map(Arc::new).collect(),
             sinks,
             faults: Faults::default(),
             shutdown: Shutdown::new(),
@@ -343,11 +345,14 @@ async fn notify(
 }
 
 /// The sources a run reads: `--source`, or every configured one.
-fn selected_sources<'a>(app: &'a App, options: &RunOptions) -> Result<Vec<&'a Source>, UsageError> {
+fn selected_sources<'a>(
+    app: &'a App,
+    options: &RunOptions,
+) -> Result<Vec<&'a Arc<Source>>, UsageError> {
     let Some(name) = &options.source else {
         return Ok(app.sources.iter().collect());
     };
-    let found: Vec<&Source> = app
+    let found: Vec<&Arc<Source>> = app
         .sources
         .iter()
         .filter(|s| s.name().as_str() == name)
