@@ -3,8 +3,9 @@
 //!
 //! Why it is shaped this way (docs/PERFORMANCE.md): a page's round trip to the peer and its
 //! transaction in the store used to take turns, one page at a time. Here, per scope, a
-//! *fetcher* (a task of its own, so that it runs beside the thread that stages) requests pages (several at once where the peer announced its total pages and
-//! pages are addressed by number) and hands them, in order, to a *stager*, which writes
+//! *fetcher* (a task of its own, so that it runs beside the thread that stages) requests pages
+//! (several at once where the peer announced its total pages and pages are addressed by
+//! number) and hands them, in order, to a *stager*, which writes
 //! whatever has arrived as one transaction with the scope's checkpoint. Independent scopes
 //! (Genesys organizations, CCC services) run side by side, a few at a time.
 //!
