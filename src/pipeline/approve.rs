@@ -46,8 +46,8 @@ pub async fn push_approved(
     period: Period,
     scope: &PushScope<'_>,
 ) -> anyhow::Result<PushOutcome> {
-    let lines = store.lines_to_push(period, scope).await?;
-    let mut names: Vec<&str> = lines.iter().map(|l| l.sink.as_str()).collect();
+    let queue = store.push_queue(period, scope).await?;
+    let mut names: Vec<&str> = queue.iter().map(|q| q.sink.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     let sinks = super::build_sinks(settings, &names).map_err(ConfigError)?;

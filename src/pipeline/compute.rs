@@ -354,7 +354,27 @@ pub struct Aggregator {
     limits: QuantityLimits,
     /// customer key → item → group. Nested so that adding a record looks its group up by
     /// borrowed keys and allocates only for a group's first record.
-    groups: BTreeMap<String, BTreeMap<String, Group>>,
+    groups: BTreeMap<String, Items>,
+}
+
+/// One customer's groups, by item: a sorted list, not a map. A customer has a few items (the
+/// licenses it uses), and a `BTreeMap` allocates a node of eleven slots for its first entry:
+/// 1.7 KB per customer, 17 MB at ten thousand customers of one item each, where this takes
+/// what its groups take.
+#[derive(Debug, Default)]
+struct Items(Vec<(String, Group)>);
+
+impl Items {
+    fn get_or_insert(&mut self, item: &str) -> &mut Group {
+        let at = match self.0.binary_search_by(|(i, _)| i.as_str().cmp(item)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (item.to_owned(), Group::default()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
 }
 
 #[derive(Debug, Default)]
@@ -364,8 +384,8 @@ struct Group {
     hash: [u8; 32],
     /// Why the group cannot be billed as it is, with the record key it was found at. Of several
     /// problems the one at the smallest key is kept, so that the message is the same in
-    /// whatever order the records are read.
-    out_of_range: Option<(String, String)>,
+    /// whatever order the records are read. Boxed: it is rare, and every group carries it.
+    out_of_range: Option<Box<(String, String)>>,
     /// The smallest record keys seen, sorted, at most `Evidence::SAMPLE`: the same records give
     /// the same sample in whatever order they are read.
     sample: Vec<String>,
@@ -376,9 +396,9 @@ impl Group {
         if self
             .out_of_range
             .as_ref()
-            .is_none_or(|(key, _)| record_key < key.as_str())
+            .is_none_or(|found| record_key < found.0.as_str())
         {
-            self.out_of_range = Some((record_key.to_owned(), problem));
+            self.out_of_range = Some(Box::new((record_key.to_owned(), problem)));
         }
     }
 }
@@ -397,10 +417,7 @@ impl Aggregator {
             Some(items) => items,
             None => self.groups.entry(customer_key.to_owned()).or_default(),
         };
-        let group = match items.get_mut(item) {
-            Some(group) => group,
-            None => items.entry(item.to_owned()).or_default(),
-        };
+        let group = items.get_or_insert(item);
         group.records += 1;
         let keep = group.sample.len() < Evidence::SAMPLE
             || group
@@ -438,8 +455,8 @@ impl Aggregator {
     pub fn merge(&mut self, other: Aggregator) {
         for (customer_key, items) in other.groups {
             let mine = self.groups.entry(customer_key).or_default();
-            for (item, theirs) in items {
-                let group = mine.entry(item).or_default();
+            for (item, theirs) in items.0 {
+                let group = mine.get_or_insert(&item);
                 group.records += theirs.records;
                 for (a, b) in group.hash.iter_mut().zip(theirs.hash) {
                     *a ^= b;
@@ -450,7 +467,8 @@ impl Aggregator {
                     }
                 }
                 group.sample.truncate(Evidence::SAMPLE);
-                if let Some((key, problem)) = theirs.out_of_range {
+                if let Some(found) = theirs.out_of_range {
+                    let (key, problem) = *found;
                     group.out_of_range(&key, problem);
                 }
                 match group.quantity.checked_add(theirs.quantity) {
@@ -470,8 +488,8 @@ impl Aggregator {
     pub fn records(&self) -> u64 {
         self.groups
             .values()
-            .flat_map(BTreeMap::values)
-            .map(|g| g.records)
+            .flat_map(|items| items.0.iter())
+            .map(|(_, g)| g.records)
             .sum()
     }
 
@@ -480,13 +498,13 @@ impl Aggregator {
         self.groups
             .into_iter()
             .flat_map(|(customer_key, items)| {
-                items.into_iter().map(move |(item, group)| UsageQuantity {
+                items.0.into_iter().map(move |(item, group)| UsageQuantity {
                     customer_key: customer_key.clone(),
                     item,
                     quantity: group.quantity,
                     record_count: group.records,
                     hash: hex::encode(group.hash),
-                    out_of_range: group.out_of_range.map(|(_, problem)| problem),
+                    out_of_range: group.out_of_range.map(|found| found.1),
                     sample: group.sample,
                 })
             })
@@ -524,5 +542,40 @@ mod tests {
         assert_eq!(forward[0].sample, backward[0].sample);
         // A record read twice is one key in the sample.
         assert_eq!(groups(&["4@Acme", "4@Acme"])[0].sample, ["4@Acme"]);
+    }
+
+    #[test]
+    fn groups_come_out_by_customer_then_item_and_merge_by_item() {
+        let mut one = Aggregator::new(&QuantityLimits::default());
+        for (key, customer, item) in [
+            ("1", "Beta", "viewer"),
+            ("2", "Acme", "viewer"),
+            ("3", "Acme", "agent"),
+            ("4", "Acme", "viewer"),
+            ("5", "Acme", "supervisor"),
+        ] {
+            one.add(key, customer, item, dec!(1));
+        }
+        let mut other = Aggregator::new(&QuantityLimits::default());
+        other.add("6", "Acme", "agent", dec!(2.5));
+        other.add("7", "Beta", "admin", dec!(1));
+        one.merge(other);
+        let got: Vec<(String, String, Decimal, u64)> = one
+            .finish()
+            .into_iter()
+            .map(|u| (u.customer_key, u.item, u.quantity, u.record_count))
+            .collect();
+        let want = [
+            ("Acme", "agent", dec!(3.5), 2),
+            ("Acme", "supervisor", dec!(1), 1),
+            ("Acme", "viewer", dec!(2), 2),
+            ("Beta", "admin", dec!(1), 1),
+            ("Beta", "viewer", dec!(1), 1),
+        ];
+        let want: Vec<(String, String, Decimal, u64)> = want
+            .into_iter()
+            .map(|(c, i, q, n)| (c.to_owned(), i.to_owned(), q, n))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -16,7 +16,7 @@ pub use push::{PushOutcome, PushSettings, Pusher};
 
 use crate::config::Settings;
 use crate::domain::{
-    InvoiceLine, LedgerChange, LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary,
+    LedgerChange, LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary,
     SourceFailure, SourceName, SourceStats, Trigger,
 };
 use crate::mapping::CustomerMap;
@@ -280,9 +280,9 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub summary: RunSummary,
+    /// What the run planned; once the plan is written (any run but a dry run) its `changes`
+    /// are left out: the ledger holds them.
     pub plan: Plan,
-    /// The lines this run computed (after mapping and pricing).
-    pub lines: Vec<InvoiceLine>,
     pub exceptions: Vec<RunException>,
 }
 
@@ -508,12 +508,13 @@ async fn run_until_deadline(
         approvals.required = true;
         approvals.rules.clear();
     }
-    let plan = reconcile::plan(&lines, &ledger, &completed_sources, &approvals);
+    // The lines move into the plan (their traces into the revisions planned): held once.
+    let mut plan = reconcile::plan(lines, &ledger, &completed_sources, &approvals);
     // The plan holds what it needs of the ledger; the period's revisions are not kept through
     // the push (memory follows the lines, once).
     drop(ledger);
     exceptions.extend(plan.exceptions(period));
-    lines.retain(|l| !plan.conflicts.iter().any(|c| c.key == l.key));
+    let (totals, totals_error) = currency_totals(&plan.entries, period);
 
     let mut errors = Vec::new();
     let mut lines_pushed = 0;
@@ -529,6 +530,8 @@ async fn run_until_deadline(
                 .apply_plan(run_id, period, &completed_sources, &plan.changes, &recorded)
                 .await?;
         }
+        // Written: the ledger holds the changes now, and the report keeps the entries.
+        plan.changes = Vec::new();
         if !completed_sources.is_empty() {
             if !hold_drafts {
                 let outcome = match &customer {
@@ -580,26 +583,13 @@ async fn run_until_deadline(
             })
             .count() as u64;
     }
+    errors.extend(totals_error);
     if waiting_to_settle > 0 {
         errors.push(format!(
             "{waiting_to_settle} revision(s) were sent earlier and are not in the billing system yet; they are not sent again before their settle time (push.settle_secs) has passed: run again later"
         ));
     }
 
-    let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
-    for line in &lines {
-        let total = totals.entry(line.currency.code().to_owned()).or_default();
-        match total.checked_add(line.amount) {
-            Some(sum) => *total = sum,
-            None => {
-                errors.push(format!(
-                    "the period's {} total is too large to compute; check the lines with `tally lines --period {period}`",
-                    line.currency
-                ));
-                break;
-            }
-        }
-    }
     let status = if interrupted {
         RunStatus::Interrupted
     } else if !failed_sources.is_empty() || !errors.is_empty() {
@@ -644,9 +634,31 @@ async fn run_until_deadline(
     Ok(RunReport {
         summary,
         plan,
-        lines,
         exceptions,
     })
+}
+
+/// The period's total per currency of the lines priced this run (a conflict is not one of
+/// them), or why it cannot be added up (a figure too large), for the summary.
+fn currency_totals(
+    entries: &[reconcile::PlanEntry],
+    period: Period,
+) -> (BTreeMap<String, Decimal>, Option<String>) {
+    let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
+    for line in entries.iter().filter(|e| e.priced) {
+        let total = totals.entry(line.currency.code().to_owned()).or_default();
+        match total.checked_add(line.amount) {
+            Some(sum) => *total = sum,
+            None => {
+                let error = format!(
+                    "the period's {} total is too large to compute; check the lines with `tally lines --period {period}`",
+                    line.currency
+                );
+                return (totals, Some(error));
+            }
+        }
+    }
+    (totals, None)
 }
 
 /// How this run's lines get approved: as configured, with the amounts the approval rules

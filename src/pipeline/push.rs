@@ -65,6 +65,10 @@ pub struct PushOutcome {
 /// lost answers are of writes already stored, and finding one there ends the matter.
 const QUICK_LOOK: Duration = Duration::from_secs(1);
 
+/// Revisions read from the ledger at a time while pushing (one chunk of the queue): what a
+/// push holds, whatever the size of the period.
+const READ_AHEAD: usize = 500;
+
 /// A revision sent with an uncertain answer, not resolved yet.
 struct Unsure {
     line: LedgerLine,
@@ -88,8 +92,7 @@ impl Pusher<'_> {
         // Lines left `pushing` are resolved before anything new is sent, so that a sink that
         // recognises its own writes by what is new since a marker never sees two at once; for
         // the same reason a line with an unresolved revision sends nothing else this run.
-        let mut lines = self.store.lines_to_push(period, scope).await?;
-        lines.sort_by_key(|l| l.status != LineStatus::Pushing);
+        let queue = self.store.push_queue(period, scope).await?;
         for sink in self.sinks {
             sink.begin_push().await;
         }
@@ -97,15 +100,15 @@ impl Pusher<'_> {
         // side, each in the order above. One billing system's revisions go one at a time (or a
         // batch at a time): its way of finding a revision it may hold (a marker) assumes it is
         // not written by two requests of tally at once.
-        let mut by_sink: BTreeMap<String, Vec<LedgerLine>> = BTreeMap::new();
-        for line in lines {
-            by_sink.entry(line.sink.clone()).or_default().push(line);
+        let mut by_sink: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for queued in queue {
+            by_sink.entry(queued.sink).or_default().push(queued.id);
         }
         let accepted = AtomicU64::new(0);
         let outcomes = futures_util::future::try_join_all(
             by_sink
                 .into_values()
-                .map(|lines| self.push_to_one_sink(lines, &accepted)),
+                .map(|ids| self.push_to_one_sink(period, ids, &accepted)),
         )
         .await?;
         let mut outcome = PushOutcome::default();
@@ -118,11 +121,13 @@ impl Pusher<'_> {
         Ok(outcome)
     }
 
-    /// The revisions of one billing system, in order. `accepted` counts across the billing
-    /// systems pushed side by side, for the `crash_after_accepted_pushes` fault.
+    /// The revisions of one billing system, in order, read [`READ_AHEAD`] at a time. `accepted`
+    /// counts across the billing systems pushed side by side, for the
+    /// `crash_after_accepted_pushes` fault.
     async fn push_to_one_sink(
         &self,
-        lines: Vec<LedgerLine>,
+        period: Period,
+        ids: Vec<i64>,
         accepted: &AtomicU64,
     ) -> anyhow::Result<PushOutcome> {
         let mut outcome = PushOutcome::default();
@@ -131,56 +136,58 @@ impl Pusher<'_> {
         // Revisions waiting to go in one batch, when the billing system takes batches.
         let mut batch: Vec<LedgerLine> = Vec::new();
         let mut batch_sink: Option<&Sink> = None;
-        for line in lines {
-            if self.shutdown.requested() {
-                outcome.interrupted = true;
-                break;
-            }
-            if unresolved.contains(&line.key) {
-                outcome.waiting += 1;
-                continue;
-            }
-            let Some(sink) = self.sink(&line.sink) else {
-                let message = format!(
-                    "{}: billing system {:?} is not configured any more; configure it again to push this revision",
-                    line.idempotency_key, line.sink
-                );
-                self.store.record_push_error(line.id, &message).await?;
-                outcome.errors.push(message);
-                unresolved.insert(line.key.clone());
-                continue;
-            };
-            let mut line = line;
-            if line.status == LineStatus::Pushing {
-                match self.resolve_left_pushing(sink, &line, &mut outcome).await? {
-                    Resolved::Done => continue,
-                    Resolved::SendAgain => line.status = LineStatus::Approved,
-                    Resolved::Unresolved => {
-                        unresolved.insert(line.key.clone());
-                        continue;
+        'queue: for chunk in ids.chunks(READ_AHEAD) {
+            for line in self.store.queued_lines(period, chunk).await? {
+                if self.shutdown.requested() {
+                    outcome.interrupted = true;
+                    break 'queue;
+                }
+                if unresolved.contains(&line.key) {
+                    outcome.waiting += 1;
+                    continue;
+                }
+                let Some(sink) = self.sink(&line.sink) else {
+                    let message = format!(
+                        "{}: billing system {:?} is not configured any more; configure it again to push this revision",
+                        line.idempotency_key, line.sink
+                    );
+                    self.store.record_push_error(line.id, &message).await?;
+                    outcome.errors.push(message);
+                    unresolved.insert(line.key.clone());
+                    continue;
+                };
+                let mut line = line;
+                if line.status == LineStatus::Pushing {
+                    match self.resolve_left_pushing(sink, &line, &mut outcome).await? {
+                        Resolved::Done => continue,
+                        Resolved::SendAgain => line.status = LineStatus::Approved,
+                        Resolved::Unresolved => {
+                            unresolved.insert(line.key.clone());
+                            continue;
+                        }
                     }
                 }
-            }
-            if line.status != LineStatus::Approved {
-                continue;
-            }
-            if let Some(size) = sink.batch_size() {
-                batch_sink = Some(sink);
-                batch.push(line);
-                if batch.len() >= size {
-                    let full = std::mem::take(&mut batch);
-                    for left in self.send_batch(sink, full, accepted, &mut outcome).await? {
+                if line.status != LineStatus::Approved {
+                    continue;
+                }
+                if let Some(size) = sink.batch_size() {
+                    batch_sink = Some(sink);
+                    batch.push(line);
+                    if batch.len() >= size {
+                        let full = std::mem::take(&mut batch);
+                        for left in self.send_batch(sink, full, accepted, &mut outcome).await? {
+                            unresolved.insert(left.line.key.clone());
+                            unsure.push(left);
+                        }
+                    }
+                    continue;
+                }
+                match self.send(sink, line, accepted, &mut outcome).await? {
+                    None => {}
+                    Some(left) => {
                         unresolved.insert(left.line.key.clone());
                         unsure.push(left);
                     }
-                }
-                continue;
-            }
-            match self.send(sink, line, accepted, &mut outcome).await? {
-                None => {}
-                Some(left) => {
-                    unresolved.insert(left.line.key.clone());
-                    unsure.push(left);
                 }
             }
         }

@@ -17,15 +17,16 @@ pub mod approval;
 pub mod shrink;
 
 use crate::domain::{
-    Approval, BillingAccount, Currency, ExceptionKind, InvoiceLine, LedgerChange, LedgerLine,
-    LicenseType, LineKey, LineStatus, NewRevision, Period, REVERSAL_REASON, RunException,
-    SourceName, checked_sum,
+    Approval, BillingAccount, Currency, Evidence, ExceptionKind, InvoiceLine, LedgerChange,
+    LedgerLine, LicenseType, LineKey, LineStatus, NewRevision, Period, REVERSAL_REASON,
+    RunException, SourceName, checked_sum,
 };
 use approval::ApprovalRule;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use shrink::ShrinkGuard;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 /// A line across periods: what approval rules compare with the line's last pushed period.
@@ -129,6 +130,10 @@ pub struct PlanEntry {
     pub delta_amount: Decimal,
     /// The line had been approved and its figures changed: it is a draft again.
     pub back_to_review: bool,
+    /// The line was priced this run; `false` for a line nothing was computed for any more
+    /// (brought to zero). The period's totals add up the priced lines.
+    #[serde(skip)]
+    pub priced: bool,
 }
 
 /// A line that cannot be reconciled automatically; reported, never pushed.
@@ -244,8 +249,12 @@ impl Plan {
 /// `ledger` holds every revision of the period for (at least) the sources in `sources`; a
 /// ledger line of those sources with no computed line is taken to be zero now. Lines of other
 /// sources are left alone, so that a run limited to one source touches only that source.
+///
+/// The computed lines are taken, not borrowed: each one's trace and evidence move into the
+/// revision planned for it, so that a period's lines are held once (docs/PERFORMANCE.md). Of
+/// two computed lines with the same key, the later one counts.
 pub fn plan(
-    computed: &[InvoiceLine],
+    mut computed: Vec<InvoiceLine>,
     ledger: &[LedgerLine],
     sources: &[SourceName],
     approvals: &Approvals,
@@ -254,32 +263,48 @@ pub fn plan(
     for revision in ledger.iter().filter(|l| sources.contains(&l.key.source)) {
         history.entry(&revision.key).or_default().push(revision);
     }
-    let mut wanted: BTreeMap<&LineKey, &InvoiceLine> = BTreeMap::new();
-    for line in computed {
-        wanted.insert(&line.key, line);
-    }
-    let mut keys: Vec<&LineKey> = history
-        .keys()
-        .copied()
-        .chain(wanted.keys().copied())
-        .collect();
-    keys.sort();
-    keys.dedup();
-
     let mut plan = Plan {
-        shrinks: shrinks(&history, computed, sources, &approvals.shrink),
+        shrinks: shrinks(&history, &computed, sources, &approvals.shrink),
         ..Plan::default()
     };
-    for key in keys {
-        let mut revisions = history.remove(key).unwrap_or_default();
+    plan.changes.reserve_exact(computed.len());
+    plan.entries.reserve_exact(computed.len());
+
+    // Both sides in key order, walked side by side (a merge): every key of either is planned
+    // once, in order.
+    computed.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut wanted = computed.into_iter().peekable();
+    let mut history = history.into_iter().peekable();
+    loop {
+        let order = match (wanted.peek(), history.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(line), Some((key, _))) => line.key.cmp(key),
+        };
+        let mut line = None;
+        if order != Ordering::Greater {
+            line = wanted.next();
+            while let Some(later) =
+                wanted.next_if(|next| line.as_ref().is_some_and(|l| l.key == next.key))
+            {
+                line = Some(later);
+            }
+        }
+        let mut revisions = match order {
+            Ordering::Less => Vec::new(),
+            _ => history
+                .next()
+                .map(|(_, revisions)| revisions)
+                .unwrap_or_default(),
+        };
         revisions.sort_by_key(|r| r.revision);
-        plan_line(
-            key,
-            wanted.get(key).copied(),
-            &revisions,
-            approvals,
-            &mut plan,
-        );
+        let key = match (&line, revisions.first()) {
+            (Some(line), _) => line.key.clone(),
+            (None, Some(revision)) => revision.key.clone(),
+            (None, None) => continue,
+        };
+        plan_line(&key, line, &revisions, approvals, &mut plan);
     }
     plan
 }
@@ -332,7 +357,7 @@ fn shrinks(
 
 fn plan_line(
     key: &LineKey,
-    wanted: Option<&InvoiceLine>,
+    wanted: Option<InvoiceLine>,
     revisions: &[&LedgerLine],
     approvals: &Approvals,
     plan: &mut Plan,
@@ -359,6 +384,7 @@ fn plan_line(
 
     // A line with nothing computed any more is zero now, in the currency it was billed in.
     let Some(currency) = wanted
+        .as_ref()
         .map(|w| w.currency)
         .or_else(|| revisions.last().map(|r| r.currency))
     else {
@@ -378,7 +404,7 @@ fn plan_line(
     }
     // Where the billing system holds the line: adjustments and reversals go there.
     let sent_sink = sent.last().map(|r| r.sink.as_str());
-    if let (Some(pushed_to), Some(w)) = (sent_sink, wanted)
+    if let (Some(pushed_to), Some(w)) = (sent_sink, &wanted)
         && pushed_to != w.sink
     {
         plan.conflicts.push(Conflict {
@@ -390,7 +416,11 @@ fn plan_line(
         });
         return;
     }
-    let (quantity, amount) = wanted.map(|w| (w.quantity, w.amount)).unwrap_or_default();
+    let (quantity, amount) = wanted
+        .as_ref()
+        .map(|w| (w.quantity, w.amount))
+        .unwrap_or_default();
+    let priced = wanted.is_some();
     let deltas = (
         quantity.checked_sub(sent_quantity),
         amount.checked_sub(sent_amount),
@@ -409,6 +439,7 @@ fn plan_line(
         delta_quantity,
         delta_amount,
         back_to_review: false,
+        priced,
     };
 
     // Several unsent revisions cannot arise from this planner; if they do, keep the newest and
@@ -426,7 +457,7 @@ fn plan_line(
         if let Some(draft) = keep {
             plan.changes.push(LedgerChange::Delete { id: draft.id });
         }
-        if wanted.is_some() || !sent.is_empty() {
+        if priced || !sent.is_empty() {
             plan.entries.push(entry(Action::Unchanged));
         }
         return;
@@ -449,7 +480,7 @@ fn plan_line(
         }
         (LineStatus::Draft, None)
     } else {
-        approvals.decide(key, amount, wanted.is_none())
+        approvals.decide(key, amount, !priced)
     };
     let mut values = revision_values(
         key,
@@ -532,27 +563,35 @@ fn too_large(key: &LineKey) -> Conflict {
 /// any more, it is the reversal of the pushed line, with its reason in the trace.
 fn revision_values(
     key: &LineKey,
-    wanted: Option<&InvoiceLine>,
+    wanted: Option<InvoiceLine>,
     currency: Currency,
     (delta_quantity, delta_amount): (Decimal, Decimal),
     (total_quantity, total_amount): (Decimal, Decimal),
     status: LineStatus,
 ) -> NewRevision {
+    let (rate, price_ref, trace, evidence, sink) = match wanted {
+        Some(w) => (w.rate, w.price_ref, w.trace, w.evidence, w.sink),
+        None => (
+            Decimal::ZERO,
+            String::new(),
+            serde_json::json!({ "reason": REVERSAL_REASON }).into(),
+            Evidence::default(),
+            String::new(),
+        ),
+    };
     NewRevision {
         key: key.clone(),
         revision: 0,
         quantity: delta_quantity,
         amount: delta_amount,
-        rate: wanted.map(|w| w.rate).unwrap_or_default(),
+        rate,
         currency,
         total_quantity,
         total_amount,
-        price_ref: wanted.map(|w| w.price_ref.clone()).unwrap_or_default(),
-        trace: wanted
-            .map(|w| w.trace.clone())
-            .unwrap_or_else(|| serde_json::json!({ "reason": REVERSAL_REASON }).into()),
-        evidence: wanted.map(|w| w.evidence.clone()).unwrap_or_default(),
-        sink: wanted.map(|w| w.sink.clone()).unwrap_or_default(),
+        price_ref,
+        trace,
+        evidence,
+        sink,
         status,
         approval: None,
     }
@@ -655,7 +694,7 @@ mod tests {
     #[test]
     fn a_new_line_is_created_as_revision_one() {
         let plan = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
@@ -672,7 +711,7 @@ mod tests {
     #[test]
     fn under_approval_new_lines_wait_as_drafts() {
         let plan = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::by_person(),
@@ -683,14 +722,14 @@ mod tests {
     #[test]
     fn rerun_of_an_unchanged_pushed_line_plans_nothing() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let again = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -702,14 +741,14 @@ mod tests {
     #[test]
     fn rerun_of_an_unchanged_draft_plans_nothing() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::by_person(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Draft)];
         let again = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &ledger,
             &sources(),
             &Approvals::by_person(),
@@ -722,14 +761,14 @@ mod tests {
         // The daemon's month-to-date run keeps every line a draft (as under approval); the
         // month's normal run, with no approval required, approves it unchanged in place.
         let held = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::by_person(),
         );
         let ledger = vec![stored(7, inserted(&held)[0], LineStatus::Draft)];
         let normal = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -751,14 +790,14 @@ mod tests {
     #[test]
     fn a_changed_draft_is_updated_in_place() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let ledger = vec![stored(7, inserted(&first)[0], LineStatus::Approved)];
         let again = plan(
-            &[computed("A", dec!(5), dec!(50.00))],
+            vec![computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -777,14 +816,14 @@ mod tests {
     #[test]
     fn a_changed_pushed_line_gets_one_adjustment_with_the_delta() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let again = plan(
-            &[computed("A", dec!(5), dec!(50.00))],
+            vec![computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -802,7 +841,7 @@ mod tests {
         let mut ledger = ledger;
         ledger.push(stored(2, new[0], LineStatus::Pushed));
         let third = plan(
-            &[computed("A", dec!(5), dec!(50.00))],
+            vec![computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -813,21 +852,21 @@ mod tests {
     #[test]
     fn an_unsent_adjustment_is_updated_not_duplicated() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let mut ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let second = plan(
-            &[computed("A", dec!(5), dec!(50.00))],
+            vec![computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
         );
         ledger.push(stored(2, inserted(&second)[0], LineStatus::Approved));
         let third = plan(
-            &[computed("A", dec!(4), dec!(40.00))],
+            vec![computed("A", dec!(4), dec!(40.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -845,21 +884,21 @@ mod tests {
     #[test]
     fn an_unsent_adjustment_back_to_the_pushed_figures_is_deleted() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let mut ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let second = plan(
-            &[computed("A", dec!(5), dec!(50.00))],
+            vec![computed("A", dec!(5), dec!(50.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
         );
         ledger.push(stored(2, inserted(&second)[0], LineStatus::Approved));
         let third = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -871,13 +910,13 @@ mod tests {
     #[test]
     fn a_pushed_line_with_no_records_any_more_is_credited_in_full() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
-        let again = plan(&[], &ledger, &sources(), &Approvals::not_required());
+        let again = plan(vec![], &ledger, &sources(), &Approvals::not_required());
         let new = inserted(&again);
         assert_eq!(new.len(), 1);
         assert_eq!(new[0].quantity, dec!(-3));
@@ -889,7 +928,12 @@ mod tests {
     fn pushed_month(lines: &[(&str, Decimal, Decimal)]) -> Vec<LedgerLine> {
         let computed: Vec<InvoiceLine> =
             lines.iter().map(|(a, q, m)| computed(a, *q, *m)).collect();
-        let first = plan(&computed, &[], &sources(), &Approvals::not_required());
+        let first = plan(
+            computed.clone(),
+            &[],
+            &sources(),
+            &Approvals::not_required(),
+        );
         inserted(&first)
             .into_iter()
             .enumerate()
@@ -908,7 +952,12 @@ mod tests {
 
     #[test]
     fn a_source_that_answers_nothing_after_a_good_month_credits_nothing_without_a_person() {
-        let again = plan(&[], &good_month(), &sources(), &Approvals::not_required());
+        let again = plan(
+            vec![],
+            &good_month(),
+            &sources(),
+            &Approvals::not_required(),
+        );
         let new = inserted(&again);
         assert_eq!(new.len(), 4, "every line is reversed, as a draft");
         assert!(
@@ -934,7 +983,7 @@ mod tests {
     #[test]
     fn a_source_that_answers_a_tenth_holds_its_credits_but_not_its_new_lines() {
         let again = plan(
-            &[
+            vec![
                 computed("A", dec!(2), dec!(20.00)),
                 computed("E", dec!(2), dec!(20.00)),
             ],
@@ -960,7 +1009,7 @@ mod tests {
     #[test]
     fn a_customer_who_leaves_is_reversed_at_once() {
         let again = plan(
-            &[
+            vec![
                 computed("A", dec!(12), dec!(120.00)),
                 computed("C", dec!(25), dec!(250.00)),
                 computed("D", dec!(3), dec!(30.00)),
@@ -983,7 +1032,7 @@ mod tests {
             shrink: ShrinkGuard::off(),
             ..Approvals::not_required()
         };
-        let again = plan(&[], &good_month(), &sources(), &off);
+        let again = plan(vec![], &good_month(), &sources(), &off);
         assert!(
             inserted(&again)
                 .iter()
@@ -1005,7 +1054,7 @@ mod tests {
             computed("C", dec!(20), dec!(200.00)),
             computed("D", dec!(3), dec!(30.00)),
         ];
-        let again = plan(&lines, &good_month(), &sources(), &per_line);
+        let again = plan(lines.to_vec(), &good_month(), &sources(), &per_line);
         let statuses: Vec<(&str, LineStatus)> = inserted(&again)
             .iter()
             .map(|r| (r.key.billing_account.as_str(), r.status))
@@ -1026,7 +1075,7 @@ mod tests {
         second.revision = 2;
         ledger.push(second);
         let again = plan(
-            &[computed("A", dec!(1), dec!(10.00))],
+            vec![computed("A", dec!(1), dec!(10.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -1039,27 +1088,27 @@ mod tests {
     #[test]
     fn a_draft_with_no_records_any_more_is_removed() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::by_person(),
         );
         let ledger = vec![stored(4, inserted(&first)[0], LineStatus::Draft)];
-        let again = plan(&[], &ledger, &sources(), &Approvals::by_person());
+        let again = plan(vec![], &ledger, &sources(), &Approvals::by_person());
         assert_eq!(again.changes, vec![LedgerChange::Delete { id: 4 }]);
     }
 
     #[test]
     fn lines_of_other_sources_are_left_alone() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let again = plan(
-            &[],
+            vec![],
             &ledger,
             &[SourceName::new("ccc")],
             &Approvals::not_required(),
@@ -1071,14 +1120,14 @@ mod tests {
     #[test]
     fn a_line_being_pushed_is_not_edited() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushing)];
         let again = plan(
-            &[computed("A", dec!(4), dec!(40.00))],
+            vec![computed("A", dec!(4), dec!(40.00))],
             &ledger,
             &sources(),
             &Approvals::not_required(),
@@ -1093,14 +1142,14 @@ mod tests {
     #[test]
     fn a_changed_approved_draft_needs_approval_again() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::by_person(),
         );
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Approved)];
         let again = plan(
-            &[computed("A", dec!(4), dec!(40.00))],
+            vec![computed("A", dec!(4), dec!(40.00))],
             &ledger,
             &sources(),
             &Approvals::by_person(),
@@ -1114,7 +1163,7 @@ mod tests {
     #[test]
     fn a_currency_change_on_a_pushed_line_is_a_conflict_not_an_adjustment() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
@@ -1122,7 +1171,7 @@ mod tests {
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let mut usd = computed("A", dec!(3), dec!(33.00));
         usd.currency = "USD".parse().unwrap();
-        let again = plan(&[usd], &ledger, &sources(), &Approvals::not_required());
+        let again = plan(vec![usd], &ledger, &sources(), &Approvals::not_required());
         assert!(again.changes.is_empty());
         assert_eq!(again.conflicts.len(), 1);
     }
@@ -1130,7 +1179,7 @@ mod tests {
     #[test]
     fn a_vanished_line_is_reversed_in_the_billing_system_it_was_pushed_to() {
         let first = plan(
-            &[computed("A", dec!(7), dec!(70.00))],
+            vec![computed("A", dec!(7), dec!(70.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
@@ -1138,7 +1187,7 @@ mod tests {
         let mut pushed = stored(1, inserted(&first)[0], LineStatus::Pushed);
         // Pushed to ActivePlatform; today's routing no longer knows the account at all.
         pushed.sink = "activeplatform".into();
-        let again = plan(&[], &[pushed], &sources(), &Approvals::not_required());
+        let again = plan(vec![], &[pushed], &sources(), &Approvals::not_required());
         let new = inserted(&again);
         assert_eq!(new.len(), 1);
         assert_eq!(new[0].sink, "activeplatform");
@@ -1152,14 +1201,14 @@ mod tests {
     #[test]
     fn an_unsent_reversal_with_a_lost_billing_system_is_repaired() {
         let first = plan(
-            &[computed("A", dec!(7), dec!(70.00))],
+            vec![computed("A", dec!(7), dec!(70.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
         );
         let pushed = stored(1, inserted(&first)[0], LineStatus::Pushed);
         let again = plan(
-            &[],
+            vec![],
             std::slice::from_ref(&pushed),
             &sources(),
             &Approvals::not_required(),
@@ -1168,7 +1217,7 @@ mod tests {
         let mut broken = stored(2, inserted(&again)[0], LineStatus::Approved);
         broken.sink = String::new();
         let repaired = plan(
-            &[],
+            vec![],
             &[pushed, broken],
             &sources(),
             &Approvals::not_required(),
@@ -1182,7 +1231,7 @@ mod tests {
     #[test]
     fn a_pushed_line_now_routed_elsewhere_is_a_conflict() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::not_required(),
@@ -1190,7 +1239,7 @@ mod tests {
         let ledger = vec![stored(1, inserted(&first)[0], LineStatus::Pushed)];
         let mut moved = computed("A", dec!(4), dec!(40.00));
         moved.sink = "file".into();
-        let again = plan(&[moved], &ledger, &sources(), &Approvals::not_required());
+        let again = plan(vec![moved], &ledger, &sources(), &Approvals::not_required());
         assert!(again.changes.is_empty());
         assert_eq!(again.conflicts.len(), 1);
         assert!(again.conflicts[0].message.contains("pushed to rambase"));
@@ -1199,7 +1248,7 @@ mod tests {
     #[test]
     fn an_approved_line_whose_figures_change_is_back_in_review() {
         let first = plan(
-            &[computed("A", dec!(3), dec!(30.00))],
+            vec![computed("A", dec!(3), dec!(30.00))],
             &[],
             &sources(),
             &Approvals::by_person(),
@@ -1211,7 +1260,7 @@ mod tests {
             note: None,
         });
         let again = plan(
-            &[computed("A", dec!(4), dec!(40.00))],
+            vec![computed("A", dec!(4), dec!(40.00))],
             &[approved],
             &sources(),
             &Approvals::by_person(),
@@ -1246,7 +1295,7 @@ mod tests {
             );
         }
         let planned = plan(
-            &[
+            vec![
                 computed("A", dec!(10.5), dec!(105.00)),
                 computed("B", dec!(20), dec!(200.00)),
             ],
@@ -1262,5 +1311,44 @@ mod tests {
         );
         assert_eq!(new[1].status, LineStatus::Draft, "doubled: a person looks");
         assert_eq!(new[1].approval, None);
+    }
+
+    #[test]
+    fn the_later_of_two_computed_lines_with_one_key_counts_and_reversals_are_not_priced() {
+        let first = plan(
+            vec![
+                computed("B", dec!(1), dec!(10.00)),
+                computed("A", dec!(3), dec!(30.00)),
+                computed("A", dec!(5), dec!(50.00)),
+            ],
+            &[],
+            &sources(),
+            &Approvals::not_required(),
+        );
+        let new: Vec<(&str, Decimal)> = inserted(&first)
+            .iter()
+            .map(|v| (v.key.billing_account.as_str(), v.quantity))
+            .collect();
+        assert_eq!(new, [("A", dec!(5)), ("B", dec!(1))]);
+        assert!(first.entries.iter().all(|e| e.priced));
+
+        // A month later B is gone: its reversal is planned, and it is not a priced line.
+        let ledger: Vec<LedgerLine> = inserted(&first)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| stored(i as i64 + 1, v, LineStatus::Pushed))
+            .collect();
+        let again = plan(
+            vec![computed("A", dec!(5), dec!(50.00))],
+            &ledger,
+            &sources(),
+            &Approvals::not_required(),
+        );
+        let priced: Vec<(&str, bool, Decimal)> = again
+            .entries
+            .iter()
+            .map(|e| (e.key.billing_account.as_str(), e.priced, e.delta_amount))
+            .collect();
+        assert_eq!(priced, [("A", true, dec!(0)), ("B", false, dec!(-10.00))]);
     }
 }

@@ -236,52 +236,6 @@ impl Store {
         })
     }
 
-    /// Revisions of the period that are `approved` or `pushing`, within `scope`, ordered by line
-    /// key then revision: what a push must send or resolve. An empty list of sources or of ids
-    /// selects nothing.
-    pub async fn lines_to_push(
-        &self,
-        period: Period,
-        scope: &PushScope<'_>,
-    ) -> anyhow::Result<Vec<LedgerLine>> {
-        if scope.sources.is_some_and(|sources| sources.is_empty())
-            || scope.ids.is_some_and(|ids| ids.is_empty())
-        {
-            return Ok(Vec::new());
-        }
-        with_backend!(self, |pool, D| {
-            let mut select = QueryBuilder::new(format!(
-                "SELECT {LINE_COLUMNS} FROM ledger_lines WHERE status IN ('approved', 'pushing') \
-                 AND period = "
-            ));
-            select.push_bind(period.to_string());
-            if let Some(sources) = scope.sources {
-                select.push(" AND source IN (");
-                let mut list = select.separated(", ");
-                for source in sources {
-                    list.push_bind(source.as_str());
-                }
-                list.push_unseparated(")");
-            }
-            if let Some(customer) = scope.customer {
-                select
-                    .push(" AND billing_account = ")
-                    .push_bind(customer.as_str());
-            }
-            if let Some(ids) = scope.ids {
-                select.push(" AND id IN (");
-                let mut list = select.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                list.push_unseparated(")");
-            }
-            select.push(" ORDER BY line_key, revision");
-            let what = format!("lines_to_push: reading ledger_lines of {period}");
-            rows::lines(select.build().fetch(pool), &what).await
-        })
-    }
-
     /// Phase one: `approved` → `pushing`, with the sink's marker. Fails if the revision is not
     /// `approved` any more (someone else got there first).
     pub async fn mark_pushing(&self, id: i64, marker: Option<&str>) -> anyhow::Result<()> {
@@ -567,17 +521,6 @@ pub struct PastException {
     pub superseded_by_run: Option<i64>,
     #[serde(flatten)]
     pub exception: RunException,
-}
-
-/// Which revisions a push takes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PushScope<'a> {
-    /// Only these sources' lines (`None`: every source).
-    pub sources: Option<&'a [SourceName]>,
-    /// Only this billing account's lines.
-    pub customer: Option<&'a BillingAccount>,
-    /// Only these revisions (what an approval just approved).
-    pub ids: Option<&'a [i64]>,
 }
 
 /// A revision with the values computed from it that may fail, computed before the transaction.

@@ -149,6 +149,7 @@ mod lease;
 mod ledger;
 mod page_body;
 mod push_batch;
+mod push_list;
 mod review;
 mod rounds;
 mod runs;
@@ -157,8 +158,9 @@ mod users;
 pub use extraction::{PageToStage, StageAt};
 pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};
-pub use ledger::{PastException, PushScope};
+pub use ledger::PastException;
 pub use page_body::PageBody;
+pub use push_list::{PushScope, Queued};
 pub use runs::RunRequest;
 pub use users::{LoginFailures, ReviewSession, ReviewUser, Role};
 

@@ -63,6 +63,7 @@ both_backends!(
     approval_moves_drafts_for_all_or_one_customer,
     a_push_goes_through_two_phases,
     lines_to_push_are_approved_and_pushing_revisions,
+    the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_order,
     the_writer_lease_has_one_holder_at_a_time,
     a_busy_writer_is_told_who_holds_the_lease,
     runs_of_dead_processes_are_marked_abandoned_by_the_next_writer,
@@ -1213,6 +1214,65 @@ async fn a_push_goes_through_two_phases(store: Store, _: &DatabaseTarget) {
         .expect_err("no such revision");
     assert!(format!("{missing:#}").contains("no ledger revision"));
     assert!(store.record_push_error(a + b + 100, "x").await.is_err());
+}
+
+async fn the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_order(
+    store: Store,
+    _: &DatabaseTarget,
+) {
+    let run_id = run(&store).await;
+    let approved = |account: &str| {
+        let mut r = revision(account, "Agent", "billable_users", dec!(1));
+        r.status = LineStatus::Approved;
+        r
+    };
+    let draft = revision("E", "Agent", "billable_users", dec!(1));
+    insert(
+        &store,
+        run_id,
+        vec![approved("A"), approved("B"), approved("C"), approved("D"), draft],
+    )
+    .await;
+    let ledger = lines(&store).await;
+    let id = |account: &str| line(&ledger, account, "Agent").id;
+    // C was left `pushing` by an earlier push; D is in the billing system already.
+    store.mark_pushing(id("C"), None).await.expect("pushing");
+    store.mark_pushing(id("D"), None).await.expect("pushing");
+    store.mark_pushed(id("D"), "U-1").await.expect("pushed");
+
+    let queue = store
+        .push_queue(october(), &PushScope::default())
+        .await
+        .expect("the queue");
+    let ids: Vec<i64> = queue.iter().map(|q| q.id).collect();
+    assert_eq!(ids, [id("C"), id("A"), id("B")], "pushing first, then by key");
+    assert!(queue.iter().all(|q| q.sink == ledger[0].sink));
+
+    // A chunk of the queue comes back in the queue's order, not the store's; a revision that
+    // left the states a push takes (D, pushed) is not returned.
+    let chunk = [id("B"), id("D"), id("C")];
+    let read = store
+        .queued_lines(october(), &chunk)
+        .await
+        .expect("the chunk");
+    let got: Vec<String> = read
+        .iter()
+        .map(|l| format!("{}:{}", l.key.billing_account, l.status))
+        .collect();
+    assert_eq!(got, ["B:approved", "C:pushing"]);
+    assert!(
+        store
+            .push_queue(
+                october(),
+                &PushScope {
+                    ids: Some(&[]),
+                    ..PushScope::default()
+                }
+            )
+            .await
+            .expect("nothing")
+            .is_empty()
+    );
 }
 
 async fn lines_to_push_are_approved_and_pushing_revisions(store: Store, _: &DatabaseTarget) {
