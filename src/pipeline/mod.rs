@@ -485,7 +485,12 @@ async fn run_until_deadline(
                 .exceptions
                 .retain(|e| customer.matches_exception(e, source.key_match()));
         }
-        lines.extend(computed.lines);
+        if lines.is_empty() {
+            // Most runs read one source, or the first source has the lines: no copy.
+            lines = computed.lines;
+        } else {
+            lines.extend(computed.lines);
+        }
         exceptions.extend(computed.exceptions);
         completed_sources.push(source.name().clone());
     }
@@ -496,7 +501,7 @@ async fn run_until_deadline(
         exceptions.clear();
     }
 
-    let mut ledger: Vec<LedgerLine> = app.store.ledger_lines(period, None).await?;
+    let mut ledger: Vec<LedgerLine> = app.store.ledger_to_plan(period).await?;
     if let Some(customer) = &customer {
         // The other customers' lines are not this run's: left out of the plan, they are
         // neither reversed nor pushed.

@@ -254,7 +254,7 @@ impl Plan {
 /// revision planned for it, so that a period's lines are held once (docs/PERFORMANCE.md). Of
 /// two computed lines with the same key, the later one counts.
 pub fn plan(
-    mut computed: Vec<InvoiceLine>,
+    computed: Vec<InvoiceLine>,
     ledger: &[LedgerLine],
     sources: &[SourceName],
     approvals: &Approvals,
@@ -267,13 +267,26 @@ pub fn plan(
         shrinks: shrinks(&history, &computed, sources, &approvals.shrink),
         ..Plan::default()
     };
-    plan.changes.reserve_exact(computed.len());
+    // Every line plans one entry, and a line never billed a change: sized up front, as a
+    // change is large and a vector grown by doubling holds up to twice what it needs.
     plan.entries.reserve_exact(computed.len());
+    let new_lines = computed
+        .iter()
+        .filter(|l| !history.contains_key(&l.key))
+        .count();
+    plan.changes.reserve_exact(new_lines);
 
     // Both sides in key order, walked side by side (a merge): every key of either is planned
-    // once, in order.
-    computed.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut wanted = computed.into_iter().peekable();
+    // once, in order. The lines are ordered through their positions (a stable sort of the
+    // lines themselves would allocate half of them again as scratch), and taken out of
+    // their slots as they are reached.
+    let mut order: Vec<usize> = (0..computed.len()).collect();
+    order.sort_by(|&a, &b| computed[a].key.cmp(&computed[b].key));
+    let mut slots: Vec<Option<InvoiceLine>> = computed.into_iter().map(Some).collect();
+    let mut wanted = order
+        .into_iter()
+        .filter_map(|at| slots.get_mut(at).and_then(Option::take))
+        .peekable();
     let mut history = history.into_iter().peekable();
     loop {
         let order = match (wanted.peek(), history.peek()) {

@@ -94,7 +94,6 @@ pub(super) trait Columns {
     fn decimal(&self, col: &str) -> anyhow::Result<Decimal>;
     fn time(&self, col: &str) -> anyhow::Result<DateTime<Utc>>;
     fn opt_time(&self, col: &str) -> anyhow::Result<Option<DateTime<Utc>>>;
-    fn json(&self, col: &str) -> anyhow::Result<serde_json::Value>;
     fn opt_json(&self, col: &str) -> anyhow::Result<Option<serde_json::Value>>;
 }
 
@@ -137,11 +136,6 @@ macro_rules! impl_columns {
             fn opt_time(&self, col: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
                 self.try_get(col)
                     .with_context(|| format!("reading timestamp column {col}"))
-            }
-            fn json(&self, col: &str) -> anyhow::Result<serde_json::Value> {
-                self.try_get::<Json<serde_json::Value>, _>(col)
-                    .map(|json| json.0)
-                    .with_context(|| format!("reading JSON column {col}"))
             }
             fn opt_json(&self, col: &str) -> anyhow::Result<Option<serde_json::Value>> {
                 self.try_get::<Option<Json<serde_json::Value>>, _>(col)

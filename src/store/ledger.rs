@@ -2,7 +2,7 @@
 
 use super::dialect::{self, Columns};
 use super::{Backend, Store};
-use super::{EXCEPTION_COLUMNS, LINE_COLUMNS, ROWS_PER_INSERT, rows};
+use super::{EXCEPTION_COLUMNS, LINE_COLUMNS, PLAN_COLUMNS, ROWS_PER_INSERT, rows};
 use crate::domain::{
     BillingAccount, LedgerChange, LedgerLine, LicenseType, NewRevision, Period, RunException,
     SourceName,
@@ -42,6 +42,22 @@ impl Store {
             select.push(" ORDER BY line_key, revision");
             let what = format!("ledger_lines: reading ledger_lines of {period}");
             rows::lines(select.build().fetch(pool), &what).await
+        })
+    }
+
+    /// Every revision of the period as reconcile reads it, ordered by line key then revision:
+    /// [`Store::ledger_lines`] without what planning never reads ([`super::PLAN_COLUMNS`]: the
+    /// evidence samples, and the traces of revisions already sent, are left empty). For
+    /// planning only: a revision shown to a person is read whole.
+    pub async fn ledger_to_plan(&self, period: Period) -> anyhow::Result<Vec<LedgerLine>> {
+        with_backend!(self, |pool, D| {
+            let sql = format!(
+                "SELECT {PLAN_COLUMNS} FROM ledger_lines WHERE period = $1 \
+                 ORDER BY line_key, revision"
+            );
+            let select = sqlx::query(&sql).bind(period.to_string());
+            let what = format!("ledger_to_plan: reading ledger_lines of {period}");
+            rows::lines_to_plan(select.fetch(pool), &what).await
         })
     }
 

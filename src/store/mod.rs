@@ -174,6 +174,17 @@ const LINE_COLUMNS: &str = "id, line_key, period, billing_account, license_type,
      price_ref, trace, evidence_count, evidence_hash, evidence_sample, sink, status, external_id, push_marker, \
      last_error, approved_by, approved_at, approval_note, run_id, created_at, updated_at, pushed_at";
 
+/// [`LINE_COLUMNS`] as reconcile needs them (`Store::ledger_to_plan`): no evidence sample (two
+/// evidences are compared by count and fingerprint) and no calculation trace of a revision
+/// already sent (only an unsent revision's trace is compared with the line computed now).
+/// Those two are most of a revision's memory, and a run plans a period's every revision.
+const PLAN_COLUMNS: &str = "id, line_key, period, billing_account, license_type, source, \
+     revision, idempotency_key, quantity, amount, rate, currency, total_quantity, total_amount, \
+     price_ref, CASE WHEN status IN ('pushing', 'pushed') THEN NULL ELSE trace END AS trace, \
+     evidence_count, evidence_hash, NULL AS evidence_sample, sink, status, external_id, \
+     push_marker, last_error, approved_by, approved_at, approval_note, run_id, created_at, \
+     updated_at, pushed_at";
+
 /// The columns a [`RunException`] is read from (`rows::exception`).
 const EXCEPTION_COLUMNS: &str = "period, source, kind, customer_key, item, billing_account, \
      license_type, quantity, record_count, message";

@@ -67,22 +67,63 @@ pub(super) fn checkpoint(row: &impl Columns) -> anyhow::Result<Checkpoint> {
 /// period's revisions as raw rows (traces and evidence included) were twice the memory of the
 /// lines made of them, and all of them were held at once on top of the lines.
 pub(super) async fn lines<R: Columns>(
+    rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    what: &str,
+) -> anyhow::Result<Vec<LedgerLine>> {
+    lines_of(rows, what, Detail::Whole).await
+}
+
+/// [`lines`] of a query of [`super::PLAN_COLUMNS`]: revisions as reconcile reads them.
+pub(super) async fn lines_to_plan<R: Columns>(
+    rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    what: &str,
+) -> anyhow::Result<Vec<LedgerLine>> {
+    lines_of(rows, what, Detail::ToPlan).await
+}
+
+/// How much of a revision a query selected.
+#[derive(Clone, Copy, PartialEq)]
+enum Detail {
+    /// Every column ([`super::LINE_COLUMNS`]).
+    Whole,
+    /// [`super::PLAN_COLUMNS`]: no evidence sample, and no trace for a revision already sent.
+    ToPlan,
+}
+
+async fn lines_of<R: Columns>(
     mut rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     what: &str,
+    detail: Detail,
 ) -> anyhow::Result<Vec<LedgerLine>> {
     use futures_util::TryStreamExt as _;
     let mut lines = Vec::new();
     while let Some(row) = rows.try_next().await.with_context(|| what.to_owned())? {
-        lines.push(line(&row)?);
+        lines.push(line_of(&row, detail)?);
     }
     Ok(lines)
 }
 
 pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
+    line_of(row, Detail::Whole)
+}
+
+fn line_of(row: &impl Columns, detail: Detail) -> anyhow::Result<LedgerLine> {
     let id = row.int("id")?;
     let read = || -> anyhow::Result<LedgerLine> {
         let currency = row.text("currency")?;
         let status = row.text("status")?;
+        let status = LineStatus::parse(&status)
+            .ok_or_else(|| anyhow!("status {status:?} is not a line status"))?;
+        let trace = match (detail, row.opt_json("trace")?) {
+            (_, Some(trace)) => crate::domain::Trace::from_value(&trace),
+            (Detail::ToPlan, None) if status.is_sent() => crate::domain::Trace::empty(),
+            (_, None) => anyhow::bail!("column trace is empty"),
+        };
+        let sample = match row.opt_text("evidence_sample")? {
+            Some(text) if detail == Detail::Whole => serde_json::from_str(&text)
+                .with_context(|| format!("evidence_sample {text:?} is not a JSON list"))?,
+            _ => Vec::new(),
+        };
         Ok(LedgerLine {
             id,
             key: LineKey {
@@ -100,19 +141,14 @@ pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
             total_quantity: row.decimal("total_quantity")?,
             total_amount: row.decimal("total_amount")?,
             price_ref: row.text("price_ref")?,
-            trace: crate::domain::Trace::from_value(&row.json("trace")?),
+            trace,
             evidence: Evidence {
                 record_count: count(row, "evidence_count")?,
                 hash: row.text("evidence_hash")?,
-                sample: match row.opt_text("evidence_sample")? {
-                    Some(text) => serde_json::from_str(&text)
-                        .with_context(|| format!("evidence_sample {text:?} is not a JSON list"))?,
-                    None => Vec::new(),
-                },
+                sample,
             },
             sink: row.text("sink")?,
-            status: LineStatus::parse(&status)
-                .ok_or_else(|| anyhow!("status {status:?} is not a line status"))?,
+            status,
             external_id: row.opt_text("external_id")?,
             push_marker: row.opt_text("push_marker")?,
             last_error: row.opt_text("last_error")?,

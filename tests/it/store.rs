@@ -12,7 +12,7 @@ use std::time::Duration;
 use tally::domain::{
     BillingAccount, Currency, Evidence, ExceptionKind, LedgerChange, LedgerLine, LicenseType,
     LineKey, LineStatus, NewRevision, Period, RunException, RunStatus, RunSummary, SourceName,
-    StagedQuantity, StagedRecord, Trigger,
+    StagedQuantity, StagedRecord, Trace, Trigger,
 };
 use tally::store::{Busy, DatabaseTarget, PageToStage, PushScope, Store};
 
@@ -64,6 +64,7 @@ both_backends!(
     a_push_goes_through_two_phases,
     lines_to_push_are_approved_and_pushing_revisions,
     the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_order,
+    the_ledger_to_plan_leaves_out_samples_and_the_traces_of_sent_revisions,
     the_writer_lease_has_one_holder_at_a_time,
     a_busy_writer_is_told_who_holds_the_lease,
     runs_of_dead_processes_are_marked_abandoned_by_the_next_writer,
@@ -1216,6 +1217,63 @@ async fn a_push_goes_through_two_phases(store: Store, _: &DatabaseTarget) {
     assert!(store.record_push_error(a + b + 100, "x").await.is_err());
 }
 
+async fn the_ledger_to_plan_leaves_out_samples_and_the_traces_of_sent_revisions(
+    store: Store,
+    _: &DatabaseTarget,
+) {
+    let run_id = run(&store).await;
+    let with_sample = |account: &str, status: LineStatus| {
+        let mut r = revision(account, "Agent", "billable_users", dec!(2));
+        r.status = status;
+        r.evidence.sample = vec![format!("7@{account} ({account}, agent)")];
+        r
+    };
+    insert(
+        &store,
+        run_id,
+        vec![
+            with_sample("A", LineStatus::Approved),
+            with_sample("B", LineStatus::Draft),
+            with_sample("C", LineStatus::Approved),
+        ],
+    )
+    .await;
+    let whole = lines(&store).await;
+    let c = line(&whole, "C", "Agent").id;
+    store.mark_pushing(c, None).await.expect("pushing");
+    store.mark_pushed(c, "U-1").await.expect("pushed");
+
+    let whole = lines(&store).await;
+    let to_plan = store.ledger_to_plan(october()).await.expect("the ledger");
+    assert_eq!(to_plan.len(), whole.len());
+    for (read, full) in to_plan.iter().zip(&whole) {
+        assert_eq!(read.id, full.id, "same revisions, same order");
+        assert_eq!(
+            (read.quantity, read.amount, read.status, &read.sink),
+            (full.quantity, full.amount, full.status, &full.sink)
+        );
+        assert_eq!(
+            read.evidence, full.evidence,
+            "count and fingerprint are kept"
+        );
+        assert!(read.evidence.sample.is_empty(), "{read:?}");
+        assert_eq!(full.evidence.sample.len(), 1);
+        if full.status.is_sent() {
+            assert_eq!(
+                read.trace,
+                Trace::empty(),
+                "a sent revision's trace is not read"
+            );
+        } else {
+            assert_eq!(
+                read.trace, full.trace,
+                "an unsent revision's trace is compared: read"
+            );
+        }
+    }
+    assert!(whole.iter().any(|l| l.status.is_sent()));
+}
+
 async fn the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_order(
     store: Store,
     _: &DatabaseTarget,
@@ -1230,7 +1288,13 @@ async fn the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_ord
     insert(
         &store,
         run_id,
-        vec![approved("A"), approved("B"), approved("C"), approved("D"), draft],
+        vec![
+            approved("A"),
+            approved("B"),
+            approved("C"),
+            approved("D"),
+            draft,
+        ],
     )
     .await;
     let ledger = lines(&store).await;
@@ -1245,7 +1309,11 @@ async fn the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_ord
         .await
         .expect("the queue");
     let ids: Vec<i64> = queue.iter().map(|q| q.id).collect();
-    assert_eq!(ids, [id("C"), id("A"), id("B")], "pushing first, then by key");
+    assert_eq!(
+        ids,
+        [id("C"), id("A"), id("B")],
+        "pushing first, then by key"
+    );
     assert!(queue.iter().all(|q| q.sink == ledger[0].sink));
 
     // A chunk of the queue comes back in the queue's order, not the store's; a revision that
