@@ -1,6 +1,6 @@
 //! Invoice lines: as computed by a run, and as kept (with revisions) in the ledger.
 
-use super::{BillingAccount, Currency, LicenseType, Period, SourceName};
+use super::{BillingAccount, Currency, LicenseType, Period, Sample, SourceName};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,8 @@ pub struct Evidence {
     pub hash: String,
     /// A few of the records, for a reviewer: `record key (customer key, item)`, the smallest
     /// record keys of the line's groups, at most [`Evidence::SAMPLE`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sample: Vec<String>,
+    #[serde(default, skip_serializing_if = "Sample::is_empty")]
+    pub sample: Sample,
 }
 
 impl Evidence {

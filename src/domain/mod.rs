@@ -10,6 +10,7 @@ mod money;
 mod period;
 mod record;
 mod run;
+mod sample;
 mod trace;
 
 pub use exception::{ExceptionKind, RunException};
@@ -23,4 +24,5 @@ pub use money::{Currency, RoundingMode, UnknownCurrency, checked_sum};
 pub use period::{Period, PeriodError};
 pub use record::{StagedQuantity, StagedRecord, UsageQuantity};
 pub use run::{RunStatus, RunSummary, SourceFailure, SourceStats, Trigger};
+pub use sample::Sample;
 pub use trace::Trace;

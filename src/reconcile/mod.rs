@@ -655,7 +655,7 @@ mod tests {
             evidence: Evidence {
                 record_count: 1,
                 hash: "h".into(),
-                sample: Vec::new(),
+                sample: Default::default(),
             },
             sink: "rambase".into(),
         }

@@ -51,13 +51,20 @@ impl Store {
     /// planning only: a revision shown to a person is read whole.
     pub async fn ledger_to_plan(&self, period: Period) -> anyhow::Result<Vec<LedgerLine>> {
         with_backend!(self, |pool, D| {
+            let what = format!("ledger_to_plan: reading ledger_lines of {period}");
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM ledger_lines WHERE period = $1")
+                    .bind(period.to_string())
+                    .fetch_one(pool)
+                    .await
+                    .with_context(|| what.clone())?;
             let sql = format!(
                 "SELECT {PLAN_COLUMNS} FROM ledger_lines WHERE period = $1 \
                  ORDER BY line_key, revision"
             );
             let select = sqlx::query(&sql).bind(period.to_string());
-            let what = format!("ledger_to_plan: reading ledger_lines of {period}");
-            rows::lines_to_plan(select.fetch(pool), &what).await
+            let expected = usize::try_from(count).unwrap_or(0);
+            rows::lines_to_plan(select.fetch(pool), &what, expected).await
         })
     }
 
@@ -105,8 +112,8 @@ impl Store {
                 }
             }
 
-            for (id, row, back_to_review) in &plan.updates {
-                let values = row.values;
+            for &(id, values, back_to_review) in &plan.updates {
+                let row = RevisionRow::new(values)?;
                 let done = sqlx::query(
                     "UPDATE ledger_lines SET quantity = $4, amount = $5, rate = $6, \
                      currency = $7, total_quantity = $8, total_amount = $9, price_ref = $10, \
@@ -117,7 +124,7 @@ impl Store {
                      WHERE id = $1 AND line_key = $2 AND revision = $3 \
                      AND status IN ('draft', 'approved')",
                 )
-                .bind(*id)
+                .bind(id)
                 .bind(row.line_key.as_str())
                 .bind(values.revision)
                 .bind(D::dec(values.quantity))
@@ -137,14 +144,14 @@ impl Store {
                 .bind(values.approval.as_ref().map(|a| a.by.as_str()))
                 .bind(values.approval.as_ref().map(|a| a.at))
                 .bind(values.approval.as_ref().and_then(|a| a.note.as_deref()))
-                .bind(*back_to_review)
-                .bind(row.evidence_sample.as_deref())
+                .bind(back_to_review)
+                .bind(row.evidence_sample)
                 .execute(&mut *tx)
                 .await
                 .with_context(|| format!("apply_plan: updating ledger revision {id}"))?
                 .rows_affected();
                 if done == 0 {
-                    let state = describe_revision!(&mut *tx, *id);
+                    let state = describe_revision!(&mut *tx, id);
                     bail!(
                         "apply_plan: refused to update ledger revision {id} ({state}) as revision \
                          {} of {}: only a draft or approved revision of the same line may be \
@@ -157,6 +164,10 @@ impl Store {
             }
 
             for batch in plan.inserts.chunks(ROWS_PER_INSERT) {
+                let batch = batch
+                    .iter()
+                    .map(|values| RevisionRow::new(values))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 let mut insert = QueryBuilder::new(
                     "INSERT INTO ledger_lines (line_key, period, billing_account, license_type, \
                      source, revision, idempotency_key, quantity, amount, rate, currency, \
@@ -164,7 +175,7 @@ impl Store {
                      evidence_hash, sink, status, run_id, created_at, updated_at, approved_by, \
                      approved_at, approval_note, evidence_sample) ",
                 );
-                insert.push_values(batch, |mut b, row| {
+                insert.push_values(&batch, |mut b, row| {
                     let values = row.values;
                     b.push_bind(row.line_key.as_str())
                         .push_bind(values.key.period.to_string())
@@ -191,7 +202,7 @@ impl Store {
                         .push_bind(values.approval.as_ref().map(|a| a.by.as_str()))
                         .push_bind(values.approval.as_ref().map(|a| a.at))
                         .push_bind(values.approval.as_ref().and_then(|a| a.note.as_deref()))
-                        .push_bind(row.evidence_sample.as_deref());
+                        .push_bind(row.evidence_sample);
                 });
                 insert.build().execute(&mut *tx).await.with_context(|| {
                     format!(
@@ -539,48 +550,43 @@ pub struct PastException {
     pub exception: RunException,
 }
 
-/// A revision with the values computed from it that may fail, computed before the transaction.
+/// A revision with the values its statement binds that are not fields of it. Built a batch at a
+/// time inside the transaction, not for the whole plan up front: the sample's JSON and the two
+/// keys are most of a row, and a period has a row per line ([`PlanRows`] checks what may fail
+/// before anything is written).
 struct RevisionRow<'a> {
     values: &'a NewRevision,
     line_key: String,
     idempotency_key: String,
     evidence_count: i64,
     /// The evidence's sample as JSON text, `None` when it has none.
-    evidence_sample: Option<String>,
+    evidence_sample: Option<&'a str>,
 }
 
 impl<'a> RevisionRow<'a> {
     fn new(values: &'a NewRevision) -> anyhow::Result<Self> {
-        let line_key = values.key.to_string();
-        ensure!(
-            !values.status.is_sent(),
-            "apply_plan: revision {} of {line_key} is planned as {}; the ledger writes only draft \
-             or approved revisions (pushing and pushed are set by the push)",
-            values.revision,
-            values.status
-        );
         Ok(RevisionRow {
             values,
+            line_key: values.key.to_string(),
             idempotency_key: values.key.idempotency_key(values.revision),
-            evidence_count: i64::try_from(values.evidence.record_count).with_context(|| {
-                format!("apply_plan: evidence count of {line_key} is too large")
-            })?,
-            evidence_sample: if values.evidence.sample.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(&values.evidence.sample)?)
-            },
-            line_key,
+            evidence_count: evidence_count(values)?,
+            evidence_sample: values.evidence.sample.as_json(),
         })
     }
+}
+
+/// The evidence's record count as stored (i64).
+fn evidence_count(values: &NewRevision) -> anyhow::Result<i64> {
+    i64::try_from(values.evidence.record_count)
+        .with_context(|| format!("apply_plan: evidence count of {} is too large", values.key))
 }
 
 /// A reconcile plan checked and sorted into what each statement writes.
 struct PlanRows<'a> {
     deletes: Vec<i64>,
     /// With whether the revision goes back to review (an approval its new figures took away).
-    updates: Vec<(i64, RevisionRow<'a>, bool)>,
-    inserts: Vec<RevisionRow<'a>>,
+    updates: Vec<(i64, &'a NewRevision, bool)>,
+    inserts: Vec<&'a NewRevision>,
     /// With the record count as stored (i64).
     exceptions: Vec<(&'a RunException, i64)>,
 }
@@ -600,28 +606,35 @@ impl<'a> PlanRows<'a> {
         };
         for change in changes {
             match change {
-                LedgerChange::Insert(values) => plan.inserts.push(RevisionRow::new(values)?),
+                LedgerChange::Insert(values) => plan.inserts.push(values),
                 LedgerChange::Update {
                     id,
                     values,
                     back_to_review,
-                } => plan
-                    .updates
-                    .push((*id, RevisionRow::new(values)?, *back_to_review)),
+                } => plan.updates.push((*id, values, *back_to_review)),
                 LedgerChange::Delete { id } => plan.deletes.push(*id),
             }
         }
-        for row in plan
+        for values in plan
             .inserts
             .iter()
-            .chain(plan.updates.iter().map(|(_, row, _)| row))
+            .chain(plan.updates.iter().map(|(_, values, _)| values))
         {
             ensure!(
-                row.values.key.period == period,
-                "apply_plan: revision {} of {} is not of the period {period} being applied",
-                row.values.revision,
-                row.line_key
+                !values.status.is_sent(),
+                "apply_plan: revision {} of {} is planned as {}; the ledger writes only draft \
+                 or approved revisions (pushing and pushed are set by the push)",
+                values.revision,
+                values.key,
+                values.status
             );
+            ensure!(
+                values.key.period == period,
+                "apply_plan: revision {} of {} is not of the period {period} being applied",
+                values.revision,
+                values.key
+            );
+            evidence_count(values)?;
         }
         for exception in exceptions {
             if exception.period != period || !sources.contains(&exception.source) {

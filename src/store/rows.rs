@@ -5,7 +5,7 @@ use super::dialect::Columns;
 use super::{Checkpoint, RunRecord};
 use crate::domain::{
     Approval, BillingAccount, Currency, Evidence, ExceptionKind, LedgerLine, LicenseType, LineKey,
-    LineStatus, Period, RunException, RunStatus, RunSummary, SourceName, Trigger,
+    LineStatus, Period, RunException, RunStatus, RunSummary, Sample, SourceName, Trigger,
 };
 use anyhow::{Context, anyhow};
 
@@ -70,15 +70,18 @@ pub(super) async fn lines<R: Columns>(
     rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     what: &str,
 ) -> anyhow::Result<Vec<LedgerLine>> {
-    lines_of(rows, what, Detail::Whole).await
+    lines_of(rows, what, Detail::Whole, 0).await
 }
 
-/// [`lines`] of a query of [`super::PLAN_COLUMNS`]: revisions as reconcile reads them.
+/// [`lines`] of a query of [`super::PLAN_COLUMNS`]: revisions as reconcile reads them, into a
+/// vector sized for `expected` of them (a hint: a period's revisions grown by doubling held up
+/// to twice the room they need at the run's peak).
 pub(super) async fn lines_to_plan<R: Columns>(
     rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     what: &str,
+    expected: usize,
 ) -> anyhow::Result<Vec<LedgerLine>> {
-    lines_of(rows, what, Detail::ToPlan).await
+    lines_of(rows, what, Detail::ToPlan, expected).await
 }
 
 /// How much of a revision a query selected.
@@ -94,9 +97,10 @@ async fn lines_of<R: Columns>(
     mut rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     what: &str,
     detail: Detail,
+    expected: usize,
 ) -> anyhow::Result<Vec<LedgerLine>> {
     use futures_util::TryStreamExt as _;
-    let mut lines = Vec::new();
+    let mut lines = Vec::with_capacity(expected);
     while let Some(row) = rows.try_next().await.with_context(|| what.to_owned())? {
         lines.push(line_of(&row, detail)?);
     }
@@ -120,9 +124,12 @@ fn line_of(row: &impl Columns, detail: Detail) -> anyhow::Result<LedgerLine> {
             (_, None) => anyhow::bail!("column trace is empty"),
         };
         let sample = match row.opt_text("evidence_sample")? {
-            Some(text) if detail == Detail::Whole => serde_json::from_str(&text)
-                .with_context(|| format!("evidence_sample {text:?} is not a JSON list"))?,
-            _ => Vec::new(),
+            Some(text) if detail == Detail::Whole => {
+                Sample::from_json(&text).with_context(|| {
+                    format!("evidence_sample {text:?} is not a JSON list of strings")
+                })?
+            }
+            _ => Sample::default(),
         };
         Ok(LedgerLine {
             id,

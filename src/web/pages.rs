@@ -265,7 +265,7 @@ pub async fn line(
             explanation => ser(&view::explanation(&line)),
             evidence_count => line.evidence.record_count,
             evidence_hash => &line.evidence.hash,
-            evidence_sample => &line.evidence.sample,
+            evidence_sample => line.evidence.sample.entries(),
             revisions => revision_rows,
             trace => trace,
         },

@@ -85,7 +85,7 @@ fn revision(i: usize) -> NewRevision {
         evidence: Evidence {
             record_count: 1,
             hash: "ab12".to_owned(),
-            sample: Vec::new(),
+            sample: Default::default(),
         },
         sink: "file".to_owned(),
         status: LineStatus::Approved,

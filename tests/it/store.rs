@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tally::domain::{
     BillingAccount, Currency, Evidence, ExceptionKind, LedgerChange, LedgerLine, LicenseType,
-    LineKey, LineStatus, NewRevision, Period, RunException, RunStatus, RunSummary, SourceName,
-    StagedQuantity, StagedRecord, Trace, Trigger,
+    LineKey, LineStatus, NewRevision, Period, RunException, RunStatus, RunSummary, Sample,
+    SourceName, StagedQuantity, StagedRecord, Trace, Trigger,
 };
 use tally::store::{Busy, DatabaseTarget, PageToStage, PushScope, Store};
 
@@ -123,7 +123,7 @@ fn revision(account: &str, license: &str, source_name: &str, quantity: Decimal) 
         evidence: Evidence {
             record_count: 3,
             hash: "ab12".to_owned(),
-            sample: Vec::new(),
+            sample: Default::default(),
         },
         sink: "rambase".to_owned(),
         status: LineStatus::Draft,
@@ -747,7 +747,7 @@ async fn a_plan_updates_and_deletes_drafts_in_place(store: Store, _: &DatabaseTa
     values.evidence = Evidence {
         record_count: 4,
         hash: "cd34".to_owned(),
-        sample: Vec::new(),
+        sample: Default::default(),
     };
     store
         .apply_plan(
@@ -1225,7 +1225,7 @@ async fn the_ledger_to_plan_leaves_out_samples_and_the_traces_of_sent_revisions(
     let with_sample = |account: &str, status: LineStatus| {
         let mut r = revision(account, "Agent", "billable_users", dec!(2));
         r.status = status;
-        r.evidence.sample = vec![format!("7@{account} ({account}, agent)")];
+        r.evidence.sample = Sample::from_entries([format!("7@{account} ({account}, agent)")]);
         r
     };
     insert(
