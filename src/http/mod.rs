@@ -555,12 +555,16 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
+/// The largest body [`decode_json`] parses in the task that awaits it (bytes).
+const PARSE_IN_PLACE: usize = 64 * 1024;
+
 /// Decodes a 2xx response's JSON body, naming the method and URL on failure.
 ///
-/// The body is parsed on tokio's blocking pool, not in the task that awaits it: a source reads
-/// its pages and stages them in one task (several requests in flight, each page staged as it
-/// comes), and a page of a hundred records is a fraction of a millisecond of parsing that would
-/// otherwise hold up that task, so that a whole run used one core of the machine.
+/// A body up to [`PARSE_IN_PLACE`] is parsed where it is awaited: a page of a hundred records
+/// is about a tenth of a millisecond of parsing, and handing each to tokio's blocking pool
+/// cost a thread wake-up and two task switches per page, a tenth of the benchmark's CPU. A source's
+/// fetcher is a task of its own (`pipeline::extract`), so parsing there holds up no staging.
+/// A larger body goes to the blocking pool, so that no task of the runtime stalls for long.
 pub async fn decode_json<T: serde::de::DeserializeOwned + Send + 'static>(
     response: Response,
 ) -> Result<T, HttpError> {
@@ -577,16 +581,22 @@ pub async fn decode_json<T: serde::de::DeserializeOwned + Send + 'static>(
         message: format!("reading the body: {}", error_chain(&e.without_url())),
         not_sent: false,
     })?;
-    let parsed = tokio::task::spawn_blocking(move || {
+    let in_place = bytes.len() <= PARSE_IN_PLACE;
+    let parse = move || {
         serde_json::from_slice(&bytes).map_err(|e| {
             format!(
                 "{e} (body starts: {})",
                 preview(&String::from_utf8_lossy(&bytes))
             )
         })
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("reading the JSON stopped: {e}")));
+    };
+    let parsed = if in_place {
+        parse()
+    } else {
+        tokio::task::spawn_blocking(parse)
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the JSON stopped: {e}")))
+    };
     parsed.map_err(|message| HttpError::Decode {
         method,
         url,
