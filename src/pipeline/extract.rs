@@ -92,10 +92,6 @@ const STAGE_RECORDS: usize = 5_000;
 /// Fetched pages waiting for the stager, per scope: the fetcher runs at most this far ahead.
 const QUEUE_PAGES: usize = 32;
 
-/// Scopes of one source extracted at once. Each scope is its own unit (own checkpoint, own
-/// pages); a few side by side hide each other's round trips without crowding one peer.
-const SCOPES_AT_ONCE: usize = 4;
-
 /// Extracts every scope of a source into the staging tables, resuming an unfinished
 /// extraction at its checkpoint, then sums what is staged.
 ///
@@ -116,7 +112,7 @@ pub(super) async fn extract(
                 extract_scope(app, source, &scope, period, run_id, pages_staged, None).await;
             (index, scope, result)
         })
-        .buffer_unordered(SCOPES_AT_ONCE);
+        .buffer_unordered(source.scopes_at_once());
     // Scopes finish in any order; the error reported is that of the first scope in the
     // configured order, so that the same failure reads the same way every night.
     let mut errors = std::collections::BTreeMap::new();

@@ -8,6 +8,33 @@ pub mod paging;
 
 use crate::domain::{LicenseType, Period, SourceName, StagedRecord};
 use crate::mapping::KeyMatch;
+use crate::problem::Problem;
+
+/// Scopes of one source extracted side by side unless its `scopes_at_once` says otherwise.
+/// Each scope is its own unit (own checkpoint, own pages); a few side by side hide each other's
+/// round trips without crowding one peer.
+pub const DEFAULT_SCOPES_AT_ONCE: u32 = 4;
+
+/// The most `scopes_at_once` takes: every scope in flight holds its pages queued for staging.
+pub const MAX_SCOPES_AT_ONCE: u32 = 32;
+
+/// The serde default of a source's `scopes_at_once`.
+pub(crate) fn default_scopes_at_once() -> u32 {
+    DEFAULT_SCOPES_AT_ONCE
+}
+
+/// The problem with a source's `scopes_at_once` (`key` is its full key), if any.
+pub(crate) fn check_scopes_at_once(value: u32, key: String) -> Option<Problem> {
+    (!(1..=MAX_SCOPES_AT_ONCE).contains(&value)).then(|| {
+        Problem::new(
+            key,
+            format!(
+                "is {value}, must be between 1 (one scope at a time) and {MAX_SCOPES_AT_ONCE} \
+                 (the default is {DEFAULT_SCOPES_AT_ONCE})"
+            ),
+        )
+    })
+}
 
 /// One page of a source, staged in one transaction with the cursor of the page after it.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +93,16 @@ impl Source {
             Source::BillableUsers(s) => s.scopes(),
             Source::Ccc(s) => s.scopes(),
             Source::Genesys(s) => s.scopes(),
+        }
+    }
+
+    /// How many of its scopes are extracted side by side (`scopes_at_once`; billable users has
+    /// one scope, its account).
+    pub fn scopes_at_once(&self) -> usize {
+        match self {
+            Source::BillableUsers(_) => 1,
+            Source::Ccc(s) => s.scopes_at_once(),
+            Source::Genesys(s) => s.scopes_at_once(),
         }
     }
 

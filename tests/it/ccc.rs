@@ -56,6 +56,7 @@ fn settings(handle: &SimHandle, services: &[&str]) -> CccSettings {
         page_size: 25,
         max_pages_per_scope: 100_000,
         concurrency: 4,
+        scopes_at_once: 4,
         daily: false,
         licenses: default_licenses(),
         metered: BTreeMap::new(),

@@ -90,6 +90,7 @@ fn settings(handle: &SimHandle) -> GenesysSettings {
         .into(),
         poll_interval_ms: 10,
         max_wait_secs: 5,
+        scopes_at_once: 4,
         http: HttpSettings {
             backoff_ms: 10,
             max_backoff_ms: 50,
@@ -463,6 +464,7 @@ fn settings_without_sim() -> GenesysSettings {
         licenses: Default::default(),
         poll_interval_ms: 2_000,
         max_wait_secs: 300,
+        scopes_at_once: 4,
         http: HttpSettings::default(),
     }
 }

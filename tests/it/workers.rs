@@ -511,3 +511,52 @@ async fn a_unit_that_fails_fails_its_source_in_the_round_and_is_recorded_with_it
         "nothing reached the billing system"
     );
 }
+
+/// `scopes_at_once` bounds the services extracted side by side: with one usage call per service
+/// in flight, the simulator sees one call at a time when it is 1 and several when it is 3, and
+/// both runs push the same lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn scopes_at_once_bounds_the_services_read_side_by_side_and_changes_no_line() {
+    use tally::domain::Trigger;
+    use tally::pipeline::{App, RunOptions};
+    let mut pushed = Vec::new();
+    for scopes_at_once in [1, 3] {
+        let (sim, ccc) = start_ccc(Duration::from_millis(5)).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let db = common::fresh_sqlite(&tmp);
+        let (dir, config) = checkout(&ccc, &database_url(&db));
+        let mut settings = in_process(&config, &[]);
+        let source = settings.sources.ccc.as_mut().unwrap();
+        source.concurrency = 1;
+        source.scopes_at_once = scopes_at_once;
+        let app = App::build(settings).await.unwrap();
+        let options = RunOptions {
+            period: october(),
+            source: None,
+            dry_run: false,
+            trigger: Trigger::Manual,
+            customer: None,
+            requested_by: None,
+        };
+        let report = tally::pipeline::run(&app, &options).await.unwrap();
+        assert!(
+            matches!(
+                report.summary.status,
+                RunStatus::Completed | RunStatus::CompletedWithExceptions
+            ),
+            "{:?}",
+            report.summary
+        );
+        let at_once = sim.max_concurrent_usage_calls();
+        if scopes_at_once == 1 {
+            assert_eq!(at_once, 1, "one service at a time, one call each");
+        } else {
+            assert!((2..=3).contains(&at_once), "{at_once} calls at once");
+        }
+        let mut lines = file_lines(dir.path());
+        lines.sort();
+        assert_eq!(lines.len(), SERVICES as usize * 2, "{lines:?}");
+        pushed.push(lines);
+    }
+    assert_eq!(pushed[0], pushed[1]);
+}

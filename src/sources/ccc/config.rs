@@ -57,6 +57,11 @@ pub struct CccSettings {
     /// 1..=64.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// Services extracted side by side, 1..=32 (default 4); each has its own checkpoint. The
+    /// usage calls in flight are `concurrency` per service. Set 1 where the account's rate
+    /// limit is shared by all its services and tight.
+    #[serde(default = "crate::sources::default_scopes_at_once")]
+    pub scopes_at_once: u32,
     /// `false` (default): one `PeriodType=Monthly` call per user with `Period` = the month's
     /// first day. `true`: one `PeriodType=Daily` call per user and day of the month, summed;
     /// for installations whose monthly figures are not trusted or not available.
@@ -194,6 +199,10 @@ impl CccSettings {
                 ),
             ));
         }
+        problems.extend(crate::sources::check_scopes_at_once(
+            self.scopes_at_once,
+            key("scopes_at_once"),
+        ));
         let mut groups: BTreeMap<String, &str> = BTreeMap::new();
         for (group, license) in &self.licenses {
             let at_g = format!("{at}.licenses.{group}");
@@ -258,6 +267,7 @@ mod tests {
             page_size: 25,
             max_pages_per_scope: 100_000,
             concurrency: 8,
+            scopes_at_once: 4,
             daily: false,
             licenses: default_licenses(),
             metered: BTreeMap::new(),
@@ -284,6 +294,7 @@ mod tests {
             page_size: 101,
             max_pages_per_scope: 0,
             concurrency: 0,
+            scopes_at_once: 0,
             licenses: BTreeMap::from([
                 ("Guest".into(), String::new()),
                 ("guest".into(), "Secure messaging – Guest".into()),
@@ -304,6 +315,7 @@ mod tests {
                 "sources.ccc.page_size",
                 "sources.ccc.max_pages_per_scope",
                 "sources.ccc.concurrency",
+                "sources.ccc.scopes_at_once",
                 "sources.ccc.licenses.Guest",
                 "sources.ccc.licenses.guest",
                 "sources.ccc.metered.messages",

@@ -54,6 +54,7 @@ pub struct Ccc {
     page_size: u32,
     max_pages: u32,
     concurrency: usize,
+    scopes_at_once: usize,
     daily: bool,
     /// Lower-cased `groupType` → license type.
     licenses: BTreeMap<String, LicenseType>,
@@ -95,6 +96,7 @@ impl Ccc {
             page_size: settings.page_size,
             max_pages: settings.max_pages_per_scope,
             concurrency: settings.concurrency as usize,
+            scopes_at_once: usize::try_from(settings.scopes_at_once).unwrap_or(1).max(1),
             daily: settings.daily,
             licenses: settings
                 .licenses
@@ -124,6 +126,11 @@ impl Ccc {
     /// The configured services, as canonical GUIDs (32 lower-case hex digits).
     pub fn scopes(&self) -> Vec<String> {
         self.services.clone()
+    }
+
+    /// Services extracted side by side (`scopes_at_once`).
+    pub fn scopes_at_once(&self) -> usize {
+        self.scopes_at_once
     }
 
     /// Fetches page `cursor` (a [`Progress`]: the page number and what the pages before it
@@ -272,6 +279,7 @@ mod tests {
             page_size: 25,
             max_pages_per_scope: 100_000,
             concurrency: 8,
+            scopes_at_once: 4,
             daily: false,
             licenses: default_licenses(),
             metered: BTreeMap::from([(

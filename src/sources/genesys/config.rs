@@ -56,6 +56,10 @@ pub struct GenesysSettings {
     /// run fails with a message to re-run later.
     #[serde(default = "default_max_wait_secs")]
     pub max_wait_secs: u64,
+    /// Organizations extracted side by side, 1..=32 (default 4); each has its own OAuth client
+    /// and checkpoint. Set 1 to ask for one organization's report at a time.
+    #[serde(default = "crate::sources::default_scopes_at_once")]
+    pub scopes_at_once: u32,
     /// Timeouts and retries for this peer (token and API requests alike).
     #[serde(default)]
     pub http: HttpSettings,
@@ -217,6 +221,10 @@ impl GenesysSettings {
                 ),
             ));
         }
+        problems.extend(crate::sources::check_scopes_at_once(
+            self.scopes_at_once,
+            key("scopes_at_once"),
+        ));
         problems.extend(self.http.validate(at));
         problems
     }
@@ -343,6 +351,7 @@ mod tests {
             licenses: [("Genesys Cloud CX 3".to_owned(), "CX 3 agent".to_owned())].into(),
             poll_interval_ms: 2_000,
             max_wait_secs: 300,
+            scopes_at_once: 4,
             http: HttpSettings::default(),
         }
     }

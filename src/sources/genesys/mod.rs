@@ -43,6 +43,7 @@ pub struct Genesys {
     licenses: BTreeMap<String, LicenseType>,
     poll_interval: Duration,
     max_wait: Duration,
+    scopes_at_once: usize,
     client: client::Client,
 }
 
@@ -78,6 +79,7 @@ impl Genesys {
             licenses,
             poll_interval: Duration::from_millis(settings.poll_interval_ms),
             max_wait: Duration::from_secs(settings.max_wait_secs),
+            scopes_at_once: usize::try_from(settings.scopes_at_once).unwrap_or(1).max(1),
             client: client::Client::new(&settings.api_url(), &settings.login_url(), http)?,
         })
     }
@@ -94,6 +96,11 @@ impl Genesys {
     /// One scope per configured org: their names, sorted.
     pub fn scopes(&self) -> Vec<String> {
         self.orgs.keys().cloned().collect()
+    }
+
+    /// Orgs extracted side by side (`scopes_at_once`).
+    pub fn scopes_at_once(&self) -> usize {
+        self.scopes_at_once
     }
 
     /// Fetches org `scope`'s billable usage of `period`: asks for the month's report, waits
@@ -215,6 +222,7 @@ mod tests {
             licenses: [("Genesys Cloud CX 3".to_owned(), "CX 3 agent".to_owned())].into(),
             poll_interval_ms: 2_000,
             max_wait_secs: 300,
+            scopes_at_once: 4,
             http: crate::http::HttpSettings::default(),
         }
     }
