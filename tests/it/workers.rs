@@ -138,6 +138,18 @@ fn pages_requested(sim: &CccSim) -> BTreeMap<(String, usize), usize> {
     counts
 }
 
+/// A manual run of October, of every source, in process.
+fn manual_run() -> tally::pipeline::RunOptions {
+    tally::pipeline::RunOptions {
+        period: october(),
+        source: None,
+        dry_run: false,
+        trigger: tally::domain::Trigger::Manual,
+        customer: None,
+        requested_by: None,
+    }
+}
+
 fn database_url(db: &DatabaseTarget) -> String {
     common::database_url(db)
 }
@@ -451,23 +463,15 @@ fn in_process(config: &Path, unknown: &[&str]) -> tally::config::Settings {
 /// met it says so in its own run, and the round is still priced once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_unit_that_fails_fails_its_source_in_the_round_and_is_recorded_with_its_error() {
-    use tally::domain::Trigger;
+    use tally::pipeline::App;
     use tally::pipeline::workers::{RoundOptions, run_worker};
-    use tally::pipeline::{App, RunOptions};
     let (_sim, ccc) = start_ccc(Duration::ZERO).await;
     let db = common::fresh_postgres().await;
     let (dir, config) = checkout(&ccc, &database_url(&db));
     let missing = "dddddddd000040008000000000000001";
     let a = App::build(in_process(&config, &[missing])).await.unwrap();
     let b = App::build(in_process(&config, &[missing])).await.unwrap();
-    let options = RunOptions {
-        period: october(),
-        source: None,
-        dry_run: false,
-        trigger: Trigger::Manual,
-        customer: None,
-        requested_by: None,
-    };
+    let options = manual_run();
     let round = RoundOptions {
         round: "night-f".into(),
         lease: Duration::from_secs(5),
@@ -517,8 +521,7 @@ async fn a_unit_that_fails_fails_its_source_in_the_round_and_is_recorded_with_it
 /// both runs push the same lines.
 #[tokio::test(flavor = "multi_thread")]
 async fn scopes_at_once_bounds_the_services_read_side_by_side_and_changes_no_line() {
-    use tally::domain::Trigger;
-    use tally::pipeline::{App, RunOptions};
+    use tally::pipeline::App;
     let mut pushed = Vec::new();
     for scopes_at_once in [1, 3] {
         let (sim, ccc) = start_ccc(Duration::from_millis(5)).await;
@@ -530,14 +533,7 @@ async fn scopes_at_once_bounds_the_services_read_side_by_side_and_changes_no_lin
         source.concurrency = 1;
         source.scopes_at_once = scopes_at_once;
         let app = App::build(settings).await.unwrap();
-        let options = RunOptions {
-            period: october(),
-            source: None,
-            dry_run: false,
-            trigger: Trigger::Manual,
-            customer: None,
-            requested_by: None,
-        };
+        let options = manual_run();
         let report = tally::pipeline::run(&app, &options).await.unwrap();
         assert!(
             matches!(
