@@ -350,9 +350,15 @@ async fn review(stage: &Stage, browser: &Client) {
         .await
         .unwrap();
 
-    // The periods, and the demo month's page.
-    browser.goto(&format!("{base}/")).await.unwrap();
-    let period_link = find(browser, &format!("a[data-period=\"{PERIOD}\"]")).await;
+    // Signing in leads to the periods, and the demo month's page. Waited for, not asked for: a
+    // page asked for before the sign-in's answer has arrived is the sign-in form again.
+    let period_css = format!("a[data-period=\"{PERIOD}\"]");
+    let period_link = browser
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css(&period_css))
+        .await
+        .unwrap_or_else(|err| panic!("signing in did not lead to `{period_css}`: {err}"));
     period_link.click().await.unwrap();
     assert_eq!(
         browser.current_url().await.unwrap().path(),
