@@ -562,9 +562,10 @@ const PARSE_IN_PLACE: usize = 64 * 1024;
 ///
 /// A body up to [`PARSE_IN_PLACE`] is parsed where it is awaited: a page of a hundred records
 /// is about a tenth of a millisecond of parsing, and handing each to tokio's blocking pool
-/// cost a thread wake-up and two task switches per page, a tenth of the benchmark's CPU. A source's
-/// fetcher is a task of its own (`pipeline::extract`), so parsing there holds up no staging.
-/// A larger body goes to the blocking pool, so that no task of the runtime stalls for long.
+/// cost a thread wake-up and two task switches per page, a tenth of the benchmark's CPU. A
+/// source's fetcher is a task of its own (`pipeline::extract`), so parsing there holds up no
+/// staging. A larger body goes to the blocking pool, so that no task of the runtime stalls for
+/// long.
 pub async fn decode_json<T: serde::de::DeserializeOwned + Send + 'static>(
     response: Response,
 ) -> Result<T, HttpError> {

@@ -99,11 +99,12 @@ impl Source {
     /// How many of its scopes are extracted side by side (`scopes_at_once`; billable users has
     /// one scope, its account).
     pub fn scopes_at_once(&self) -> usize {
-        match self {
+        let at_once = match self {
             Source::BillableUsers(_) => 1,
             Source::Ccc(s) => s.scopes_at_once(),
             Source::Genesys(s) => s.scopes_at_once(),
-        }
+        };
+        usize::try_from(at_once).unwrap_or(1).max(1)
     }
 
     /// Fetches the page at `cursor` (`None`: the first page) of `scope` for `period`.

@@ -54,7 +54,7 @@ pub struct Ccc {
     page_size: u32,
     max_pages: u32,
     concurrency: usize,
-    scopes_at_once: usize,
+    scopes_at_once: u32,
     daily: bool,
     /// Lower-cased `groupType` → license type.
     licenses: BTreeMap<String, LicenseType>,
@@ -96,7 +96,7 @@ impl Ccc {
             page_size: settings.page_size,
             max_pages: settings.max_pages_per_scope,
             concurrency: settings.concurrency as usize,
-            scopes_at_once: usize::try_from(settings.scopes_at_once).unwrap_or(1).max(1),
+            scopes_at_once: settings.scopes_at_once,
             daily: settings.daily,
             licenses: settings
                 .licenses
@@ -128,8 +128,8 @@ impl Ccc {
         self.services.clone()
     }
 
-    /// Services extracted side by side (`scopes_at_once`).
-    pub fn scopes_at_once(&self) -> usize {
+    /// Services extracted side by side (`scopes_at_once`, checked to be at least 1).
+    pub fn scopes_at_once(&self) -> u32 {
         self.scopes_at_once
     }
 

@@ -43,7 +43,7 @@ pub struct Genesys {
     licenses: BTreeMap<String, LicenseType>,
     poll_interval: Duration,
     max_wait: Duration,
-    scopes_at_once: usize,
+    scopes_at_once: u32,
     client: client::Client,
 }
 
@@ -79,7 +79,7 @@ impl Genesys {
             licenses,
             poll_interval: Duration::from_millis(settings.poll_interval_ms),
             max_wait: Duration::from_secs(settings.max_wait_secs),
-            scopes_at_once: usize::try_from(settings.scopes_at_once).unwrap_or(1).max(1),
+            scopes_at_once: settings.scopes_at_once,
             client: client::Client::new(&settings.api_url(), &settings.login_url(), http)?,
         })
     }
@@ -98,8 +98,8 @@ impl Genesys {
         self.orgs.keys().cloned().collect()
     }
 
-    /// Orgs extracted side by side (`scopes_at_once`).
-    pub fn scopes_at_once(&self) -> usize {
+    /// Orgs extracted side by side (`scopes_at_once`, checked to be at least 1).
+    pub fn scopes_at_once(&self) -> u32 {
         self.scopes_at_once
     }
 
