@@ -48,6 +48,10 @@ struct State {
 }
 
 impl State {
+    fn announces(&self) -> bool {
+        self.remaining.is_some() || self.limit.is_some()
+    }
+
     fn admits(&self) -> bool {
         match self.remaining {
             None => true,
@@ -112,13 +116,14 @@ impl Budget {
 
     /// The peer refused a request with 429 and `Retry-After: wait`. Where it announces no
     /// budget, the requests it accepted since the count began, over the time until `wait` ends,
-    /// set the pace of the requests after it.
-    pub(super) fn refused(&self, wait: Duration) {
+    /// set the pace of the requests after it. Returns the pace this 429 revealed (the workers
+    /// of a round share it, `shared_pace`), `None` where the peer announces its budget.
+    pub(super) fn refused(&self, wait: Duration) -> Option<Duration> {
         let Ok(mut state) = self.state.lock() else {
-            return;
+            return None;
         };
-        if state.remaining.is_some() || state.limit.is_some() || state.accepted == 0 {
-            return;
+        if state.announces() || state.accepted == 0 {
+            return None;
         }
         let now = Instant::now();
         let reopens = now + wait;
@@ -139,6 +144,13 @@ impl Budget {
         state.next_start = Some(state.next_start.map_or(reopens, |next| next.max(reopens)));
         state.epoch = Some(reopens);
         state.accepted = 0;
+        Some(pace)
+    }
+
+    /// True once the peer announced its budget (`X-RateLimit-*`): its answers pace the
+    /// requests, and no 429 needs to reveal a window.
+    pub(super) fn announces(&self) -> bool {
+        self.state.lock().is_ok_and(|state| state.announces())
     }
 
     /// Records an answer's `X-RateLimit-Remaining` (and `X-RateLimit-Reset`) as sent; values
@@ -240,7 +252,12 @@ mod tests {
         // Ten accepted at once, then a 429 that reopens after 2 s: the window is 2 s long and
         // takes ten, so requests go 2 s / 9 apart from when it reopens.
         tokio::time::advance(Duration::from_millis(10)).await;
-        budget.refused(Duration::from_millis(1_990));
+        let revealed = budget.refused(Duration::from_millis(1_990));
+        assert_eq!(
+            revealed,
+            Some(Duration::from_millis(2_000) / 9),
+            "the pace it shares"
+        );
         let mut starts = Vec::new();
         for _ in 0..4 {
             drop(budget.admit().await);

@@ -8,7 +8,9 @@
 //! can check the billing system before sending again.
 //!
 //! Requests of one connector in flight at once share the peer's announced budget (`budget`):
-//! together they never send more than `X-RateLimit-Remaining` said the window takes.
+//! together they never send more than `X-RateLimit-Remaining` said the window takes. The pace a
+//! 429 of an unannounced limit reveals is kept by the workers of a round together
+//! (`shared_pace`).
 //!
 //! Every wait is bounded ([`rate_limit`]): a `Retry-After` by `max_retry_after_secs`, every wait
 //! by the deadline of the run (`general.run_deadline_secs`, see [`with_deadline`]); a wait of
@@ -17,6 +19,7 @@
 mod budget;
 mod rate_limit;
 mod settings;
+mod shared_pace;
 mod stats;
 mod token;
 mod url;
@@ -25,12 +28,14 @@ pub use rate_limit::{
     Deadline, RateLimit, RetryAfter, WaitLimit, parse_rate_limit, parse_retry_after, with_deadline,
 };
 pub use settings::HttpSettings;
+pub use shared_pace::{SharedPace, with_shared_pace};
 pub use stats::StatsSnapshot;
 pub use token::{FetchedToken, TokenCache};
 pub use url::{check_base_url, encode_query_value, redact_url};
 
 pub(crate) use rate_limit::current_deadline;
 use rate_limit::{WaitCause, admit_wait, quote, utc_after};
+pub(crate) use shared_pace::current_shared_pace;
 
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
@@ -298,6 +303,9 @@ impl HttpClient {
             let result = {
                 let _admitted = self.budget.admit().await;
                 self.wait_for_window(&method, &url).await?;
+                if !self.budget.announces() {
+                    shared_pace::wait_for_slot(&peer).await;
+                }
                 let started = Instant::now();
                 let result = client.execute(request).await;
                 let outcome = match &result {
@@ -346,7 +354,9 @@ impl HttpClient {
                                     .to_owned(),
                             ),
                         };
-                        self.budget.refused(wait);
+                        if let Some(pace) = self.budget.refused(wait) {
+                            shared_pace::share(&peer, pace, wait).await;
+                        }
                         let until =
                             self.admit(&method, &url, wait, WaitCause::RetryAfter, &asked)?;
                         if attempt < self.settings.max_retries {

@@ -438,14 +438,22 @@ struct FetchTask(tokio::task::JoinHandle<anyhow::Result<()>>);
 
 impl FetchTask {
     /// Spawns `fetch` in the current span, with the run's task-local values a task does not
-    /// inherit: its HTTP deadline and the progress it counts pages into.
+    /// inherit: its HTTP deadline, the pace it shares with other workers, and the progress it
+    /// counts pages into.
     fn spawn(fetch: impl Future<Output = anyhow::Result<()>> + Send + 'static) -> FetchTask {
         let deadline = crate::http::current_deadline();
+        let shared_pace = crate::http::current_shared_pace();
         let progress = crate::observe::Progress::current();
         let work = async move {
             match progress {
                 Some(progress) => progress.scope(fetch).await,
                 None => fetch.await,
+            }
+        };
+        let work = async move {
+            match shared_pace {
+                Some(shared) => crate::http::with_shared_pace(shared, work).await,
+                None => work.await,
             }
         };
         let work = async move {

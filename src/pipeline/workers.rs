@@ -9,7 +9,8 @@
 //!
 //! 1. starts a run of its own and joins the round, registering its units (one per source scope);
 //! 2. claims units one at a time and extracts each (resuming at its checkpoint when another
-//!    worker left it unfinished), its heartbeat renewing the lease meanwhile;
+//!    worker left it unfinished), its heartbeat renewing the lease meanwhile, and the pace of a
+//!    peer's unannounced rate limit kept for the whole round (`RoundPace`, `store::paces`);
 //! 3. when nothing is left to claim, waits until every unit is done or failed, and finishes its
 //!    own run with what it extracted;
 //! 4. then takes the writer lease: the first to get it prices the round from the staged records
@@ -26,7 +27,9 @@ use super::{App, Interrupted, RunOptions, RunReport, SimulatedCrash, UsageError}
 use crate::domain::{Period, RunStatus, RunSummary, SourceFailure, SourceStats, UsageQuantity};
 use crate::sources::Source;
 use crate::store::{Busy, LostUnit, RunRequest, Store};
+use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tracing::{info, instrument, warn};
@@ -127,6 +130,12 @@ async fn work(
         .await?;
     info!(run_id, units = units.len(), "joined the round");
     let heartbeat = Heartbeat::start(store.clone(), round, run_id);
+    // The pace a 429 of an unannounced limit reveals is the round's, not this worker's: the
+    // others read the same peers (docs/OPERATIONS.md, "Workers that share a night").
+    let pace: Arc<dyn crate::http::SharedPace> = Arc::new(RoundPace {
+        store: store.clone(),
+        round: round.round.clone(),
+    });
 
     let pages = AtomicU64::new(0);
     let mut stats: BTreeMap<String, SourceStats> = BTreeMap::new();
@@ -158,7 +167,7 @@ async fn work(
         };
         info!(source = %claim.source, scope = %claim.scope, attempt = claim.attempts, "claimed a unit");
         let watch = Watch::start(source, &pages);
-        let result = extract::extract_scope(
+        let extraction = extract::extract_scope(
             app,
             source,
             &claim.scope,
@@ -166,8 +175,8 @@ async fn work(
             run_id,
             &pages,
             Some(&claim),
-        )
-        .await;
+        );
+        let result = crate::http::with_shared_pace(Arc::clone(&pace), extraction).await;
         let mut unit = watch.finish(source, &pages);
         match result {
             // The round is totalled once, from the store, by its pricing run.
@@ -408,5 +417,26 @@ impl Heartbeat {
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The pace of the peers a round's workers read, kept in the store for all of them.
+struct RoundPace {
+    store: Store,
+    round: String,
+}
+
+impl crate::http::SharedPace for RoundPace {
+    fn take_slot<'a>(&'a self, peer: &'a str) -> BoxFuture<'a, anyhow::Result<Option<Duration>>> {
+        Box::pin(self.store.take_pace_slot(&self.round, peer))
+    }
+
+    fn share<'a>(
+        &'a self,
+        peer: &'a str,
+        pace: Duration,
+        reopens_in: Duration,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(self.store.share_pace(&self.round, peer, pace, reopens_in))
     }
 }

@@ -147,6 +147,7 @@ mod extraction;
 mod jobs;
 mod lease;
 mod ledger;
+mod paces;
 mod page_body;
 mod push_batch;
 mod push_list;

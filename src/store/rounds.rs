@@ -86,7 +86,7 @@ pub struct UnitRecord {
 }
 
 impl Store {
-    fn round_pool(&self) -> anyhow::Result<&PgPool> {
+    pub(super) fn round_pool(&self) -> anyhow::Result<&PgPool> {
         match &self.backend {
             Backend::Postgres(pool) => Ok(pool),
             Backend::Sqlite { path, .. } => bail!(

@@ -34,4 +34,5 @@ mod rambase;
 mod run_history;
 mod store;
 mod web;
+mod worker_pace;
 mod workers;

@@ -31,12 +31,18 @@ fn service(n: u32) -> String {
 /// A CCC simulator of `SERVICES` services of `USERS_PER_SERVICE` users; each usage call takes
 /// `delay`, so that a unit lasts long enough to be killed in the middle.
 async fn start_ccc(delay: Duration) -> (CccSim, SimHandle) {
+    start_ccc_of(SERVICES, USERS_PER_SERVICE, delay).await
+}
+
+/// A CCC simulator of `services` services of `users` users each.
+pub(crate) async fn start_ccc_of(
+    services: u32,
+    users: usize,
+    delay: Duration,
+) -> (CccSim, SimHandle) {
     let sim = CccSim::new(USERNAME, PASSWORD);
-    for n in 1..=SERVICES {
-        sim.add_service(
-            &service(n),
-            CccUser::generate(n, USERS_PER_SERVICE, october()),
-        );
+    for n in 1..=services {
+        sim.add_service(&service(n), CccUser::generate(n, users, october()));
     }
     sim.set_usage_delay(delay);
     let handle = sim
@@ -49,13 +55,23 @@ async fn start_ccc(delay: Duration) -> (CccSim, SimHandle) {
 /// A configuration of the CCC services into the file sink (one billing account per service),
 /// on `database_url`, in a folder of its own.
 fn checkout(ccc: &SimHandle, database_url: &str) -> (tempfile::TempDir, PathBuf) {
+    checkout_of(ccc, database_url, SERVICES, "concurrency = 4")
+}
+
+/// The same for `services` services, with `reading` (lines of `[sources.ccc]`) saying how many
+/// requests go at once.
+pub(crate) fn checkout_of(
+    ccc: &SimHandle,
+    database_url: &str,
+    services: u32,
+    reading: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let count = services;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let services: Vec<String> = (1..=SERVICES)
-        .map(|n| format!("\"{}\"", service(n)))
-        .collect();
+    let services: Vec<String> = (1..=count).map(|n| format!("\"{}\"", service(n))).collect();
     let mut customers = String::from("source,source_customer,billing_account\n");
-    for n in 1..=SERVICES {
+    for n in 1..=count {
         customers.push_str(&format!("ccc,{},CUST-{n:03}\n", service(n)));
     }
     std::fs::write(root.join("customers.csv"), customers).unwrap();
@@ -73,7 +89,7 @@ fn checkout(ccc: &SimHandle, database_url: &str) -> (tempfile::TempDir, PathBuf)
          [billing]\npricing_file = \"{root}/pricing.csv\"\ncustomers_file = \"{root}/customers.csv\"\n\
          rounding = \"half_up\"\ndefault_currency = \"EUR\"\ndefault_sink = \"file\"\nrequire_approval = false\n\n\
          [sources.ccc]\nbase_url = \"{base}\"\nusername = \"{USERNAME}\"\nservices = [{services}]\n\
-         page_size = {PAGE_SIZE}\nconcurrency = 4\n\n\
+         page_size = {PAGE_SIZE}\n{reading}\n\n\
          [sinks.file]\ndir = \"{root}/out\"\nformat = \"jsonl\"\n",
         data = root.join("data").display(),
         root = root.display(),
@@ -85,7 +101,7 @@ fn checkout(ccc: &SimHandle, database_url: &str) -> (tempfile::TempDir, PathBuf)
     (dir, path)
 }
 
-fn tally(config: &Path, args: &[&str]) -> Command {
+pub(crate) fn tally(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
     command
         .arg("--config")
@@ -100,7 +116,7 @@ fn tally(config: &Path, args: &[&str]) -> Command {
 
 /// The worker's output once it exits; killed (and the test failed) if it is still running
 /// after two minutes, as a worker waiting forever for a unit nobody takes would be.
-async fn wait(child: Child) -> Output {
+pub(crate) async fn wait(child: Child) -> Output {
     let pid = child.id();
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
     match tokio::time::timeout(Duration::from_secs(120), waiting).await {
@@ -113,7 +129,7 @@ async fn wait(child: Child) -> Output {
 }
 
 /// The lines the file sink received: (account, license type, quantity, amount) per row.
-fn file_lines(dir: &Path) -> Vec<(String, String, String, String)> {
+pub(crate) fn file_lines(dir: &Path) -> Vec<(String, String, String, String)> {
     let text = std::fs::read_to_string(dir.join("out/invoice-lines-2026-10.jsonl")).unwrap();
     text.lines()
         .map(|row| {
@@ -150,7 +166,7 @@ fn manual_run() -> tally::pipeline::RunOptions {
     }
 }
 
-fn database_url(db: &DatabaseTarget) -> String {
+pub(crate) fn database_url(db: &DatabaseTarget) -> String {
     common::database_url(db)
 }
 
