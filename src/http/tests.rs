@@ -141,6 +141,18 @@ fn secrets_never_reach_a_message() {
         redact_url("https://u:pw@x.example/a"),
         "https://u@x.example/a"
     );
+    // In any case, and escaped: still taken out.
+    assert_eq!(
+        redact_url("https://x.example/a?API_Token=abc&Password=pw&client_SECRET=s"),
+        "https://x.example/a?API_Token=REDACTED&Password=REDACTED&client_SECRET=REDACTED"
+    );
+    assert_eq!(
+        redact_url("https://x.example/a?api%5Ftoken=abc"),
+        "https://x.example/a?api_token=REDACTED"
+    );
+    // Nothing to take out: the URL as it is.
+    let page = "https://api.x.example/v1/account/billable_users?year=2026&month=10&page=7&per_page=100";
+    assert_eq!(redact_url(page), page);
 }
 
 #[test]

@@ -331,10 +331,20 @@ pub fn combine_hashes(hashes: &[&str]) -> String {
 /// The fingerprint of one record: SHA-256 of its key and quantity.
 pub fn record_hash(record_key: &str, quantity: Decimal) -> [u8; 32] {
     use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    /// The quantity's text goes into the hash as it is written: no string per record.
+    struct Hashing<'a>(&'a mut Sha256);
+    impl std::fmt::Write for Hashing<'_> {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            self.0.update(text.as_bytes());
+            Ok(())
+        }
+    }
     let mut hasher = Sha256::new();
     hasher.update(record_key.as_bytes());
     hasher.update([0x1f]);
-    hasher.update(quantity.normalize().to_string().as_bytes());
+    // Writing into a hasher cannot fail.
+    let _ = write!(Hashing(&mut hasher), "{}", quantity.normalize());
     hasher.finalize().into()
 }
 
@@ -535,6 +545,19 @@ mod tests {
             aggregator.add(key, "Acme", "agent", dec!(1));
         }
         aggregator.finish()
+    }
+
+    #[test]
+    fn a_records_fingerprint_is_the_sha256_of_its_key_and_normalized_quantity() {
+        // Stored in the ledger's evidence: the same records must hash as they always did.
+        assert_eq!(
+            hex::encode(record_hash("42@Acme", dec!(1.50))),
+            "1f2a16213eea7cc63b21d7d91eb56ca73aaf0693c1471fbde3633012de08701e"
+        );
+        assert_eq!(
+            hex::encode(record_hash("42@Acme", dec!(1))),
+            "b833ae57661921b36780ed38b44279318ff4e64b1394b5e239ec9884843aaed3"
+        );
     }
 
     #[test]

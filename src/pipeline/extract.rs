@@ -574,7 +574,7 @@ impl Stager<'_> {
         }
         let kept = pages
             .iter()
-            .take_while(|p| self.known.get(&p.page) == Some(&PageBody::of(p.records).fingerprint))
+            .take_while(|p| self.known.get(&p.page) == Some(&PageBody::fingerprint_of(p.records)))
             .count();
         if kept < pages.len() {
             info!(scope = %self.at.scope, page = pages[kept].page, "the listing differs from what is staged from this page on: staging it again");
