@@ -151,7 +151,8 @@ fn secrets_never_reach_a_message() {
         "https://x.example/a?api_token=REDACTED"
     );
     // Nothing to take out: the URL as it is.
-    let page = "https://api.x.example/v1/account/billable_users?year=2026&month=10&page=7&per_page=100";
+    let page =
+        "https://api.x.example/v1/account/billable_users?year=2026&month=10&page=7&per_page=100";
     assert_eq!(redact_url(page), page);
 }
 

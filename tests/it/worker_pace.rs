@@ -4,7 +4,9 @@
 //! revealed (kept in Postgres for the round) instead of meeting the limit themselves.
 
 use crate::common;
-use crate::workers::{checkout_of, database_url, file_lines, start_ccc_of, tally, wait};
+use crate::workers::{
+    checkout_of, database_url, file_lines, lines_of_one_tally, start_ccc_of, tally, wait,
+};
 
 use std::time::{Duration, Instant};
 
@@ -34,17 +36,7 @@ async fn workers_that_join_after_a_429_keep_to_the_pace_it_revealed_and_meet_no_
     // One request at a time per worker, so that the first worker's meeting with the limit is one
     // 429 and not a burst of the requests it had in flight.
     let reading = "concurrency = 1\nscopes_at_once = 1";
-    let (_alone_sim, alone_ccc) = start_ccc_of(SERVICES, USERS, Duration::ZERO).await;
-    let alone_db = common::fresh_postgres().await;
-    let (alone_dir, alone_config) =
-        checkout_of(&alone_ccc, &database_url(&alone_db), SERVICES, reading);
-    let alone = tally(&alone_config, &["run", "--period", "2026-10"])
-        .output()
-        .unwrap();
-    assert_eq!(alone.status.code(), Some(0), "{}", common::text(&alone));
-    let mut expected = file_lines(alone_dir.path());
-    expected.sort();
-    assert_eq!(expected.len(), 2 * SERVICES as usize, "{expected:?}");
+    let expected = lines_of_one_tally(SERVICES, USERS, reading).await;
 
     // Eight requests a second, never announced: some forty requests (sign-ins, one page of users
     // and four usage calls per service) take several windows.

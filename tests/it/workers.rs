@@ -101,6 +101,26 @@ pub(crate) fn checkout_of(
     (dir, path)
 }
 
+/// The lines (sorted) that one `tally run` alone pushes for `services` services of `users`
+/// users, read as `reading` says: what workers sharing the month must push too.
+pub(crate) async fn lines_of_one_tally(
+    services: u32,
+    users: usize,
+    reading: &str,
+) -> Vec<(String, String, String, String)> {
+    let (_sim, ccc) = start_ccc_of(services, users, Duration::ZERO).await;
+    let db = common::fresh_postgres().await;
+    let (dir, config) = checkout_of(&ccc, &database_url(&db), services, reading);
+    let alone = tally(&config, &["run", "--period", "2026-10"])
+        .output()
+        .unwrap();
+    assert_eq!(alone.status.code(), Some(0), "{}", common::text(&alone));
+    let mut lines = file_lines(dir.path());
+    lines.sort();
+    assert_eq!(lines.len(), 2 * services as usize, "{lines:?}");
+    lines
+}
+
 pub(crate) fn tally(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
     command
@@ -173,16 +193,7 @@ pub(crate) fn database_url(db: &DatabaseTarget) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_workers_share_a_month_one_is_killed_mid_unit_and_every_line_is_pushed_once() {
     // The month as one tally alone bills it, for comparison.
-    let (_alone_sim, alone_ccc) = start_ccc(Duration::ZERO).await;
-    let alone_db = common::fresh_postgres().await;
-    let (alone_dir, alone_config) = checkout(&alone_ccc, &database_url(&alone_db));
-    let alone = tally(&alone_config, &["run", "--period", "2026-10"])
-        .output()
-        .unwrap();
-    assert_eq!(alone.status.code(), Some(0), "{}", common::text(&alone));
-    let mut expected = file_lines(alone_dir.path());
-    expected.sort();
-    assert_eq!(expected.len(), 2 * SERVICES as usize, "{expected:?}");
+    let expected = lines_of_one_tally(SERVICES, USERS_PER_SERVICE, "concurrency = 4").await;
 
     let (sim, ccc) = start_ccc(Duration::from_millis(40)).await;
     let db = common::fresh_postgres().await;
