@@ -303,8 +303,12 @@ impl HttpClient {
             let result = {
                 let _admitted = self.budget.admit().await;
                 self.wait_for_window(&method, &url).await?;
-                if !self.budget.announces() {
-                    shared_pace::wait_for_slot(&peer).await;
+                if !self.budget.announces()
+                    && let Some(wait) = shared_pace::slot(&peer).await
+                {
+                    let asked = "a worker of the round met the peer's rate limit: every worker keeps to the pace it revealed";
+                    let until = self.admit(&method, &url, wait, WaitCause::Window, asked)?;
+                    wait_logged(&url, wait, until, asked, WaitCause::Window, 0).await;
                 }
                 let started = Instant::now();
                 let result = client.execute(request).await;

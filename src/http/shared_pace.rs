@@ -50,16 +50,16 @@ pub(crate) fn current_shared_pace() -> Option<Arc<dyn SharedPace>> {
     SHARED.try_with(Arc::clone).ok()
 }
 
-/// Waits for the start the shared pace gives a request to `peer`; at once without one.
-pub(super) async fn wait_for_slot(peer: &str) {
-    let Some(shared) = current_shared_pace() else {
-        return;
-    };
+/// How long a request to `peer` waits for the start the shared pace gives it: `None` without
+/// a shared pace, before anyone met the peer's limit, or when its start has come. The caller
+/// bounds the wait as it bounds every other (the run's deadline).
+pub(super) async fn slot(peer: &str) -> Option<Duration> {
+    let shared = current_shared_pace()?;
     match shared.take_slot(peer).await {
-        Ok(Some(wait)) if !wait.is_zero() => tokio::time::sleep(wait).await,
-        Ok(_) => {}
+        Ok(wait) => wait.filter(|wait| !wait.is_zero()),
         Err(e) => {
             warn!(%peer, error = %format!("{e:#}"), "the pace shared by the workers could not be read; this request keeps this process's own pace");
+            None
         }
     }
 }

@@ -362,3 +362,72 @@ async fn an_unreadable_answer_names_the_method_that_was_sent() {
         .await;
     assert!(get.unwrap_err().to_string().starts_with("GET "));
 }
+
+/// A shared pace whose every start is `wait` away, counting the starts taken and shared.
+struct FixedPace {
+    wait: Duration,
+    taken: std::sync::atomic::AtomicU64,
+}
+
+impl SharedPace for FixedPace {
+    fn take_slot<'a>(
+        &'a self,
+        _peer: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<Option<Duration>>> {
+        self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move { Ok(Some(self.wait)) })
+    }
+
+    fn share<'a>(
+        &'a self,
+        _peer: &'a str,
+        _pace: Duration,
+        _reopens_in: Duration,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_start_the_round_gives_is_waited_for_within_the_runs_deadline_and_refused_past_it() {
+    let (peer, hits) = redirecting(200, String::new()).await;
+    let client = HttpClient::new(&HttpSettings::default()).unwrap();
+    let url = format!("{peer}/people");
+    let get = || client.send(Idempotency::Idempotent, |c| c.get(url.as_str()));
+
+    let soon = Arc::new(FixedPace {
+        wait: Duration::from_millis(150),
+        taken: Default::default(),
+    });
+    let started = Instant::now();
+    let answered = with_deadline(
+        Deadline::after_secs(600),
+        with_shared_pace(soon.clone(), get()),
+    )
+    .await;
+    assert!(answered.is_ok(), "{answered:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "the start was waited for"
+    );
+    assert_eq!(soon.taken.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A start two hours away in a run that must end within one: not begun, not sent.
+    let late = Arc::new(FixedPace {
+        wait: Duration::from_secs(7_200),
+        taken: Default::default(),
+    });
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let refused = with_deadline(Deadline::after_secs(3_600), with_shared_pace(late, get())).await;
+    match refused {
+        Err(HttpError::RateLimited {
+            limit: WaitLimit::Deadline { .. },
+            asked,
+            ..
+        }) => {
+            assert!(asked.contains("worker of the round"), "{asked}")
+        }
+        other => panic!("expected a wait refused by the deadline: {other:?}"),
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
+}
