@@ -47,8 +47,9 @@ impl Store {
 
     /// Every revision of the period as reconcile reads it, ordered by line key then revision:
     /// [`Store::ledger_lines`] without what planning never reads ([`super::PLAN_COLUMNS`]: the
-    /// evidence samples, and the traces of revisions already sent, are left empty). For
-    /// planning only: a revision shown to a person is read whole.
+    /// evidence samples, the traces of revisions already sent, the idempotency keys, the
+    /// billing systems' ids, the push markers and the last errors are left empty). For
+    /// planning only: a revision shown to a person, or pushed, is read whole.
     pub async fn ledger_to_plan(&self, period: Period) -> anyhow::Result<Vec<LedgerLine>> {
         with_backend!(self, |pool, D| {
             let what = format!("ledger_to_plan: reading ledger_lines of {period}");

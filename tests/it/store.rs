@@ -64,7 +64,7 @@ both_backends!(
     a_push_goes_through_two_phases,
     lines_to_push_are_approved_and_pushing_revisions,
     the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_order,
-    the_ledger_to_plan_leaves_out_samples_and_the_traces_of_sent_revisions,
+    the_ledger_to_plan_leaves_out_what_planning_never_reads,
     the_writer_lease_has_one_holder_at_a_time,
     a_busy_writer_is_told_who_holds_the_lease,
     runs_of_dead_processes_are_marked_abandoned_by_the_next_writer,
@@ -1217,10 +1217,7 @@ async fn a_push_goes_through_two_phases(store: Store, _: &DatabaseTarget) {
     assert!(store.record_push_error(a + b + 100, "x").await.is_err());
 }
 
-async fn the_ledger_to_plan_leaves_out_samples_and_the_traces_of_sent_revisions(
-    store: Store,
-    _: &DatabaseTarget,
-) {
+async fn the_ledger_to_plan_leaves_out_what_planning_never_reads(store: Store, _: &DatabaseTarget) {
     let run_id = run(&store).await;
     let with_sample = |account: &str, status: LineStatus| {
         let mut r = revision(account, "Agent", "billable_users", dec!(2));
@@ -1258,6 +1255,20 @@ async fn the_ledger_to_plan_leaves_out_samples_and_the_traces_of_sent_revisions(
         );
         assert!(read.evidence.sample.is_empty(), "{read:?}");
         assert_eq!(full.evidence.sample.len(), 1);
+        assert_eq!(
+            (read.key.clone(), read.revision, read.approval.clone()),
+            (full.key.clone(), full.revision, full.approval.clone())
+        );
+        // What only the push and the ledger's readers use is not read.
+        assert_eq!(read.idempotency_key, "");
+        assert!(!full.idempotency_key.is_empty());
+        assert_eq!(
+            (&read.external_id, &read.push_marker, &read.last_error),
+            (&None, &None, &None)
+        );
+        if full.status == LineStatus::Pushed {
+            assert_eq!(full.external_id.as_deref(), Some("U-1"));
+        }
         if full.status.is_sent() {
             assert_eq!(
                 read.trace,
