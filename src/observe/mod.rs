@@ -8,6 +8,7 @@
 //! `[log]` settings) and `domain` (the run summary).
 
 pub mod logging;
+pub mod memory;
 pub mod pipe;
 pub mod progress;
 pub mod summary;

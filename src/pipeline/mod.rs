@@ -501,6 +501,8 @@ async fn run_until_deadline(
         exceptions.clear();
     }
 
+    // The pages and records of the extraction are freed; planning holds the run's peak.
+    crate::observe::memory::return_freed_memory();
     let mut ledger: Vec<LedgerLine> = app.store.ledger_to_plan(period).await?;
     if let Some(customer) = &customer {
         // The other customers' lines are not this run's: left out of the plan, they are
