@@ -2,6 +2,7 @@
 //!
 //! Nothing here does I/O. Every stage (extract, map, price, reconcile, push) speaks these types.
 
+mod digest;
 mod exception;
 mod ids;
 mod limits;
@@ -13,6 +14,7 @@ mod run;
 mod sample;
 mod trace;
 
+pub use digest::Sha256Writer;
 pub use exception::{ExceptionKind, RunException};
 pub use ids::{BillingAccount, LicenseType, SourceName};
 pub use limits::QuantityLimits;

@@ -330,22 +330,14 @@ pub fn combine_hashes(hashes: &[&str]) -> String {
 
 /// The fingerprint of one record: SHA-256 of its key and quantity.
 pub fn record_hash(record_key: &str, quantity: Decimal) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    use std::fmt::Write as _;
-    /// The quantity's text goes into the hash as it is written: no string per record.
-    struct Hashing<'a>(&'a mut Sha256);
-    impl std::fmt::Write for Hashing<'_> {
-        fn write_str(&mut self, text: &str) -> std::fmt::Result {
-            self.0.update(text.as_bytes());
-            Ok(())
-        }
-    }
-    let mut hasher = Sha256::new();
+    use std::io::Write as _;
+    let mut hasher = crate::domain::Sha256Writer::default();
     hasher.update(record_key.as_bytes());
-    hasher.update([0x1f]);
-    // Writing into a hasher cannot fail.
-    let _ = write!(Hashing(&mut hasher), "{}", quantity.normalize());
-    hasher.finalize().into()
+    hasher.update(&[0x1f]);
+    // The quantity's text goes into the hash as it is written (no string per record); writing
+    // into a hasher cannot fail.
+    let _ = write!(hasher, "{}", quantity.normalize());
+    hasher.finish()
 }
 
 fn csv_cell(value: &str) -> String {

@@ -9,7 +9,7 @@
 //! The fingerprint is the SHA-256 of that text: the same records in the same order give the same
 //! fingerprint, whichever run read them, which is how a re-run knows a page is already staged.
 
-use crate::domain::{StagedQuantity, StagedRecord};
+use crate::domain::{Sha256Writer, StagedQuantity, StagedRecord};
 use anyhow::Context;
 use rust_decimal::Decimal;
 use serde::{Serialize, Serializer};
@@ -35,24 +35,12 @@ impl PageBody {
     /// compares every page it reads with what is staged, and keeps what it reads only where
     /// they differ.
     pub fn fingerprint_of(records: &[StagedRecord]) -> String {
-        use sha2::{Digest, Sha256};
-        /// The encoded records go into the hash as they are written.
-        struct Hashing(Sha256);
-        impl std::io::Write for Hashing {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.update(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut hashing = Hashing(Sha256::new());
-        if serde_json::to_writer(&mut hashing, &Rows(records)).is_err() {
+        let mut hasher = Sha256Writer::default();
+        if serde_json::to_writer(&mut hasher, &Rows(records)).is_err() {
             // As `of` falls back: serializing strings cannot fail.
             return fingerprint("[]");
         }
-        hex::encode(hashing.0.finalize())
+        hex::encode(hasher.finish())
     }
 }
 
