@@ -11,13 +11,14 @@ pub mod filter;
 mod push;
 mod resolve;
 pub mod workers;
+mod write;
 
 pub use push::{PushOutcome, PushSettings, Pusher};
 
 use crate::config::Settings;
 use crate::domain::{
-    LedgerChange, LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary,
-    SourceFailure, SourceName, SourceStats, Trigger,
+    LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary, SourceFailure, SourceName,
+    SourceStats, Trigger,
 };
 use crate::mapping::CustomerMap;
 use crate::pricing::PricingTable;
@@ -30,8 +31,7 @@ use crate::store::{PushScope, RunRequest, Store};
 use anyhow::Context as _;
 use compute::Rules;
 use filter::CustomerFilter;
-use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::{info, instrument, warn};
 
@@ -515,80 +515,73 @@ async fn run_until_deadline(
         approvals.required = true;
         approvals.rules.clear();
     }
-    // The lines move into the plan (their traces into the revisions planned): held once.
-    let mut plan = reconcile::plan(lines, &ledger, &completed_sources, &approvals);
+    // The lines move into the plan (their traces into the revisions planned): held once, and
+    // written a batch at a time as they are planned.
+    let planner = reconcile::Planner::new(lines, &ledger, &completed_sources, &approvals);
+    let plan = match run_id {
+        Some(run_id) if !interrupted => {
+            let kept =
+                filter::others_exceptions(app, period, &completed_sources, customer.as_ref())
+                    .await?;
+            let (sources, found) = (&completed_sources, &exceptions);
+            write::plan_and_write(app, run_id, period, sources, planner, found, kept).await?
+        }
+        // A dry run lists its plan; an interrupted run has nothing to plan (see above).
+        _ => write::plan_only(planner),
+    };
     // The plan holds what it needs of the ledger; the period's revisions are not kept through
     // the push (memory follows the lines, once).
     drop(ledger);
     exceptions.extend(plan.exceptions(period));
-    let (totals, totals_error) = currency_totals(&plan.entries, period);
+    let totals = plan.counts.totals.clone();
+    let totals_error = plan.counts.total_too_large.map(|currency| {
+        format!(
+            "the period's {currency} total is too large to compute; check the lines with `tally lines --period {period}`"
+        )
+    });
 
     let mut errors = Vec::new();
     let mut lines_pushed = 0;
     let mut waiting_to_settle = 0;
-    let mut waiting_approval = 0;
-    if let Some(run_id) = run_id {
-        if !interrupted {
-            let kept =
-                filter::others_exceptions(app, period, &completed_sources, customer.as_ref())
-                    .await?;
-            let recorded: Vec<RunException> = exceptions.iter().cloned().chain(kept).collect();
-            app.store
-                .apply_plan(run_id, period, &completed_sources, &plan.changes, &recorded)
-                .await?;
-        }
-        // Written: the ledger holds the changes now, and the report keeps the entries.
-        plan.changes = Vec::new();
-        if !completed_sources.is_empty() {
-            if !hold_drafts {
-                let outcome = match &customer {
-                    None => {
-                        let scope = PushScope {
-                            sources: Some(&completed_sources),
-                            ..PushScope::default()
-                        };
-                        app.pusher().push_period(period, &scope).await?
-                    }
-                    Some(customer) => {
-                        filter::push_customer(app, period, &completed_sources, customer).await?
-                    }
-                };
-                lines_pushed = outcome.pushed;
-                errors = outcome.errors;
-                waiting_to_settle = outcome.waiting;
-                interrupted |= outcome.interrupted;
-            }
-            waiting_approval = match &customer {
+    // A dry run counts the drafts its plan would leave.
+    let mut waiting_approval = plan.counts.drafts;
+    if run_id.is_some() && !completed_sources.is_empty() {
+        if !hold_drafts {
+            let outcome = match &customer {
                 None => {
-                    app.store
-                        .count_drafts(period, Some(&completed_sources))
-                        .await?
+                    let scope = PushScope {
+                        sources: Some(&completed_sources),
+                        ..PushScope::default()
+                    };
+                    app.pusher().push_period(period, &scope).await?
                 }
-                Some(customer) => app
-                    .store
-                    .ledger_lines(period, None)
-                    .await?
-                    .iter()
-                    .filter(|l| {
-                        l.status == LineStatus::Draft
-                            && completed_sources.contains(&l.key.source)
-                            && customer.matches_account(&l.key.billing_account)
-                    })
-                    .count() as u64,
+                Some(customer) => {
+                    filter::push_customer(app, period, &completed_sources, customer).await?
+                }
             };
+            lines_pushed = outcome.pushed;
+            errors = outcome.errors;
+            waiting_to_settle = outcome.waiting;
+            interrupted |= outcome.interrupted;
         }
-    } else {
-        // A dry run counts the drafts its plan would leave.
-        waiting_approval = plan
-            .changes
-            .iter()
-            .filter(|change| match change {
-                LedgerChange::Insert(values) | LedgerChange::Update { values, .. } => {
-                    values.status == LineStatus::Draft
-                }
-                LedgerChange::Delete { .. } => false,
-            })
-            .count() as u64;
+        waiting_approval = match &customer {
+            None => {
+                app.store
+                    .count_drafts(period, Some(&completed_sources))
+                    .await?
+            }
+            Some(customer) => app
+                .store
+                .ledger_lines(period, None)
+                .await?
+                .iter()
+                .filter(|l| {
+                    l.status == LineStatus::Draft
+                        && completed_sources.contains(&l.key.source)
+                        && customer.matches_account(&l.key.billing_account)
+                })
+                .count() as u64,
+        };
     }
     errors.extend(totals_error);
     if waiting_to_settle > 0 {
@@ -643,29 +636,6 @@ async fn run_until_deadline(
         plan,
         exceptions,
     })
-}
-
-/// The period's total per currency of the lines priced this run (a conflict is not one of
-/// them), or why it cannot be added up (a figure too large), for the summary.
-fn currency_totals(
-    entries: &[reconcile::PlanEntry],
-    period: Period,
-) -> (BTreeMap<String, Decimal>, Option<String>) {
-    let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
-    for line in entries.iter().filter(|e| e.priced) {
-        let total = totals.entry(line.currency.code().to_owned()).or_default();
-        match total.checked_add(line.amount) {
-            Some(sum) => *total = sum,
-            None => {
-                let error = format!(
-                    "the period's {} total is too large to compute; check the lines with `tally lines --period {period}`",
-                    line.currency
-                );
-                return (totals, Some(error));
-            }
-        }
-    }
-    (totals, None)
 }
 
 /// How this run's lines get approved: as configured, with the amounts the approval rules

@@ -14,7 +14,10 @@
 //! anywhere). A line whose routing changed after it was pushed is a conflict for a person.
 
 pub mod approval;
+mod planner;
 pub mod shrink;
+
+pub use planner::{Planner, plan};
 
 use crate::domain::{
     Approval, BillingAccount, Currency, Evidence, ExceptionKind, InvoiceLine, LedgerChange,
@@ -26,7 +29,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use shrink::ShrinkGuard;
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 /// A line across periods: what approval rules compare with the line's last pushed period.
@@ -159,13 +161,39 @@ pub struct Shrink {
 /// The changes to write, and what they mean for the people reading the plan.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
+    /// The changes planned and not yet handed over to be written ([`Planner::next_changes`]).
     pub changes: Vec<LedgerChange>,
+    /// Every line's entry, as `--dry-run` lists them; kept only by a plan made to keep them
+    /// ([`plan`], [`Planner::keeping_entries`]). [`Plan::counts`] is kept either way.
     pub entries: Vec<PlanEntry>,
+    /// What the entries add up to.
+    pub counts: PlanCounts,
     pub conflicts: Vec<Conflict>,
     /// Sources whose answer shrank suspiciously, with their held credits.
     pub shrinks: Vec<Shrink>,
     /// Lines held as drafts by the per-line guard (`shrink_guard.max_line_drop`) alone.
     pub held_lines: Vec<HeldLine>,
+    #[serde(skip)]
+    keep_entries: bool,
+}
+
+/// A plan's entries counted, and its priced lines added up, as they are planned: what the run
+/// summary says, without holding an entry per line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PlanCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub adjusted: u64,
+    pub unchanged: u64,
+    /// Lines whose figures changed after approval, now drafts again.
+    pub back_to_review: u64,
+    /// Changes that leave a draft (inserted or updated as one): what a dry run would leave
+    /// waiting for approval.
+    pub drafts: u64,
+    /// The period's total per currency (code) of the lines priced; a conflict is not priced.
+    pub totals: BTreeMap<String, Decimal>,
+    /// The first currency whose total became too large to compute; nothing is added after it.
+    pub total_too_large: Option<Currency>,
 }
 
 /// A line whose quantity fell by more than `shrink_guard.max_line_drop`: its credit waits.
@@ -178,7 +206,49 @@ pub struct HeldLine {
 
 impl Plan {
     pub fn count(&self, action: Action) -> u64 {
-        self.entries.iter().filter(|e| e.action == action).count() as u64
+        match action {
+            Action::Create => self.counts.created,
+            Action::Update => self.counts.updated,
+            Action::Adjust => self.counts.adjusted,
+            Action::Unchanged => self.counts.unchanged,
+        }
+    }
+
+    /// One line planned: counted, added to the totals if priced, kept if entries are kept.
+    fn enter(&mut self, entry: PlanEntry) {
+        let counts = &mut self.counts;
+        *match entry.action {
+            Action::Create => &mut counts.created,
+            Action::Update => &mut counts.updated,
+            Action::Adjust => &mut counts.adjusted,
+            Action::Unchanged => &mut counts.unchanged,
+        } += 1;
+        counts.back_to_review += u64::from(entry.back_to_review);
+        if entry.priced && counts.total_too_large.is_none() {
+            let total = counts
+                .totals
+                .entry(entry.currency.code().to_owned())
+                .or_default();
+            match total.checked_add(entry.amount) {
+                Some(sum) => *total = sum,
+                None => counts.total_too_large = Some(entry.currency),
+            }
+        }
+        if self.keep_entries {
+            self.entries.push(entry);
+        }
+    }
+
+    /// One change planned, to be handed over to be written.
+    fn change(&mut self, change: LedgerChange) {
+        let leaves_draft = match &change {
+            LedgerChange::Insert(values) | LedgerChange::Update { values, .. } => {
+                values.status == LineStatus::Draft
+            }
+            LedgerChange::Delete { .. } => false,
+        };
+        self.counts.drafts += u64::from(leaves_draft);
+        self.changes.push(change);
     }
 
     /// What a person must look at, as exceptions of the run: every conflict (`not_billable`),
@@ -240,86 +310,8 @@ impl Plan {
 
     /// Lines whose figures changed after approval, now drafts again.
     pub fn back_to_review(&self) -> u64 {
-        self.entries.iter().filter(|e| e.back_to_review).count() as u64
+        self.counts.back_to_review
     }
-}
-
-/// Plans the ledger changes for `computed` lines.
-///
-/// `ledger` holds every revision of the period for (at least) the sources in `sources`; a
-/// ledger line of those sources with no computed line is taken to be zero now. Lines of other
-/// sources are left alone, so that a run limited to one source touches only that source.
-///
-/// The computed lines are taken, not borrowed: each one's trace and evidence move into the
-/// revision planned for it, so that a period's lines are held once (docs/PERFORMANCE.md). Of
-/// two computed lines with the same key, the later one counts.
-pub fn plan(
-    computed: Vec<InvoiceLine>,
-    ledger: &[LedgerLine],
-    sources: &[SourceName],
-    approvals: &Approvals,
-) -> Plan {
-    let mut history: BTreeMap<&LineKey, Vec<&LedgerLine>> = BTreeMap::new();
-    for revision in ledger.iter().filter(|l| sources.contains(&l.key.source)) {
-        history.entry(&revision.key).or_default().push(revision);
-    }
-    let mut plan = Plan {
-        shrinks: shrinks(&history, &computed, sources, &approvals.shrink),
-        ..Plan::default()
-    };
-    // Every line plans one entry, and a line never billed a change: sized up front, as a
-    // change is large and a vector grown by doubling holds up to twice what it needs.
-    plan.entries.reserve_exact(computed.len());
-    let new_lines = computed
-        .iter()
-        .filter(|l| !history.contains_key(&l.key))
-        .count();
-    plan.changes.reserve_exact(new_lines);
-
-    // Both sides in key order, walked side by side (a merge): every key of either is planned
-    // once, in order. The lines are ordered through their positions (a stable sort of the
-    // lines themselves would allocate half of them again as scratch), and taken out of
-    // their slots as they are reached.
-    let mut order: Vec<usize> = (0..computed.len()).collect();
-    order.sort_by(|&a, &b| computed[a].key.cmp(&computed[b].key));
-    let mut slots: Vec<Option<InvoiceLine>> = computed.into_iter().map(Some).collect();
-    let mut wanted = order
-        .into_iter()
-        .filter_map(|at| slots.get_mut(at).and_then(Option::take))
-        .peekable();
-    let mut history = history.into_iter().peekable();
-    loop {
-        let order = match (wanted.peek(), history.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(line), Some((key, _))) => line.key.cmp(key),
-        };
-        let mut line = None;
-        if order != Ordering::Greater {
-            line = wanted.next();
-            while let Some(later) =
-                wanted.next_if(|next| line.as_ref().is_some_and(|l| l.key == next.key))
-            {
-                line = Some(later);
-            }
-        }
-        let mut revisions = match order {
-            Ordering::Less => Vec::new(),
-            _ => history
-                .next()
-                .map(|(_, revisions)| revisions)
-                .unwrap_or_default(),
-        };
-        revisions.sort_by_key(|r| r.revision);
-        let key = match (&line, revisions.first()) {
-            (Some(line), _) => line.key.clone(),
-            (None, Some(revision)) => revision.key.clone(),
-            (None, None) => continue,
-        };
-        plan_line(&key, line, &revisions, approvals, &mut plan);
-    }
-    plan
 }
 
 /// The sources of `sources` whose computed quantity fell suspiciously below what was pushed
@@ -462,16 +454,16 @@ fn plan_line(
         None => (None, &[][..]),
     };
     for stale in extra {
-        plan.changes.push(LedgerChange::Delete { id: stale.id });
+        plan.change(LedgerChange::Delete { id: stale.id });
     }
 
     if delta_quantity.is_zero() && delta_amount.is_zero() {
         // Already billed exactly as computed (or nothing to bill and nothing billed).
         if let Some(draft) = keep {
-            plan.changes.push(LedgerChange::Delete { id: draft.id });
+            plan.change(LedgerChange::Delete { id: draft.id });
         }
         if priced || !sent.is_empty() {
-            plan.entries.push(entry(Action::Unchanged));
+            plan.enter(entry(Action::Unchanged));
         }
         return;
     }
@@ -519,7 +511,7 @@ fn plan_line(
             let approved_now =
                 draft.status == LineStatus::Draft && new_status == LineStatus::Approved;
             if same_values(draft, &values) && !approved_now {
-                plan.entries.push(entry(Action::Unchanged));
+                plan.enter(entry(Action::Unchanged));
             } else {
                 // New evidence or trace with the same money keeps the draft's approval.
                 let money_changed =
@@ -532,7 +524,7 @@ fn plan_line(
                 let back_to_review = money_changed
                     && draft.status == LineStatus::Approved
                     && status == LineStatus::Draft;
-                plan.changes.push(LedgerChange::Update {
+                plan.change(LedgerChange::Update {
                     id: draft.id,
                     values: NewRevision {
                         status,
@@ -547,15 +539,15 @@ fn plan_line(
                     (true, false) => Action::Adjust,
                 });
                 line.back_to_review = back_to_review;
-                plan.entries.push(line);
+                plan.enter(line);
             }
         }
         None => {
-            plan.changes.push(LedgerChange::Insert(NewRevision {
+            plan.change(LedgerChange::Insert(NewRevision {
                 revision: next_revision,
                 ..values
             }));
-            plan.entries.push(entry(if sent.is_empty() {
+            plan.enter(entry(if sent.is_empty() {
                 Action::Create
             } else {
                 Action::Adjust
@@ -1363,5 +1355,92 @@ mod tests {
             .map(|e| (e.key.billing_account.as_str(), e.priced, e.delta_amount))
             .collect();
         assert_eq!(priced, [("A", true, dec!(0)), ("B", false, dec!(-10.00))]);
+    }
+
+    #[test]
+    fn a_plan_handed_over_in_batches_is_the_whole_plan_with_no_line_split() {
+        let pushed = |id: i64, account: &str, quantity: Decimal, amount: Decimal| {
+            let line = computed(account, quantity, amount);
+            let values = revision_values(
+                &line.key.clone(),
+                Some(line),
+                eur(),
+                (quantity, amount),
+                (quantity, amount),
+                LineStatus::Pushed,
+            );
+            stored(
+                id,
+                &NewRevision {
+                    revision: 1,
+                    ..values
+                },
+                LineStatus::Pushed,
+            )
+        };
+        // Two unsent revisions of D (a stale one is deleted next to the one kept), a pushed
+        // line changed (B), one pushed and gone (C), one unchanged (E), two new (A, F).
+        let mut stale = pushed(4, "D", dec!(1), dec!(10.00));
+        stale.status = LineStatus::Draft;
+        let mut kept = pushed(5, "D", dec!(1), dec!(10.00));
+        (kept.status, kept.revision) = (LineStatus::Draft, 2);
+        let ledger = vec![
+            pushed(1, "B", dec!(2), dec!(20.00)),
+            pushed(2, "C", dec!(4), dec!(40.00)),
+            pushed(3, "E", dec!(1), dec!(10.00)),
+            stale,
+            kept,
+        ];
+        let lines = || {
+            vec![
+                computed("F", dec!(6), dec!(60.00)),
+                computed("A", dec!(3), dec!(30.00)),
+                computed("B", dec!(5), dec!(50.00)),
+                computed("D", dec!(7), dec!(70.00)),
+                computed("E", dec!(1), dec!(10.00)),
+            ]
+        };
+        let approvals = Approvals::by_person();
+        let whole = plan(lines(), &ledger, &sources(), &approvals);
+        assert_eq!(whole.entries.len(), 6);
+        assert_eq!(whole.counts.totals["EUR"], dec!(220.00));
+        assert_eq!(
+            (
+                whole.counts.created,
+                whole.counts.adjusted,
+                whole.counts.unchanged
+            ),
+            (2, 2, 1)
+        );
+
+        for batch in [1, 2, 100] {
+            let mut planner = Planner::new(lines(), &ledger, &sources(), &approvals);
+            let mut batches = Vec::new();
+            while let Some(changes) = planner.next_changes(batch) {
+                batches.push(changes);
+            }
+            let rest = planner.finish();
+            assert!(
+                rest.changes.is_empty() && rest.entries.is_empty(),
+                "{batch}"
+            );
+            assert_eq!(rest.counts, whole.counts, "batches of {batch}");
+            assert_eq!(batches.concat(), whole.changes, "batches of {batch}");
+            // D's delete and update come in one batch, whatever the batch size.
+            let with_d: Vec<usize> = batches
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| {
+                    b.iter().any(|c| match c {
+                        LedgerChange::Delete { id } => *id == 4 || *id == 5,
+                        LedgerChange::Update { values, .. } | LedgerChange::Insert(values) => {
+                            values.key.billing_account.as_str() == "D"
+                        }
+                    })
+                })
+                .map(|(at, _)| at)
+                .collect();
+            assert_eq!(with_d.len(), 1, "batches of {batch}: {batches:?}");
+        }
     }
 }

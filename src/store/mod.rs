@@ -143,6 +143,7 @@ macro_rules! describe_revision {
     }};
 }
 
+mod apply;
 mod extraction;
 mod jobs;
 mod lease;
@@ -156,6 +157,7 @@ mod rounds;
 mod runs;
 mod users;
 
+pub use apply::PlanFeed;
 pub use extraction::{PageToStage, StageAt};
 pub use jobs::{ClosedPeriod, JobLastRun, JobTick, TickClaim};
 pub use lease::{Busy, LeaseHolder};

@@ -14,7 +14,7 @@ use tally::domain::{
     LineKey, LineStatus, NewRevision, Period, RunException, RunStatus, RunSummary, Sample,
     SourceName, StagedQuantity, StagedRecord, Trace, Trigger,
 };
-use tally::store::{Busy, DatabaseTarget, PageToStage, PushScope, Store};
+use tally::store::{Busy, DatabaseTarget, PageToStage, PlanFeed, PushScope, Store};
 
 macro_rules! both_backends {
     ($($story:ident),* $(,)?) => {
@@ -59,6 +59,7 @@ both_backends!(
     a_plan_inserts_revisions_that_read_back_exactly,
     a_plan_updates_and_deletes_drafts_in_place,
     a_plan_touching_a_sent_revision_is_refused_whole,
+    a_plan_fed_in_batches_is_one_transaction,
     exceptions_are_replaced_per_period_and_source,
     approval_moves_drafts_for_all_or_one_customer,
     a_push_goes_through_two_phases,
@@ -964,6 +965,121 @@ async fn a_plan_touching_a_sent_revision_is_refused_whole(store: Store, _: &Data
             .is_err()
     );
     assert_eq!(lines(&store).await, before);
+}
+
+/// A plan fed batch by batch, as a run writes it while planning, and what the store asked.
+struct Batches {
+    batches: std::vec::IntoIter<Vec<LedgerChange>>,
+    exceptions: Vec<RunException>,
+    /// Batches handed over before the exceptions were asked.
+    fed_before_exceptions: Option<usize>,
+    fed: usize,
+}
+
+impl Batches {
+    fn new(batches: Vec<Vec<LedgerChange>>, exceptions: Vec<RunException>) -> Self {
+        Batches {
+            batches: batches.into_iter(),
+            exceptions,
+            fed_before_exceptions: None,
+            fed: 0,
+        }
+    }
+}
+
+impl PlanFeed for Batches {
+    fn next_changes(&mut self) -> Option<Vec<LedgerChange>> {
+        let next = self.batches.next();
+        self.fed += usize::from(next.is_some());
+        next
+    }
+
+    fn exceptions(&mut self) -> Vec<RunException> {
+        self.fed_before_exceptions = Some(self.fed);
+        std::mem::take(&mut self.exceptions)
+    }
+}
+
+async fn a_plan_fed_in_batches_is_one_transaction(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    let users = [source("billable_users")];
+    let insert =
+        |account: &str| LedgerChange::Insert(revision(account, "Agent", "billable_users", dec!(1)));
+
+    // A later batch refused: the batches written before it are rolled back with it.
+    let mut sent = revision("C-9", "Agent", "billable_users", dec!(1));
+    sent.status = LineStatus::Pushed;
+    let mut refused = Batches::new(
+        vec![
+            vec![insert("C-1"), insert("C-2")],
+            vec![LedgerChange::Insert(sent)],
+        ],
+        vec![],
+    );
+    let error = store
+        .apply_plan_fed(run_id, october(), &users, &mut refused)
+        .await
+        .expect_err("a revision planned as pushed");
+    assert!(
+        format!("{error:#}").contains("Nothing of the plan was written"),
+        "{error:#}"
+    );
+    assert!(
+        lines(&store).await.is_empty(),
+        "nothing of the plan is written"
+    );
+
+    // An exception outside the sources, known only after the last batch, refuses them all.
+    let mut outside = Batches::new(
+        vec![vec![insert("C-1")], vec![insert("C-2")]],
+        vec![exception("ccc", ExceptionKind::NoPrice, "Org")],
+    );
+    let error = store
+        .apply_plan_fed(run_id, october(), &users, &mut outside)
+        .await
+        .expect_err("an exception of another source");
+    assert!(format!("{error:#}").contains("outside the (period, sources)"));
+    assert_eq!(
+        outside.fed_before_exceptions,
+        Some(2),
+        "asked after the last batch"
+    );
+    assert!(
+        lines(&store).await.is_empty(),
+        "nothing of the plan is written"
+    );
+    assert!(
+        store
+            .exceptions(october())
+            .await
+            .expect("exceptions")
+            .is_empty()
+    );
+
+    // Three batches and the exceptions: all of it written, as one plan given whole would be.
+    let found = vec![exception("billable_users", ExceptionKind::NoPrice, "Org")];
+    let mut fed = Batches::new(
+        vec![
+            vec![insert("C-1"), insert("C-2")],
+            vec![insert("C-3")],
+            vec![insert("C-4"), insert("C-5")],
+        ],
+        found.clone(),
+    );
+    store
+        .apply_plan_fed(run_id, october(), &users, &mut fed)
+        .await
+        .expect("applying the batches");
+    let written: Vec<String> = lines(&store)
+        .await
+        .iter()
+        .map(|l| l.key.billing_account.to_string())
+        .collect();
+    assert_eq!(written, ["C-1", "C-2", "C-3", "C-4", "C-5"]);
+    assert_eq!(
+        store.exceptions(october()).await.expect("exceptions"),
+        found
+    );
 }
 
 async fn exceptions_are_replaced_per_period_and_source(store: Store, _: &DatabaseTarget) {
