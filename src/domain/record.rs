@@ -33,7 +33,7 @@ pub struct StagedQuantity {
 }
 
 /// The staged records of one source and period summed per (customer key, item).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageQuantity {
     pub customer_key: String,
     pub item: String,

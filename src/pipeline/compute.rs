@@ -105,7 +105,7 @@ pub fn compute(
     key_match: KeyMatch,
     license_of: &dyn Fn(&str) -> Option<LicenseType>,
     period: Period,
-    usage: &[UsageQuantity],
+    mut usage: Vec<UsageQuantity>,
     rules: &Rules<'_>,
 ) -> Computed {
     let mut out = Computed::default();
@@ -128,8 +128,8 @@ pub fn compute(
 
     // Several source customers (or items) may land on one line: sum before pricing, so that
     // tiers apply to the line's whole quantity.
-    let mut grouped: BTreeMap<(BillingAccount, LicenseType), LineParts<'_>> = BTreeMap::new();
-    for u in usage {
+    let mut grouped: BTreeMap<(BillingAccount, LicenseType), LineParts> = BTreeMap::new();
+    for (at, u) in usage.iter().enumerate() {
         if let Some(problem) = &u.out_of_range {
             out.exceptions.push(exception(
                 ExceptionKind::OutOfRange,
@@ -190,16 +190,21 @@ pub fn compute(
         // A sum that does not fit is caught below by `max_quantity_per_line`: saturate here.
         entry.0 = entry.0.saturating_add(u.quantity);
         entry.1 += u.record_count;
-        entry.2.push(&u.hash);
-        entry.3.push(u);
+        entry.2.push(at);
     }
 
     // A line per group at most, sized once: grown by doubling, the lines held up to twice
     // their room at the run's peak.
     out.lines.reserve_exact(grouped.len());
-    for ((account, license), (quantity, record_count, hashes, parts)) in grouped {
+    for ((account, license), (quantity, record_count, at)) in grouped {
+        // The line's groups are taken out of `usage` and dropped with it: what the lines are
+        // made of is freed as they are made, not held next to all of them.
+        let parts: Vec<UsageQuantity> = at
+            .iter()
+            .map(|&at| std::mem::take(&mut usage[at]))
+            .collect();
         if let Some(problem) = rules.billing.limits.check_line(quantity) {
-            for u in parts {
+            for u in &parts {
                 out.exceptions.push(exception(
                     ExceptionKind::OutOfRange,
                     u,
@@ -218,7 +223,7 @@ pub fn compute(
             .currency_of(rules.billing, rules.sinks, &account)
         else {
             // Unreachable after validation; kept as an exception rather than a panic.
-            for u in parts {
+            for u in &parts {
                 out.exceptions.push(exception(
                     ExceptionKind::NoPrice,
                     u,
@@ -243,7 +248,7 @@ pub fn compute(
                     PriceError::NoPrice(_) => ExceptionKind::NoPrice,
                     PriceError::Overflow(_) => ExceptionKind::OutOfRange,
                 };
-                for u in parts {
+                for u in &parts {
                     out.exceptions.push(exception(
                         kind,
                         u,
@@ -276,7 +281,7 @@ pub fn compute(
             ),
             evidence: Evidence {
                 record_count,
-                hash: combine_hashes(&hashes),
+                hash: combine_hashes(&parts.iter().map(|u| u.hash.as_str()).collect::<Vec<_>>()),
                 sample: parts
                     .iter()
                     .flat_map(|u| {
@@ -296,7 +301,7 @@ pub fn compute(
         match check {
             Ok(()) => out.lines.push(line),
             Err(reason) => {
-                for u in parts {
+                for u in &parts {
                     out.exceptions.push(exception(
                         ExceptionKind::NotBillable,
                         u,
@@ -311,8 +316,8 @@ pub fn compute(
     out
 }
 
-/// What is summed into one line: quantity, record count, the groups' fingerprints, the groups.
-type LineParts<'a> = (Decimal, u64, Vec<&'a str>, Vec<&'a UsageQuantity>);
+/// What is summed into one line: quantity, record count, and where its groups are in `usage`.
+type LineParts = (Decimal, u64, Vec<usize>);
 
 /// The fingerprint of several groups' records: XOR of their fingerprints, so that the order
 /// records were read in does not matter.

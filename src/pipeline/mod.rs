@@ -473,7 +473,7 @@ async fn run_until_deadline(
             source.key_match(),
             &|item| source.license_type(item),
             period,
-            &usage,
+            usage,
             &rules,
         );
         if let Some(customer) = customer.as_mut() {
