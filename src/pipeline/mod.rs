@@ -17,7 +17,7 @@ pub use push::{PushOutcome, PushSettings, Pusher};
 
 use crate::config::Settings;
 use crate::domain::{
-    LedgerLine, LineStatus, Period, RunException, RunStatus, RunSummary, SourceFailure, SourceName,
+    LineStatus, Period, RunException, RunStatus, RunSummary, SourceFailure, SourceName,
     SourceStats, Trigger,
 };
 use crate::mapping::CustomerMap;
@@ -503,12 +503,7 @@ async fn run_until_deadline(
 
     // The pages and records of the extraction are freed; planning holds the run's peak.
     crate::observe::memory::return_freed_memory();
-    let mut ledger: Vec<LedgerLine> = app.store.ledger_to_plan(period).await?;
-    if let Some(customer) = &customer {
-        // The other customers' lines are not this run's: left out of the plan, they are
-        // neither reversed nor pushed.
-        ledger.retain(|l| customer.matches_account(&l.key.billing_account));
-    }
+    let pushed = write::pushed(app, period, customer.as_ref()).await?;
     let mut approvals = approvals(app, period).await?;
     if hold_drafts {
         // Every line waits as if for a person; no rule approves it yet.
@@ -517,21 +512,19 @@ async fn run_until_deadline(
     }
     // The lines move into the plan (their traces into the revisions planned): held once, and
     // written a batch at a time as they are planned.
-    let planner = reconcile::Planner::new(lines, &ledger, &completed_sources, &approvals);
+    let planner = reconcile::Planner::new(lines, &completed_sources, &approvals, &pushed);
     let plan = match run_id {
         Some(run_id) if !interrupted => {
             let kept =
                 filter::others_exceptions(app, period, &completed_sources, customer.as_ref())
                     .await?;
             let (sources, found) = (&completed_sources, &exceptions);
-            write::plan_and_write(app, run_id, period, sources, planner, found, kept).await?
+            let limit = customer.as_ref();
+            write::plan_and_write(app, run_id, period, sources, limit, planner, found, kept).await?
         }
         // A dry run lists its plan; an interrupted run has nothing to plan (see above).
-        _ => write::plan_only(planner),
+        _ => write::plan_only(app, period, customer.as_ref(), planner).await?,
     };
-    // The plan holds what it needs of the ledger; the period's revisions are not kept through
-    // the push (memory follows the lines, once).
-    drop(ledger);
     exceptions.extend(plan.exceptions(period));
     let totals = plan.counts.totals.clone();
     let totals_error = plan.counts.total_too_large.map(|currency| {

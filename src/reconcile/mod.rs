@@ -17,7 +17,7 @@ pub mod approval;
 mod planner;
 pub mod shrink;
 
-pub use planner::{Planner, plan};
+pub use planner::{Planner, Pushed, plan};
 
 use crate::domain::{
     Approval, BillingAccount, Currency, Evidence, ExceptionKind, InvoiceLine, LedgerChange,
@@ -317,21 +317,14 @@ impl Plan {
 /// The sources of `sources` whose computed quantity fell suspiciously below what was pushed
 /// for them this period.
 fn shrinks(
-    history: &BTreeMap<&LineKey, Vec<&LedgerLine>>,
+    pushed: &Pushed,
     computed: &[InvoiceLine],
     sources: &[SourceName],
     guard: &ShrinkGuard,
 ) -> Vec<Shrink> {
     let mut out = Vec::new();
     for source in sources {
-        let pushed = checked_sum(
-            history
-                .iter()
-                .filter(|(key, _)| &key.source == source)
-                .flat_map(|(_, revisions)| revisions.iter())
-                .filter(|r| r.status.is_sent())
-                .map(|r| r.quantity),
-        );
+        let pushed = pushed.of(source);
         let now = checked_sum(
             computed
                 .iter()
@@ -1413,11 +1406,37 @@ mod tests {
             (2, 2, 1)
         );
 
+        let mut pushed = Pushed::default();
+        for revision in ledger.iter().filter(|r| r.status.is_sent()) {
+            pushed.add(&revision.key.source, revision.quantity);
+        }
+        let mut ordered = ledger.clone();
+        ordered.sort_by(|a, b| (&a.key, a.revision).cmp(&(&b.key, b.revision)));
+        let sources = sources();
         for batch in [1, 2, 100] {
-            let mut planner = Planner::new(lines(), &ledger, &sources(), &approvals);
+            let mut planner = Planner::new(lines(), &sources, &approvals, &pushed);
+            // The ledger handed over in key order, a revision at a time, when asked for.
+            let mut unread = ordered.iter();
             let mut batches = Vec::new();
-            while let Some(changes) = planner.next_changes(batch) {
-                batches.push(changes);
+            let mut read_before_first_batch = None;
+            loop {
+                if let Some(changes) = planner.next_changes(batch) {
+                    read_before_first_batch.get_or_insert(ledger.len() - unread.len());
+                    batches.push(changes);
+                    continue;
+                }
+                if planner.done() {
+                    break;
+                }
+                assert!(planner.needs_ledger(), "batches of {batch}");
+                match unread.next() {
+                    Some(revision) => planner.add_revision(revision.clone()),
+                    None => planner.ledger_read(),
+                }
+            }
+            if batch == 1 {
+                // A's creation is planned once the ledger is read past A: at B's revision.
+                assert_eq!(read_before_first_batch, Some(1));
             }
             let rest = planner.finish();
             assert!(

@@ -16,7 +16,10 @@ use sqlx::types::Json;
 pub trait PlanFeed: Send {
     /// The next changes to write, or `None` once every change was handed over. A batch holds
     /// every change of each line in it (a delete and the insert replacing it come together).
-    fn next_changes(&mut self) -> Option<Vec<LedgerChange>>;
+    /// Asynchronous, as planning reads the ledger as it goes.
+    fn next_changes(
+        &mut self,
+    ) -> impl Future<Output = anyhow::Result<Option<Vec<LedgerChange>>>> + Send;
     /// The exceptions that replace those of the (period, sources) applied; asked once, after
     /// the last batch (planning finds some of them: conflicts, held credits).
     fn exceptions(&mut self) -> Vec<RunException>;
@@ -29,8 +32,8 @@ struct Whole {
 }
 
 impl PlanFeed for Whole {
-    fn next_changes(&mut self) -> Option<Vec<LedgerChange>> {
-        self.changes.take()
+    async fn next_changes(&mut self) -> anyhow::Result<Option<Vec<LedgerChange>>> {
+        Ok(self.changes.take())
     }
 
     fn exceptions(&mut self) -> Vec<RunException> {
@@ -72,7 +75,7 @@ impl Store {
         run_id: i64,
         period: Period,
         sources: &[SourceName],
-        plan: &mut dyn PlanFeed,
+        plan: &mut impl PlanFeed,
     ) -> anyhow::Result<()> {
         let now = Utc::now();
         let period_text = period.to_string();
@@ -81,7 +84,7 @@ impl Store {
                 .await
                 .with_context(|| format!("apply_plan for {period}: beginning the transaction"))?;
 
-            while let Some(changes) = plan.next_changes() {
+            while let Some(changes) = plan.next_changes().await? {
                 let batch = PlanRows::new(period, &changes)?;
                 for &id in &batch.deletes {
                     let done = sqlx::query(

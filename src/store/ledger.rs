@@ -8,6 +8,8 @@ use crate::domain::{BillingAccount, LedgerLine, LicenseType, Period, RunExceptio
 use crate::reconcile::LineIdentity;
 use anyhow::{Context, bail, ensure};
 use chrono::Utc;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 use sqlx::QueryBuilder;
 use std::collections::HashMap;
@@ -42,27 +44,70 @@ impl Store {
         })
     }
 
-    /// Every revision of the period as reconcile reads it, ordered by line key then revision:
-    /// [`Store::ledger_lines`] without what planning never reads ([`super::PLAN_COLUMNS`]: the
-    /// evidence samples, the traces of revisions already sent, the idempotency keys, the
-    /// billing systems' ids, the push markers and the last errors are left empty). For
-    /// planning only: a revision shown to a person, or pushed, is read whole.
-    pub async fn ledger_to_plan(&self, period: Period) -> anyhow::Result<Vec<LedgerLine>> {
+    /// Every revision of the period as reconcile reads it, as a stream in the order of their
+    /// [`LineKey`](crate::domain::LineKey)s (then revision), so that planning holds a few
+    /// lines' revisions at a time, not the period's: [`Store::ledger_lines`] without what
+    /// planning never reads ([`super::PLAN_COLUMNS`]: the evidence samples, the traces of
+    /// revisions already sent, the idempotency keys, the billing systems' ids, the push markers
+    /// and the last errors are left empty). For planning only: a revision shown to a person, or
+    /// pushed, is read whole.
+    ///
+    /// The order is the one reconcile walks the computed lines in (`LineKey`'s: account, license
+    /// type, source, compared byte by byte), not the text of `line_key`: Postgres compares them
+    /// with the "C" collation, SQLite's is byte order already.
+    pub fn ledger_to_plan(&self, period: Period) -> BoxStream<'_, anyhow::Result<LedgerLine>> {
+        static SELECT: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+            [r#"COLLATE "C""#, ""].map(|byte_order| {
+                format!(
+                    "SELECT {PLAN_COLUMNS} FROM ledger_lines WHERE period = $1 ORDER BY \
+                     billing_account {byte_order}, license_type {byte_order}, \
+                     source {byte_order}, revision"
+                )
+            })
+        });
+        let sql: &'static str = match &self.backend {
+            Backend::Postgres(_) => &SELECT[0],
+            Backend::Sqlite { .. } => &SELECT[1],
+        };
         with_backend!(self, |pool, D| {
-            let what = format!("ledger_to_plan: reading ledger_lines of {period}");
-            let count: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM ledger_lines WHERE period = $1")
-                    .bind(period.to_string())
-                    .fetch_one(pool)
-                    .await
-                    .with_context(|| what.clone())?;
-            let sql = format!(
-                "SELECT {PLAN_COLUMNS} FROM ledger_lines WHERE period = $1 \
-                 ORDER BY line_key, revision"
-            );
-            let select = sqlx::query(&sql).bind(period.to_string());
-            let expected = usize::try_from(count).unwrap_or(0);
-            rows::lines_to_plan(select.fetch(pool), &what, expected).await
+            sqlx::query(sql)
+                .bind(period.to_string())
+                .fetch(pool)
+                .map(move |row| {
+                    let row = row.with_context(|| {
+                        format!("ledger_to_plan: reading ledger_lines of {period}")
+                    })?;
+                    rows::line_to_plan(&row)
+                })
+                .boxed()
+        })
+    }
+
+    /// The quantity of every revision of the period the billing systems hold or may hold
+    /// (`pushing`, `pushed`), with its source and billing account: what the under-billing guard
+    /// compares a source's answer with, read before the period is planned.
+    pub async fn sent_quantities(
+        &self,
+        period: Period,
+    ) -> anyhow::Result<Vec<(SourceName, BillingAccount, Decimal)>> {
+        with_backend!(self, |pool, D| {
+            let rows = sqlx::query(
+                "SELECT source, billing_account, quantity FROM ledger_lines \
+                 WHERE period = $1 AND status IN ('pushing', 'pushed')",
+            )
+            .bind(period.to_string())
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("sent_quantities: reading ledger_lines of {period}"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        SourceName::new(row.text("source")?),
+                        BillingAccount::new(row.text("billing_account")?),
+                        row.decimal("quantity")?,
+                    ))
+                })
+                .collect()
         })
     }
 

@@ -70,18 +70,12 @@ pub(super) async fn lines<R: Columns>(
     rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     what: &str,
 ) -> anyhow::Result<Vec<LedgerLine>> {
-    lines_of(rows, what, Detail::Whole, 0).await
+    lines_of(rows, what, Detail::Whole).await
 }
 
-/// [`lines`] of a query of [`super::PLAN_COLUMNS`]: revisions as reconcile reads them, into a
-/// vector sized for `expected` of them (a hint: a period's revisions grown by doubling held up
-/// to twice the room they need at the run's peak).
-pub(super) async fn lines_to_plan<R: Columns>(
-    rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
-    what: &str,
-    expected: usize,
-) -> anyhow::Result<Vec<LedgerLine>> {
-    lines_of(rows, what, Detail::ToPlan, expected).await
+/// A revision of a query of [`super::PLAN_COLUMNS`], as reconcile reads it.
+pub(super) fn line_to_plan(row: &impl Columns) -> anyhow::Result<LedgerLine> {
+    line_of(row, Detail::ToPlan)
 }
 
 /// How much of a revision a query selected.
@@ -97,10 +91,9 @@ async fn lines_of<R: Columns>(
     mut rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     what: &str,
     detail: Detail,
-    expected: usize,
 ) -> anyhow::Result<Vec<LedgerLine>> {
     use futures_util::TryStreamExt as _;
-    let mut lines = Vec::with_capacity(expected);
+    let mut lines = Vec::new();
     while let Some(row) = rows.try_next().await.with_context(|| what.to_owned())? {
         lines.push(line_of(&row, detail)?);
     }

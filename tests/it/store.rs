@@ -7,6 +7,7 @@
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::json;
+use futures_util::TryStreamExt as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tally::domain::{
@@ -66,6 +67,8 @@ both_backends!(
     lines_to_push_are_approved_and_pushing_revisions,
     the_push_queue_takes_pushing_revisions_first_then_reads_them_in_its_order,
     the_ledger_to_plan_leaves_out_what_planning_never_reads,
+    the_ledger_to_plan_comes_in_the_order_reconcile_walks_the_lines,
+    sent_quantities_are_those_the_billing_systems_may_hold,
     the_writer_lease_has_one_holder_at_a_time,
     a_busy_writer_is_told_who_holds_the_lease,
     runs_of_dead_processes_are_marked_abandoned_by_the_next_writer,
@@ -988,10 +991,10 @@ impl Batches {
 }
 
 impl PlanFeed for Batches {
-    fn next_changes(&mut self) -> Option<Vec<LedgerChange>> {
+    async fn next_changes(&mut self) -> anyhow::Result<Option<Vec<LedgerChange>>> {
         let next = self.batches.next();
         self.fed += usize::from(next.is_some());
-        next
+        Ok(next)
     }
 
     fn exceptions(&mut self) -> Vec<RunException> {
@@ -1333,6 +1336,71 @@ async fn a_push_goes_through_two_phases(store: Store, _: &DatabaseTarget) {
     assert!(store.record_push_error(a + b + 100, "x").await.is_err());
 }
 
+/// Line keys whose text (`period/source/account/license`) and whose `LineKey` order differ, and
+/// accounts that a language's collation would order otherwise ("B" before "a" byte by byte).
+async fn the_ledger_to_plan_comes_in_the_order_reconcile_walks_the_lines(
+    store: Store,
+    _: &DatabaseTarget,
+) {
+    let run_id = run(&store).await;
+    let mut revisions = vec![
+        revision("a", "Agent", "ccc", dec!(1)),
+        revision("B", "Agent", "ccc", dec!(1)),
+        revision("B", "Agent", "billable_users", dec!(1)),
+        revision("a", "Admin", "billable_users", dec!(1)),
+        revision("Z-1", "Agent", "billable_users", dec!(1)),
+    ];
+    let mut adjustment = revision("B", "Agent", "ccc", dec!(2));
+    adjustment.revision = 2;
+    revisions.push(adjustment);
+    insert(&store, run_id, revisions).await;
+
+    let read: Vec<(LineKey, i32)> = store
+        .ledger_to_plan(october())
+        .map_ok(|r| (r.key, r.revision))
+        .try_collect()
+        .await
+        .expect("the ledger");
+    let mut expected = read.clone();
+    expected.sort();
+    assert_eq!(read, expected, "in LineKey order, then revision");
+    assert_eq!(read.len(), 6);
+    assert_eq!(read[0].0.billing_account.as_str(), "B");
+}
+
+async fn sent_quantities_are_those_the_billing_systems_may_hold(store: Store, _: &DatabaseTarget) {
+    let run_id = run(&store).await;
+    insert(
+        &store,
+        run_id,
+        vec![
+            revision("C-1", "Agent", "billable_users", dec!(10)),
+            revision("C-2", "Agent", "billable_users", dec!(4)),
+            revision("C-3", "Agent", "ccc", dec!(1.5)),
+        ],
+    )
+    .await;
+    let ledger = lines(&store).await;
+    push(&store, line(&ledger, "C-1", "Agent").id, "U-1").await;
+    let pushing = ledger
+        .iter()
+        .find(|l| l.key.source.as_str() == "ccc")
+        .expect("C-3")
+        .id;
+    store.mark_pushing(pushing, None).await.expect("pushing");
+
+    let mut sent = store.sent_quantities(october()).await.expect("sent");
+    sent.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        sent,
+        [
+            (source("billable_users"), BillingAccount::new("C-1"), dec!(10)),
+            (source("ccc"), BillingAccount::new("C-3"), dec!(1.5)),
+        ],
+        "the draft C-2 is not sent"
+    );
+}
+
 async fn the_ledger_to_plan_leaves_out_what_planning_never_reads(store: Store, _: &DatabaseTarget) {
     let run_id = run(&store).await;
     let with_sample = |account: &str, status: LineStatus| {
@@ -1357,7 +1425,11 @@ async fn the_ledger_to_plan_leaves_out_what_planning_never_reads(store: Store, _
     store.mark_pushed(c, "U-1").await.expect("pushed");
 
     let whole = lines(&store).await;
-    let to_plan = store.ledger_to_plan(october()).await.expect("the ledger");
+    let to_plan: Vec<LedgerLine> = store
+        .ledger_to_plan(october())
+        .try_collect()
+        .await
+        .expect("the ledger");
     assert_eq!(to_plan.len(), whole.len());
     for (read, full) in to_plan.iter().zip(&whole) {
         assert_eq!(read.id, full.id, "same revisions, same order");
