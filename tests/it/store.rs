@@ -4,10 +4,10 @@
 //! Each story is an async fn taking a connected `Store` (and its target); `both_backends!` makes a
 //! `postgres::<story>` and a `sqlite::<story>` test of it.
 
+use futures_util::TryStreamExt as _;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::json;
-use futures_util::TryStreamExt as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tally::domain::{
@@ -1394,7 +1394,11 @@ async fn sent_quantities_are_those_the_billing_systems_may_hold(store: Store, _:
     assert_eq!(
         sent,
         [
-            (source("billable_users"), BillingAccount::new("C-1"), dec!(10)),
+            (
+                source("billable_users"),
+                BillingAccount::new("C-1"),
+                dec!(10)
+            ),
             (source("ccc"), BillingAccount::new("C-3"), dec!(1.5)),
         ],
         "the draft C-2 is not sent"
