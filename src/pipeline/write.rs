@@ -47,12 +47,9 @@ pub(super) async fn plan_and_write(
     kept: Vec<RunException>,
 ) -> anyhow::Result<Plan> {
     let mut feed = Feed {
-        planner: &mut planner,
-        ledger: app.store.ledger_to_plan(period),
-        customer,
-        period,
         found,
         kept,
+        ..Feed::new(app, &mut planner, period, customer)
     };
     app.store
         .apply_plan_fed(run_id, period, sources, &mut feed)
@@ -70,14 +67,7 @@ pub(super) async fn plan_only(
     planner: Planner<'_>,
 ) -> anyhow::Result<Plan> {
     let mut planner = planner.keeping_entries();
-    let mut feed = Feed {
-        planner: &mut planner,
-        ledger: app.store.ledger_to_plan(period),
-        customer,
-        period,
-        found: &[],
-        kept: Vec::new(),
-    };
+    let mut feed = Feed::new(app, &mut planner, period, customer);
     while feed.next_changes().await?.is_some() {}
     drop(feed);
     Ok(planner.finish())
@@ -93,6 +83,25 @@ struct Feed<'p, 'a> {
     period: Period,
     found: &'p [RunException],
     kept: Vec<RunException>,
+}
+
+impl<'p, 'a> Feed<'p, 'a> {
+    /// `planner` fed from the period's ledger, with no exceptions of the run's own.
+    fn new(
+        app: &'p App,
+        planner: &'p mut Planner<'a>,
+        period: Period,
+        customer: Option<&'p CustomerFilter>,
+    ) -> Self {
+        Feed {
+            planner,
+            ledger: app.store.ledger_to_plan(period),
+            customer,
+            period,
+            found: &[],
+            kept: Vec::new(),
+        }
+    }
 }
 
 impl PlanFeed for Feed<'_, '_> {

@@ -161,10 +161,12 @@ impl<'a> Planner<'a> {
         self.plan.exceptions(period)
     }
 
-    /// Plans the lines left (the ledger is taken as read) and gives the plan.
+    /// Plans the lines left and gives the plan. Only once the whole ledger was handed over
+    /// ([`Planner::ledger_read`]): a line is never planned against part of its history (a
+    /// pushed line would be created again), so lines still waiting for the ledger are left.
     pub fn finish(mut self) -> Plan {
-        self.ledger_read = true;
-        while self.plan_next_line() {}
+        debug_assert!(self.ledger_read, "finish before the ledger was read");
+        while self.next_is_known() && self.plan_next_line() {}
         self.plan
     }
 

@@ -67,10 +67,15 @@ pub(super) fn checkpoint(row: &impl Columns) -> anyhow::Result<Checkpoint> {
 /// period's revisions as raw rows (traces and evidence included) were twice the memory of the
 /// lines made of them, and all of them were held at once on top of the lines.
 pub(super) async fn lines<R: Columns>(
-    rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    mut rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     what: &str,
 ) -> anyhow::Result<Vec<LedgerLine>> {
-    lines_of(rows, what, Detail::Whole).await
+    use futures_util::TryStreamExt as _;
+    let mut lines = Vec::new();
+    while let Some(row) = rows.try_next().await.with_context(|| what.to_owned())? {
+        lines.push(line_of(&row, Detail::Whole)?);
+    }
+    Ok(lines)
 }
 
 /// A revision of a query of [`super::PLAN_COLUMNS`], as reconcile reads it.
@@ -85,19 +90,6 @@ enum Detail {
     Whole,
     /// [`super::PLAN_COLUMNS`]: no evidence sample, and no trace for a revision already sent.
     ToPlan,
-}
-
-async fn lines_of<R: Columns>(
-    mut rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
-    what: &str,
-    detail: Detail,
-) -> anyhow::Result<Vec<LedgerLine>> {
-    use futures_util::TryStreamExt as _;
-    let mut lines = Vec::new();
-    while let Some(row) = rows.try_next().await.with_context(|| what.to_owned())? {
-        lines.push(line_of(&row, detail)?);
-    }
-    Ok(lines)
 }
 
 pub(super) fn line(row: &impl Columns) -> anyhow::Result<LedgerLine> {
